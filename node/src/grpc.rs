@@ -1,0 +1,34 @@
+//! The gRPC server plumbing every service shares: health, reflection, and a
+//! graceful stop.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use tonic::service::Routes;
+use tonic_health::server::HealthReporter;
+
+/// The standard health service (whose reporter the caller flips as its
+/// dependencies come and go) and the reflection service over every contract,
+/// so `grpcurl` and load balancers can inspect any node.
+pub fn health_and_reflection() -> Result<(HealthReporter, Routes), tonic_reflection::server::Error>
+{
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(fishchat_rpc::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    Ok((reporter, Routes::new(health).add_service(reflection)))
+}
+
+/// Serves `routes` on `addr` until `stop` resolves, then lets in-flight calls finish.
+pub async fn serve(
+    addr: SocketAddr,
+    routes: Routes,
+    stop: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    tracing::info!(%addr, "gRPC listening");
+    tonic::transport::Server::builder()
+        .add_routes(routes)
+        .serve_with_shutdown(addr, stop)
+        .await
+}

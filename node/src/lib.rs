@@ -1,0 +1,18 @@
+//! What every FishChat service process does the same way: read its
+//! configuration, log, report health, and shut down cleanly.
+//!
+//! Each service owns its configuration type and its RPC surface; this crate
+//! only holds the process plumbing around them, so that a fix to (say) signal
+//! handling lands in every service at once.
+
+mod args;
+mod config;
+mod grpc;
+mod logging;
+mod shutdown;
+
+pub use args::CommonArgs;
+pub use config::{ConfigError, load_config};
+pub use grpc::{health_and_reflection, serve};
+pub use logging::{LogFormat, init_logging};
+pub use shutdown::shutdown_signal;

@@ -1,0 +1,32 @@
+//! Internal gRPC contracts between FishChat services.
+//!
+//! Each module is one service's surface: its tonic client, its server trait,
+//! and its messages. Messages of the client protocol that cross services
+//! (`StoredMessage`, `SendAck`, `SyncReply`) are the codec's own types.
+
+/// register: accounts, tokens, sessions, groups.
+#[allow(missing_docs)]
+pub mod register {
+    tonic::include_proto!("fishchat.register.v1");
+}
+
+/// logic: the access tier's upstream for everything a connection asks.
+#[allow(missing_docs)]
+pub mod logic {
+    tonic::include_proto!("fishchat.logic.v1");
+}
+
+/// manager: sync, cursors, unread counts, history.
+#[allow(missing_docs)]
+pub mod manager {
+    tonic::include_proto!("fishchat.manager.v1");
+}
+
+/// access: pushes and kicks delivered to an access node.
+#[allow(missing_docs)]
+pub mod access {
+    tonic::include_proto!("fishchat.access.v1");
+}
+
+/// Encoded file descriptors of every contract, for the gRPC reflection service.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("fishchat_descriptor");
