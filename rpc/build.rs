@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/logic.proto",
         "proto/manager.proto",
         "proto/access.proto",
+        "proto/events.proto",
     ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");

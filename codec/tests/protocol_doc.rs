@@ -3,6 +3,8 @@
 //! frame per command, made by the encoder) must equal what this test builds.
 //! Run with `FISHCHAT_BLESS=1` to rewrite that part after a protocol change.
 
+#![allow(clippy::unwrap_used)] // a test file: a failed step should panic with its location.
+
 mod examples;
 
 use std::fmt::Write as _;

@@ -51,6 +51,8 @@ where
 }
 
 #[cfg(test)]
+// figment::Jail's closures must return its own (large) error type.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
     use serde::Deserialize;

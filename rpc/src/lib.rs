@@ -4,6 +4,8 @@
 //! and its messages. Messages of the client protocol that cross services
 //! (`StoredMessage`, `SendAck`, `SyncReply`) are the codec's own types.
 
+pub mod status;
+
 /// register: accounts, tokens, sessions, groups.
 #[allow(missing_docs)]
 pub mod register {
@@ -26,6 +28,12 @@ pub mod manager {
 #[allow(missing_docs)]
 pub mod access {
     tonic::include_proto!("fishchat.access.v1");
+}
+
+/// Kafka payloads between logic and msg_job.
+#[allow(missing_docs)]
+pub mod events {
+    tonic::include_proto!("fishchat.events.v1");
 }
 
 /// Encoded file descriptors of every contract, for the gRPC reflection service.
