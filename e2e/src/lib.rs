@@ -10,6 +10,9 @@
 //! a message naming the server and how to start it, and gives up after [`CONNECT_TIMEOUT`] so a
 //! down server fails the run in seconds instead of hanging it.
 
+pub mod cluster;
+pub mod services;
+
 use std::future::Future;
 use std::process;
 use std::sync::atomic::{AtomicU64, Ordering};

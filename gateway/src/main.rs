@@ -1,31 +1,14 @@
 //! `fishchat-gateway`: tells clients which access node to connect to.
 //!
-//! For now the process only answers gRPC health and reflection on its
-//! listen address; the service itself arrives with the backend issue.
+//! Wiring only: command line, configuration and logs here; everything else is
+//! in the library ([`fishchat_gateway::Gateway`]).
 
 use std::net::SocketAddr;
 
 use clap::Parser;
-use fishchat_node::{
-    CommonArgs, health_and_reflection, init_logging, load_config, serve, shutdown_signal,
-};
-use serde::{Deserialize, Serialize};
-
-/// Settings of this service, from its TOML file, the environment and the command line.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct Config {
-    /// Address of the gRPC server.
-    listen: SocketAddr,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 7001)),
-        }
-    }
-}
+use fishchat_gateway::{Config, Gateway};
+use fishchat_node::{CommonArgs, init_logging, load_config, shutdown_signal};
+use serde::Serialize;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -43,10 +26,34 @@ struct Cli {
 /// Command-line overrides of [`Config`]; only the ones given are applied.
 #[derive(Debug, clap::Args, Serialize)]
 struct Overrides {
-    /// Address of the gRPC server [default: 127.0.0.1:7001].
+    /// Address of the TCP front door [default: 127.0.0.1:7000].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     listen: Option<SocketAddr>,
+    /// Address of the HTTP front door [default: 127.0.0.1:8000].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http_listen: Option<SocketAddr>,
+    /// Address of the gRPC server (health, reflection) [default: 127.0.0.1:7001].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    grpc_listen: Option<SocketAddr>,
+    /// etcd endpoints, comma-separated [default: 127.0.0.1:2379].
+    #[arg(long, value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    etcd_endpoints: Option<Vec<String>>,
+    /// This node's id in etcd [default: <hostname>-<pid>-<random>].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node_id: Option<String>,
+    /// Seconds a TCP connection may stay silent [default: 30].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idle_timeout_secs: Option<u64>,
+    /// The service name access nodes register under [default: access].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    access_service: Option<String>,
 }
 
 #[tokio::main]
@@ -54,7 +61,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.common.log_format);
     let config: Config = load_config("gateway", cli.common.config.as_deref(), &cli.overrides)?;
-    let (_health, routes) = health_and_reflection()?;
-    serve(config.listen, routes, shutdown_signal()).await?;
+    let gateway = Gateway::bind(config).await?;
+    gateway.serve(shutdown_signal()).await?;
     Ok(())
 }

@@ -1,28 +1,72 @@
-//! `fishchat-logic`: routes, checks and deduplicates messages into Kafka.
+//! `fishchat-logic`: checks, deduplicates and routes messages into Kafka on
+//! behalf of the access tier; passes logins to register and reads to manager.
 //!
-//! For now the process only answers gRPC health and reflection on its
-//! listen address; the service itself arrives with the backend issue.
+//! Wiring only: configuration, the adapters, the gRPC server, and etcd
+//! registration and resolution.
 
 use std::net::SocketAddr;
 
 use clap::Parser;
+use fishchat_discovery::{NodeInfo, Registration, Resolver, default_node_id};
+use fishchat_logic::adapters::kafka::{KafkaConfig, KafkaPublisher};
+use fishchat_logic::adapters::redis::{RedisDedup, RedisIds};
+use fishchat_logic::adapters::register::RegisterDirectory;
+use fishchat_logic::chat::{Chat, Limits};
+use fishchat_logic::service::LogicService;
 use fishchat_node::{
     CommonArgs, health_and_reflection, init_logging, load_config, serve, shutdown_signal,
 };
+use fishchat_rpc::logic::logic_server::LogicServer;
 use serde::{Deserialize, Serialize};
 
-/// Settings of this service, from its TOML file, the environment and the command line.
+/// Settings of logic, from its TOML file, the environment and the command line.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct Config {
     /// Address of the gRPC server.
-    listen: SocketAddr,
+    grpc_listen: SocketAddr,
+    /// This node's id in etcd (default: host-pid-random).
+    node_id: Option<String>,
+    /// etcd endpoints.
+    etcd_endpoints: Vec<String>,
+    /// Redis URL (dedup records, message ids).
+    redis_url: String,
+    /// Prefix of every Redis key logic writes.
+    key_prefix: String,
+    /// How long a client message id is remembered for deduplication.
+    dedup_ttl_secs: u64,
+    /// Message ids reserved per Redis round trip.
+    id_block: u64,
+    /// Largest message body in bytes.
+    max_body: usize,
+    /// Kafka bootstrap servers, comma-separated.
+    kafka_brokers: String,
+    /// Topic of direct messages, keyed by recipient.
+    p2p_topic: String,
+    /// Topic of group messages, keyed by group.
+    group_topic: String,
+    /// Partitions of each topic when logic has to create it.
+    partitions: i32,
+    /// How long a send may wait for the broker, in milliseconds.
+    send_timeout_ms: u64,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 7020)),
+            grpc_listen: SocketAddr::from(([127, 0, 0, 1], 7020)),
+            node_id: None,
+            etcd_endpoints: vec!["127.0.0.1:2379".into()],
+            redis_url: "redis://127.0.0.1:6379".into(),
+            key_prefix: "fc:".into(),
+            dedup_ttl_secs: 7 * 24 * 3600,
+            id_block: 1000,
+            max_body: Limits::default().max_body,
+            kafka_brokers: KafkaConfig::default().brokers,
+            p2p_topic: KafkaConfig::default().p2p_topic,
+            group_topic: KafkaConfig::default().group_topic,
+            partitions: KafkaConfig::default().partitions,
+            send_timeout_ms: KafkaConfig::default().send_timeout_ms,
         }
     }
 }
@@ -46,7 +90,23 @@ struct Overrides {
     /// Address of the gRPC server [default: 127.0.0.1:7020].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
-    listen: Option<SocketAddr>,
+    grpc_listen: Option<SocketAddr>,
+    /// This node's id in etcd.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node_id: Option<String>,
+    /// etcd endpoints [default: 127.0.0.1:2379].
+    #[arg(long, value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    etcd_endpoints: Option<Vec<String>>,
+    /// Redis URL [default: redis://127.0.0.1:6379].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redis_url: Option<String>,
+    /// Kafka bootstrap servers [default: 127.0.0.1:9092].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kafka_brokers: Option<String>,
 }
 
 #[tokio::main]
@@ -54,7 +114,48 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.common.log_format);
     let config: Config = load_config("logic", cli.common.config.as_deref(), &cli.overrides)?;
+
+    let redis =
+        redis::aio::ConnectionManager::new(redis::Client::open(config.redis_url.as_str())?).await?;
+    let publisher = KafkaPublisher::connect(KafkaConfig {
+        brokers: config.kafka_brokers.clone(),
+        p2p_topic: config.p2p_topic.clone(),
+        group_topic: config.group_topic.clone(),
+        partitions: config.partitions,
+        send_timeout_ms: config.send_timeout_ms,
+    })
+    .await?;
+    let register = Resolver::start(&config.etcd_endpoints, "register").await?;
+    let manager = Resolver::start(&config.etcd_endpoints, "manager").await?;
+    let chat = Chat::new(
+        RegisterDirectory::new(register.balanced_channel("grpc")),
+        RedisDedup::new(redis.clone(), &config.key_prefix, config.dedup_ttl_secs),
+        RedisIds::new(redis, &config.key_prefix, config.id_block),
+        publisher,
+        Limits {
+            max_body: config.max_body,
+            ..Limits::default()
+        },
+    );
+    let service = LogicService::new(
+        chat,
+        register.balanced_channel("grpc"),
+        manager.balanced_channel("grpc"),
+    );
+
     let (_health, routes) = health_and_reflection()?;
-    serve(config.listen, routes, shutdown_signal()).await?;
+    let routes = routes.add_service(LogicServer::new(service));
+    let node_id = config.node_id.clone().unwrap_or_else(default_node_id);
+    let info = NodeInfo::new("logic", node_id).with_addr("grpc", config.grpc_listen.to_string());
+    let registration = Registration::start(&config.etcd_endpoints, info).await?;
+
+    let stop = async move {
+        shutdown_signal().await;
+        // Leave etcd first, so callers stop picking this node while in-flight calls finish.
+        if let Err(err) = registration.deregister().await {
+            tracing::warn!(%err, "deregistering from etcd failed; the lease will expire");
+        }
+    };
+    serve(config.grpc_listen, routes, stop).await?;
     Ok(())
 }

@@ -1,31 +1,16 @@
 //! `fishchat-manager`: message store reads: sync, cursors, unread counts, history.
 //!
-//! For now the process only answers gRPC health and reflection on its
-//! listen address; the service itself arrives with the backend issue.
+//! Wiring only: configuration, the MongoDB inbox, the gRPC server.
 
-use std::net::SocketAddr;
-
+use anyhow::Context;
 use clap::Parser;
+use fishchat_discovery::{NodeInfo, Registration};
+use fishchat_inbox::MongoInbox;
+use fishchat_manager::{Config, ManagerService, Overrides};
 use fishchat_node::{
     CommonArgs, health_and_reflection, init_logging, load_config, serve, shutdown_signal,
 };
-use serde::{Deserialize, Serialize};
-
-/// Settings of this service, from its TOML file, the environment and the command line.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct Config {
-    /// Address of the gRPC server.
-    listen: SocketAddr,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 7030)),
-        }
-    }
-}
+use fishchat_rpc::manager::manager_server::ManagerServer;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -40,21 +25,44 @@ struct Cli {
     overrides: Overrides,
 }
 
-/// Command-line overrides of [`Config`]; only the ones given are applied.
-#[derive(Debug, clap::Args, Serialize)]
-struct Overrides {
-    /// Address of the gRPC server [default: 127.0.0.1:7030].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    listen: Option<SocketAddr>,
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.common.log_format);
     let config: Config = load_config("manager", cli.common.config.as_deref(), &cli.overrides)?;
-    let (_health, routes) = health_and_reflection()?;
-    serve(config.listen, routes, shutdown_signal()).await?;
+    tracing::info!(
+        node_id = %config.node_id,
+        database = %config.database,
+        etcd_endpoints = ?config.etcd_endpoints,
+        "starting"
+    );
+
+    let inbox = MongoInbox::connect(&config.mongo_url, &config.database)
+        .await
+        .context("configuring the MongoDB client")?;
+    inbox
+        .ensure_indexes()
+        .await
+        .context("creating the inbox indexes (is MongoDB up?)")?;
+
+    let (health, routes) = health_and_reflection()?;
+    let service = ManagerServer::new(ManagerService::new(inbox));
+    health
+        .set_serving::<ManagerServer<ManagerService<MongoInbox>>>()
+        .await;
+    let routes = routes.add_service(service);
+
+    let info = NodeInfo::new("manager", config.node_id.clone())
+        .with_addr("grpc", config.grpc_listen.to_string());
+    let registration = Registration::start(&config.etcd_endpoints, info).await?;
+    let stop = async move {
+        shutdown_signal().await;
+        // Leave etcd first, so callers stop picking this node while in-flight calls finish.
+        if let Err(err) = registration.deregister().await {
+            tracing::warn!(%err, "leaving etcd failed; the lease will expire");
+        }
+    };
+
+    serve(config.grpc_listen, routes, stop).await?;
     Ok(())
 }

@@ -1,31 +1,25 @@
 //! `fishchat-msg-job`: persists messages from Kafka into inboxes, then pushes them.
 //!
-//! For now the process only answers gRPC health and reflection on its
-//! listen address; the service itself arrives with the backend issue.
+//! Wiring only: configuration, the Kafka topics and consumer, the MongoDB
+//! inbox store, the gRPC pusher, the health endpoint, and the pipeline that
+//! ties them together (see the library's `pipeline` module).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
+use anyhow::Context;
 use clap::Parser;
+use fishchat_discovery::{NodeInfo, Registration};
+use fishchat_inbox::MongoInbox;
+use fishchat_msg_job::grpc_push::GrpcPusher;
+use fishchat_msg_job::pipeline::BatchConfig;
+use fishchat_msg_job::{Config, Pipeline, kafka};
 use fishchat_node::{
     CommonArgs, health_and_reflection, init_logging, load_config, serve, shutdown_signal,
 };
-use serde::{Deserialize, Serialize};
-
-/// Settings of this service, from its TOML file, the environment and the command line.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct Config {
-    /// Address of the gRPC server.
-    listen: SocketAddr,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 7040)),
-        }
-    }
-}
+use serde::Serialize;
+use tokio::sync::watch;
+use tonic_health::ServingStatus;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -46,7 +40,51 @@ struct Overrides {
     /// Address of the gRPC server [default: 127.0.0.1:7040].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
-    listen: Option<SocketAddr>,
+    grpc_listen: Option<SocketAddr>,
+    /// This node's id [default: msg-job-1].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node_id: Option<String>,
+    /// Kafka bootstrap servers [default: 127.0.0.1:9092].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kafka_brokers: Option<String>,
+    /// Kafka consumer group [default: fishchat-msg-job].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group_id: Option<String>,
+    /// Topic of direct messages [default: fishchat.p2p].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    p2p_topic: Option<String>,
+    /// Topic of group messages [default: fishchat.group].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group_topic: Option<String>,
+    /// Partitions of a topic msg_job creates [default: 8].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    partitions: Option<i32>,
+    /// Most records per batch [default: 500].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    batch_size: Option<usize>,
+    /// Milliseconds a batch waits for more records [default: 20].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    linger_ms: Option<u64>,
+    /// The register service [default: http://127.0.0.1:7010].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    register_addr: Option<String>,
+    /// MongoDB connection string [default: mongodb://127.0.0.1:27017/?directConnection=true].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mongo_url: Option<String>,
+    /// MongoDB database [default: fishchat].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    database: Option<String>,
 }
 
 #[tokio::main]
@@ -54,7 +92,75 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.common.log_format);
     let config: Config = load_config("msg_job", cli.common.config.as_deref(), &cli.overrides)?;
-    let (_health, routes) = health_and_reflection()?;
-    serve(config.listen, routes, shutdown_signal()).await?;
+    tracing::info!(node_id = %config.node_id, group_id = %config.group_id, "starting");
+
+    let (stop, stopped) = watch::channel(false);
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        on_signal.send_replace(true);
+    });
+
+    let (health, routes) = health_and_reflection()?;
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    let mut server_stopped = stopped.clone();
+    let mut server = tokio::spawn(serve(config.grpc_listen, routes, async move {
+        let _ = server_stopped.wait_for(|stopped| *stopped).await;
+    }));
+
+    let topics = config.topics();
+    kafka::ensure_topics(&config.kafka_brokers, &topics, config.partitions)
+        .await
+        .context("creating the Kafka topics")?;
+    let store = MongoInbox::connect(&config.mongo_url, &config.database).await?;
+    store
+        .ensure_indexes()
+        .await
+        .context("creating the MongoDB indexes")?;
+    let pusher = GrpcPusher::new(&config.register_addr)?;
+    let consumer = kafka::consumer(
+        &config.kafka_brokers,
+        &config.group_id,
+        Some(&config.node_id),
+        &topics,
+    )?;
+    let batch = BatchConfig {
+        max_messages: config.batch_size.max(1),
+        linger: Duration::from_millis(config.linger_ms),
+    };
+    let pipeline = Pipeline::new(consumer, store, pusher, batch);
+
+    // Registered so operators and health checks can see which nodes consume;
+    // nothing calls msg_job. The node id doubles as the Kafka static member id,
+    // so it must stay the same across restarts of one node.
+    let info = NodeInfo::new("msg_job", config.node_id.clone())
+        .with_addr("grpc", config.grpc_listen.to_string());
+    let registration = Registration::start(&config.etcd_endpoints, info)
+        .await
+        .context("registering in etcd")?;
+
+    health.set_service_status("", ServingStatus::Serving).await;
+    tracing::info!(?topics, "consuming");
+    let mut pipeline = tokio::spawn(pipeline.run(stopped));
+    // Whichever ends first (a signal ends both) stops the other: a gRPC server
+    // that cannot serve, or a pipeline that failed, ends the process.
+    let (served, consumed) = tokio::select! {
+        served = &mut server => {
+            stop.send_replace(true);
+            (served, pipeline.await)
+        }
+        consumed = &mut pipeline => {
+            stop.send_replace(true);
+            (server.await, consumed)
+        }
+    };
+    if let Err(err) = registration.deregister().await {
+        tracing::warn!(%err, "leaving etcd failed; the lease will expire");
+    }
+    consumed??;
+    served??;
+    tracing::info!("stopped");
     Ok(())
 }

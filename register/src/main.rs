@@ -1,31 +1,23 @@
 //! `fishchat-register`: accounts, login tokens, sessions and groups.
 //!
-//! For now the process only answers gRPC health and reflection on its
-//! listen address; the service itself arrives with the backend issue.
+//! Wiring only: read the configuration, connect MongoDB and Redis, and serve
+//! the gRPC service and the HTTP API until SIGTERM.
 
-use std::net::SocketAddr;
+use std::sync::Arc;
 
+use anyhow::Context;
 use clap::Parser;
+use fishchat_discovery::{NodeInfo, Registration};
 use fishchat_node::{
     CommonArgs, health_and_reflection, init_logging, load_config, serve, shutdown_signal,
 };
-use serde::{Deserialize, Serialize};
-
-/// Settings of this service, from its TOML file, the environment and the command line.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct Config {
-    /// Address of the gRPC server.
-    listen: SocketAddr,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 7010)),
-        }
-    }
-}
+use fishchat_register::config::{Config, Overrides};
+use fishchat_register::rpc::RegisterRpc;
+use fishchat_register::store::mongo::{self, MongoStore};
+use fishchat_register::store::redis::RedisStore;
+use fishchat_register::{Registry, Stores, http};
+use fishchat_rpc::register::register_server::RegisterServer;
+use tokio::sync::watch;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -40,21 +32,74 @@ struct Cli {
     overrides: Overrides,
 }
 
-/// Command-line overrides of [`Config`]; only the ones given are applied.
-#[derive(Debug, clap::Args, Serialize)]
-struct Overrides {
-    /// Address of the gRPC server [default: 127.0.0.1:7010].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    listen: Option<SocketAddr>,
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.common.log_format);
     let config: Config = load_config("register", cli.common.config.as_deref(), &cli.overrides)?;
-    let (_health, routes) = health_and_reflection()?;
-    serve(config.listen, routes, shutdown_signal()).await?;
+    tracing::info!(
+        node_id = config.node_id,
+        database = config.database,
+        "starting"
+    );
+
+    let client = mongo::connect(&config.mongo_url)
+        .await
+        .context("MongoDB connection string")?;
+    let mongo = Arc::new(
+        MongoStore::open(&client.database(&config.database))
+            .await
+            .context("MongoDB: creating indexes and counters")?,
+    );
+    let redis = Arc::new(
+        RedisStore::connect(&config.redis_url, &config.key_prefix)
+            .await
+            .context("Redis connection")?,
+    );
+    let stores = Stores {
+        accounts: mongo.clone(),
+        groups: mongo,
+        tokens: redis.clone(),
+        sessions: redis,
+    };
+    let passwords = config
+        .passwords()
+        .map_err(|err| anyhow::anyhow!("argon2 settings: {err}"))?;
+    let registry = Arc::new(Registry::new(stores, config.token_policy(), passwords));
+
+    let (health, routes) = health_and_reflection()?;
+    health.set_serving::<RegisterServer<RegisterRpc>>().await;
+    let routes = routes.add_service(RegisterRpc::server(registry.clone()));
+    let http_listener = tokio::net::TcpListener::bind(config.http_listen)
+        .await
+        .with_context(|| format!("binding the HTTP API to {}", config.http_listen))?;
+
+    let info = NodeInfo::new("register", config.node_id.clone())
+        .with_addr("grpc", config.grpc_listen.to_string())
+        .with_addr("http", config.http_listen.to_string());
+    let registration = Registration::start(&config.etcd_endpoints, info)
+        .await
+        .context("registering in etcd")?;
+
+    // One signal stops both servers, after this node has left etcd.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let http = tokio::spawn(http::serve(
+        http_listener,
+        registry,
+        stopped(stop_rx.clone()),
+    ));
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        if let Err(err) = registration.deregister().await {
+            tracing::warn!(%err, "leaving etcd failed; the lease will expire");
+        }
+        let _ = stop_tx.send(true);
+    });
+    serve(config.grpc_listen, routes, stopped(stop_rx)).await?;
+    http.await.context("HTTP server task")??;
+    tracing::info!("stopped");
     Ok(())
 }

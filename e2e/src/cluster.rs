@@ -1,0 +1,259 @@
+//! A whole FishChat backend (register, manager, logic, msg_job) as child
+//! processes on the real servers, plus a stand-in access node that records
+//! what msg_job pushes to it.
+//!
+//! Every cluster gets its own ports, etcd namespace, Kafka topics and consumer
+//! group, MongoDB database and Redis key prefix, so tests run in parallel
+//! without seeing each other.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fishchat_codec::pb::StoredMessage;
+use fishchat_rpc::access::access_server::{Access, AccessServer};
+use fishchat_rpc::access::{KickReply, KickRequest, PushReply, PushRequest};
+use fishchat_rpc::logic::logic_client::LogicClient;
+use fishchat_rpc::register::register_client::RegisterClient;
+use tokio::sync::Mutex;
+use tonic::transport::Channel;
+
+use crate::services::{ServiceProcess, bin_dir, free_port, wait_healthy};
+use crate::{etcd_endpoint, kafka_brokers, mongo_url, redis_url, unique_name};
+
+/// How long a service may take to come up (a debug build on a busy machine).
+const START_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Messages pushed to the stand-in access node, per user, in arrival order.
+#[derive(Debug, Default, Clone)]
+pub struct Pushed(Arc<Mutex<Vec<(u64, StoredMessage)>>>);
+
+impl Pushed {
+    /// Every (user, message) pushed so far.
+    pub async fn all(&self) -> Vec<(u64, StoredMessage)> {
+        self.0.lock().await.clone()
+    }
+}
+
+#[tonic::async_trait]
+impl Access for Pushed {
+    async fn push(
+        &self,
+        request: tonic::Request<PushRequest>,
+    ) -> Result<tonic::Response<PushReply>, tonic::Status> {
+        let mut pushed = self.0.lock().await;
+        let mut delivered = 0;
+        for delivery in request.into_inner().deliveries {
+            for user in &delivery.user_ids {
+                delivered += 1;
+                for message in &delivery.messages {
+                    pushed.push((*user, message.clone()));
+                }
+            }
+        }
+        Ok(tonic::Response::new(PushReply {
+            absent_user_ids: Vec::new(),
+            delivered_connections: delivered,
+        }))
+    }
+
+    async fn kick(
+        &self,
+        _request: tonic::Request<KickRequest>,
+    ) -> Result<tonic::Response<KickReply>, tonic::Status> {
+        Ok(tonic::Response::new(KickReply { kicked: true }))
+    }
+}
+
+/// One isolated backend.
+pub struct Cluster {
+    /// A name unique to this cluster (database, prefix, topics derive from it).
+    pub name: String,
+    /// The etcd key root of this cluster's services.
+    pub namespace: String,
+    /// The MongoDB database of this cluster.
+    pub database: String,
+    /// register, started first.
+    pub register: ServiceProcess,
+    /// register's gRPC address.
+    pub register_addr: SocketAddr,
+    /// manager.
+    pub manager: ServiceProcess,
+    /// logic nodes (tests may add a second).
+    pub logic: Vec<(ServiceProcess, SocketAddr)>,
+    /// msg_job.
+    pub msg_job: ServiceProcess,
+    /// The stand-in access node's push address.
+    pub push_addr: SocketAddr,
+    /// What was pushed to the stand-in access node.
+    pub pushed: Pushed,
+    log_dir: PathBuf,
+    common: Vec<(String, String)>,
+}
+
+fn env(service: &str, key: &str, value: impl ToString) -> (String, String) {
+    (format!("FISHCHAT_{service}_{key}"), value.to_string())
+}
+
+impl Cluster {
+    /// Starts register, manager, one logic node, msg_job and the stand-in
+    /// access node, and waits until each answers its health check.
+    pub async fn start(test: &str) -> Cluster {
+        Self::start_with(test, &[]).await
+    }
+
+    /// Like [`start`](Self::start), with extra environment settings for every
+    /// service (for example a short token lifetime).
+    pub async fn start_with(test: &str, extra: &[(&str, &str)]) -> Cluster {
+        // Fail fast, with the start hint, when a server is down.
+        crate::etcd().await;
+        crate::redis().await;
+        crate::kafka_admin().await;
+        crate::mongo().await;
+
+        let name = unique_name(test);
+        let namespace = format!("/{name}");
+        let database = name.replace('-', "_");
+        let log_dir = bin_dir().join("e2e-logs").join(&name);
+        let etcd = format!("[\"{}\"]", etcd_endpoint());
+        let mut common = vec![("FISHCHAT_ETCD_NAMESPACE".to_string(), namespace.clone())];
+        common.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+
+        let pushed = Pushed::default();
+        let push_addr = serve_access(pushed.clone()).await;
+
+        let register_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let mut vars = common.clone();
+        vars.extend([
+            env("REGISTER", "GRPC_LISTEN", register_addr),
+            env(
+                "REGISTER",
+                "HTTP_LISTEN",
+                format!("127.0.0.1:{}", free_port()),
+            ),
+            env("REGISTER", "REDIS_URL", redis_url()),
+            env("REGISTER", "KEY_PREFIX", format!("{name}:")),
+            env("REGISTER", "MONGO_URL", mongo_url()),
+            env("REGISTER", "DATABASE", &database),
+            env("REGISTER", "ETCD_ENDPOINTS", &etcd),
+            // Debug builds hash slowly; strength is not under test here.
+            env("REGISTER", "ARGON2_MEMORY_KIB", 1024),
+            env("REGISTER", "ARGON2_ITERATIONS", 1),
+        ]);
+        let register = ServiceProcess::start("fishchat-register", vars, &log_dir);
+
+        let manager_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let mut vars = common.clone();
+        vars.extend([
+            env("MANAGER", "GRPC_LISTEN", manager_addr),
+            env("MANAGER", "MONGO_URL", mongo_url()),
+            env("MANAGER", "DATABASE", &database),
+            env("MANAGER", "ETCD_ENDPOINTS", &etcd),
+        ]);
+        let manager = ServiceProcess::start("fishchat-manager", vars, &log_dir);
+
+        let msg_job_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let mut vars = common.clone();
+        vars.extend([
+            env("MSG_JOB", "GRPC_LISTEN", msg_job_addr),
+            // Stable across restarts: it is also the Kafka static member id.
+            env("MSG_JOB", "NODE_ID", format!("{name}-msg-job-1")),
+            env("MSG_JOB", "KAFKA_BROKERS", kafka_brokers()),
+            env("MSG_JOB", "GROUP_ID", format!("{name}-msg-job")),
+            env("MSG_JOB", "P2P_TOPIC", format!("{name}-p2p")),
+            env("MSG_JOB", "GROUP_TOPIC", format!("{name}-group")),
+            env("MSG_JOB", "PARTITIONS", 4),
+            env(
+                "MSG_JOB",
+                "REGISTER_ADDR",
+                format!("http://{register_addr}"),
+            ),
+            env("MSG_JOB", "MONGO_URL", mongo_url()),
+            env("MSG_JOB", "DATABASE", &database),
+            env("MSG_JOB", "ETCD_ENDPOINTS", &etcd),
+        ]);
+        let msg_job = ServiceProcess::start("fishchat-msg-job", vars, &log_dir);
+
+        let mut cluster = Cluster {
+            name,
+            namespace,
+            database,
+            register,
+            register_addr,
+            manager,
+            logic: Vec::new(),
+            msg_job,
+            push_addr,
+            pushed,
+            log_dir,
+            common,
+        };
+        wait_healthy(&register_addr.to_string(), START_DEADLINE).await;
+        wait_healthy(&manager_addr.to_string(), START_DEADLINE).await;
+        wait_healthy(&msg_job_addr.to_string(), START_DEADLINE).await;
+        cluster.add_logic().await;
+        cluster
+    }
+
+    /// Starts one more logic node and waits until it is healthy.
+    pub async fn add_logic(&mut self) -> SocketAddr {
+        let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let mut vars = self.common.clone();
+        vars.extend([
+            env("LOGIC", "GRPC_LISTEN", addr),
+            env("LOGIC", "NODE_ID", format!("logic-{}", addr.port())),
+            env(
+                "LOGIC",
+                "ETCD_ENDPOINTS",
+                format!("[\"{}\"]", etcd_endpoint()),
+            ),
+            env("LOGIC", "REDIS_URL", redis_url()),
+            env("LOGIC", "KEY_PREFIX", format!("{}:", self.name)),
+            env("LOGIC", "KAFKA_BROKERS", kafka_brokers()),
+            env("LOGIC", "P2P_TOPIC", format!("{}-p2p", self.name)),
+            env("LOGIC", "GROUP_TOPIC", format!("{}-group", self.name)),
+            env("LOGIC", "PARTITIONS", 4),
+        ]);
+        let dir = self.log_dir.join(format!("logic-{}", self.logic.len()));
+        let process = ServiceProcess::start("fishchat-logic", vars, &dir);
+        wait_healthy(&addr.to_string(), START_DEADLINE).await;
+        self.logic.push((process, addr));
+        addr
+    }
+
+    /// A client of the first logic node.
+    pub async fn logic(&self) -> LogicClient<Channel> {
+        let addr = self.logic[0].1;
+        LogicClient::connect(format!("http://{addr}"))
+            .await
+            .expect("connect to logic")
+    }
+
+    /// A client of register.
+    pub async fn register(&self) -> RegisterClient<Channel> {
+        RegisterClient::connect(format!("http://{}", self.register_addr))
+            .await
+            .expect("connect to register")
+    }
+
+    /// Where this cluster's service logs are.
+    pub fn logs(&self) -> &std::path::Path {
+        &self.log_dir
+    }
+}
+
+/// Serves the stand-in access node on an ephemeral port.
+async fn serve_access(pushed: Pushed) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the stand-in access node");
+    let addr = listener.local_addr().expect("its address");
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(AccessServer::new(pushed))
+            .serve_with_incoming(incoming),
+    );
+    addr
+}

@@ -1,0 +1,153 @@
+//! FishChat services as child processes, for tests that must kill one (-9)
+//! and start it again.
+//!
+//! A test configures each service through its environment overrides
+//! (`FISHCHAT_<SERVICE>_<KEY>`), so every test runs its own isolated cluster
+//! (own ports, etcd namespace, topics, database) beside any other. Output goes
+//! to `target/e2e-logs/<cluster>/<service>.log`, which a failing test names.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::wait_until;
+
+/// The folder holding the workspace's built binaries (`target/debug` or
+/// `target/release`): the test executable lives in its `deps/` subfolder.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let deps = exe.parent().expect("deps folder");
+    deps.parent().expect("profile folder").to_path_buf()
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral port")
+        .port()
+}
+
+/// One service process, stopped when dropped.
+pub struct ServiceProcess {
+    binary: PathBuf,
+    env: Vec<(String, String)>,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl ServiceProcess {
+    /// Starts `binary` (a workspace binary name) with `env`, logging to `log_dir`.
+    pub fn start(binary: &str, env: Vec<(String, String)>, log_dir: &Path) -> Self {
+        let path = bin_dir().join(binary);
+        assert!(
+            path.exists(),
+            "{} is not built: run `cargo build --workspace` (cargo nextest run --workspace builds it)",
+            path.display()
+        );
+        std::fs::create_dir_all(log_dir).expect("create the log folder");
+        let mut process = Self {
+            binary: path,
+            env,
+            log: log_dir.join(format!("{binary}.log")),
+            child: None,
+        };
+        process.spawn();
+        process
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open the service log");
+        let err = log.try_clone().expect("clone the log handle");
+        let child = Command::new(&self.binary)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", self.binary.display()));
+        self.child = Some(child);
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Where its output goes.
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+
+    /// Kills it with SIGKILL, as a crash would, and reaps it.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Asks it to stop with SIGTERM and waits up to 10 s, then kills it.
+    pub fn terminate(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Starts it again with the same settings.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Waits until the gRPC health service at `addr` reports SERVING.
+pub async fn wait_healthy(addr: &str, deadline: Duration) {
+    let url = format!("http://{addr}");
+    wait_until(deadline, &format!("{addr} to report SERVING"), async || {
+        let channel = tonic::transport::Channel::from_shared(url.clone())
+            .ok()?
+            .connect()
+            .await
+            .ok()?;
+        let mut client = HealthClient::new(channel);
+        let reply = client
+            .check(HealthCheckRequest::default())
+            .await
+            .ok()?
+            .into_inner();
+        (reply.status == ServingStatus::Serving as i32).then_some(())
+    })
+    .await;
+}

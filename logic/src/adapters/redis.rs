@@ -1,0 +1,128 @@
+//! Deduplication records and message ids in Redis.
+
+use std::ops::Range;
+
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+use tokio::sync::Mutex;
+
+use crate::ports::{Accepted, Dedup, IdSource, Refusal};
+
+/// Dedup records `<prefix>dedup:<sender>:<client id>` → `<id>:<timestamp>`,
+/// written with one atomic `SET NX GET` so two concurrent resends cannot both
+/// win; they expire after `ttl_secs` (a client resends within minutes, not days).
+#[derive(Clone)]
+pub struct RedisDedup {
+    conn: ConnectionManager,
+    prefix: String,
+    ttl_secs: u64,
+}
+
+impl RedisDedup {
+    /// Dedup records under `prefix`, kept `ttl_secs`.
+    pub fn new(conn: ConnectionManager, prefix: &str, ttl_secs: u64) -> Self {
+        Self {
+            conn,
+            prefix: prefix.to_string(),
+            ttl_secs,
+        }
+    }
+}
+
+impl Dedup for RedisDedup {
+    async fn claim(
+        &self,
+        sender: u64,
+        client_msg_id: &str,
+        candidate: Accepted,
+    ) -> Result<Accepted, Refusal> {
+        let key = format!("{}dedup:{sender}:{client_msg_id}", self.prefix);
+        let value = format!("{}:{}", candidate.server_msg_id, candidate.timestamp_ms);
+        let previous: Option<String> = redis::cmd("SET")
+            .arg(&key)
+            .arg(&value)
+            .arg("NX")
+            .arg("GET")
+            .arg("EX")
+            .arg(self.ttl_secs)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(|err| Refusal::unavailable("redis dedup", err))?;
+        match previous {
+            None => Ok(candidate),
+            Some(previous) => parse_accepted(&previous).ok_or_else(|| {
+                Refusal::new(
+                    fishchat_codec::ErrorCode::Internal,
+                    format!("corrupt dedup record {key}"),
+                )
+            }),
+        }
+    }
+}
+
+fn parse_accepted(value: &str) -> Option<Accepted> {
+    let (id, ts) = value.split_once(':')?;
+    Some(Accepted {
+        server_msg_id: id.parse().ok()?,
+        timestamp_ms: ts.parse().ok()?,
+    })
+}
+
+/// Message ids from one Redis counter, `<prefix>msg_id`, taken in blocks so
+/// that most ids cost no round trip. Ids are unique across nodes; they are
+/// not ordered across nodes (inbox order is the seq, not the id).
+pub struct RedisIds {
+    conn: ConnectionManager,
+    key: String,
+    block: u64,
+    range: Mutex<Range<u64>>,
+}
+
+impl RedisIds {
+    /// Ids from `<prefix>msg_id`, reserved `block` at a time.
+    pub fn new(conn: ConnectionManager, prefix: &str, block: u64) -> Self {
+        Self {
+            conn,
+            key: format!("{prefix}msg_id"),
+            block: block.max(1),
+            range: Mutex::new(0..0),
+        }
+    }
+}
+
+impl IdSource for RedisIds {
+    async fn next_id(&self) -> Result<u64, Refusal> {
+        let mut range = self.range.lock().await;
+        if range.is_empty() {
+            let high: u64 = self
+                .conn
+                .clone()
+                .incr(&self.key, self.block)
+                .await
+                .map_err(|err| Refusal::unavailable("redis ids", err))?;
+            *range = (high + 1 - self.block)..(high + 1);
+        }
+        let id = range.start;
+        range.start += 1;
+        Ok(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dedup_values_parse_or_fail_cleanly() {
+        assert_eq!(
+            parse_accepted("12:34"),
+            Some(Accepted {
+                server_msg_id: 12,
+                timestamp_ms: 34
+            })
+        );
+        for bad in ["", "12", "x:1", "1:y", ":"] {
+            assert_eq!(parse_accepted(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,335 @@
+//! Accepting a message: check it, deduplicate it, give it an id, publish it.
+//!
+//! Why publishing happens even on a duplicate: the dedup record is written
+//! before the broker has the message, so a crash between the two would leave
+//! a record for a message that was never published. Re-publishing on every
+//! resend closes that gap; msg_job stores by (inbox, server message id), so a
+//! second copy in the broker never becomes a second copy in an inbox.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use fishchat_codec::ErrorCode;
+use fishchat_codec::pb::{SendToGroup, SendToUser};
+use fishchat_rpc::events::{ChatEvent, chat_event::Conversation};
+
+use crate::ports::{Accepted, Dedup, Directory, IdSource, Kind, Publisher, Refusal};
+
+/// Size limits on what a client may send.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest message body in bytes.
+    pub max_body: usize,
+    /// Longest client message id in bytes.
+    pub max_client_msg_id: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body: 16 * 1024,
+            max_client_msg_id: 64,
+        }
+    }
+}
+
+/// The send path, over its ports.
+#[derive(Debug)]
+pub struct Chat<D, U, I, P> {
+    directory: D,
+    dedup: U,
+    ids: I,
+    publisher: P,
+    limits: Limits,
+}
+
+impl<D: Directory, U: Dedup, I: IdSource, P: Publisher> Chat<D, U, I, P> {
+    /// Builds the send path.
+    pub fn new(directory: D, dedup: U, ids: I, publisher: P, limits: Limits) -> Self {
+        Self {
+            directory,
+            dedup,
+            ids,
+            publisher,
+            limits,
+        }
+    }
+
+    /// Sends a direct message from the authenticated user `from`.
+    pub async fn send_to_user(&self, from: u64, msg: &SendToUser) -> Result<Accepted, Refusal> {
+        self.check(from, &msg.client_msg_id, &msg.body)?;
+        if msg.to_user_id == 0 {
+            return Err(Refusal::new(ErrorCode::InvalidArgument, "to_user_id is 0"));
+        }
+        if !self.directory.user_exists(msg.to_user_id).await? {
+            return Err(Refusal::new(
+                ErrorCode::UnknownUser,
+                format!("no user {}", msg.to_user_id),
+            ));
+        }
+        let mut inboxes = vec![msg.to_user_id];
+        if from != msg.to_user_id {
+            inboxes.push(from);
+        }
+        let draft = Draft {
+            from,
+            client_msg_id: &msg.client_msg_id,
+            body: &msg.body,
+            conversation: Conversation::ToUserId(msg.to_user_id),
+            inboxes,
+        };
+        self.accept(draft, Kind::Direct, msg.to_user_id).await
+    }
+
+    /// Sends to a group of which the authenticated user `from` is a member.
+    pub async fn send_to_group(&self, from: u64, msg: &SendToGroup) -> Result<Accepted, Refusal> {
+        self.check(from, &msg.client_msg_id, &msg.body)?;
+        let members = self.directory.group_members(msg.group_id).await?;
+        if !members.contains(&from) {
+            return Err(Refusal::new(
+                ErrorCode::NotGroupMember,
+                format!("user {from} is not a member of group {}", msg.group_id),
+            ));
+        }
+        let draft = Draft {
+            from,
+            client_msg_id: &msg.client_msg_id,
+            body: &msg.body,
+            conversation: Conversation::GroupId(msg.group_id),
+            inboxes: members,
+        };
+        self.accept(draft, Kind::Group, msg.group_id).await
+    }
+
+    fn check(&self, from: u64, client_msg_id: &str, body: &Bytes) -> Result<(), Refusal> {
+        if from == 0 {
+            return Err(Refusal::new(ErrorCode::NotLoggedIn, "no sender"));
+        }
+        if client_msg_id.is_empty() || client_msg_id.len() > self.limits.max_client_msg_id {
+            return Err(Refusal::new(
+                ErrorCode::InvalidArgument,
+                format!(
+                    "client_msg_id must be 1 to {} bytes",
+                    self.limits.max_client_msg_id
+                ),
+            ));
+        }
+        if body.is_empty() {
+            return Err(Refusal::new(
+                ErrorCode::EmptyBody,
+                "the message body is empty",
+            ));
+        }
+        if body.len() > self.limits.max_body {
+            return Err(Refusal::new(
+                ErrorCode::BodyTooLarge,
+                format!(
+                    "the body has {} bytes; the limit is {}",
+                    body.len(),
+                    self.limits.max_body
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn accept(&self, draft: Draft<'_>, kind: Kind, key: u64) -> Result<Accepted, Refusal> {
+        let candidate = Accepted {
+            server_msg_id: self.ids.next_id().await?,
+            timestamp_ms: now_ms(),
+        };
+        let accepted = self
+            .dedup
+            .claim(draft.from, draft.client_msg_id, candidate)
+            .await?;
+        let event = ChatEvent {
+            server_msg_id: accepted.server_msg_id,
+            from_user_id: draft.from,
+            conversation: Some(draft.conversation),
+            body: draft.body.clone(),
+            timestamp_ms: accepted.timestamp_ms,
+            client_msg_id: draft.client_msg_id.to_string(),
+            inboxes: draft.inboxes,
+        };
+        self.publisher.publish(kind, key, &event).await?;
+        tracing::debug!(
+            from = draft.from,
+            server_msg_id = accepted.server_msg_id,
+            resend = accepted != candidate,
+            "message accepted"
+        );
+        Ok(accepted)
+    }
+}
+
+/// A checked message on its way to the broker.
+struct Draft<'a> {
+    from: u64,
+    client_msg_id: &'a str,
+    body: &'a Bytes,
+    conversation: Conversation,
+    inboxes: Vec<u64>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use parking_lot::Mutex;
+
+    use super::*;
+
+    #[derive(Default)]
+    struct Fakes {
+        users: Vec<u64>,
+        groups: HashMap<u64, Vec<u64>>,
+        dedup: Mutex<HashMap<(u64, String), Accepted>>,
+        next: AtomicU64,
+        published: Mutex<Vec<(Kind, u64, ChatEvent)>>,
+    }
+
+    impl Directory for &Fakes {
+        async fn user_exists(&self, user_id: u64) -> Result<bool, Refusal> {
+            Ok(self.users.contains(&user_id))
+        }
+        async fn group_members(&self, group_id: u64) -> Result<Vec<u64>, Refusal> {
+            self.groups
+                .get(&group_id)
+                .cloned()
+                .ok_or_else(|| Refusal::new(ErrorCode::UnknownGroup, "no group"))
+        }
+    }
+
+    impl Dedup for &Fakes {
+        async fn claim(&self, s: u64, c: &str, a: Accepted) -> Result<Accepted, Refusal> {
+            Ok(*self.dedup.lock().entry((s, c.to_string())).or_insert(a))
+        }
+    }
+
+    impl IdSource for &Fakes {
+        async fn next_id(&self) -> Result<u64, Refusal> {
+            Ok(self.next.fetch_add(1, Ordering::SeqCst) + 1)
+        }
+    }
+
+    impl Publisher for &Fakes {
+        async fn publish(&self, kind: Kind, key: u64, e: &ChatEvent) -> Result<(), Refusal> {
+            self.published.lock().push((kind, key, e.clone()));
+            Ok(())
+        }
+    }
+
+    fn fakes() -> Fakes {
+        Fakes {
+            users: vec![1, 2, 3],
+            groups: HashMap::from([(7, vec![1, 2, 3]), (8, vec![2, 3])]),
+            ..Fakes::default()
+        }
+    }
+
+    fn chat(f: &Fakes) -> Chat<&Fakes, &Fakes, &Fakes, &Fakes> {
+        Chat::new(f, f, f, f, Limits::default())
+    }
+
+    fn to_user(cmid: &str, to: u64, body: &'static [u8]) -> SendToUser {
+        SendToUser {
+            client_msg_id: cmid.into(),
+            to_user_id: to,
+            body: Bytes::from_static(body),
+        }
+    }
+
+    #[tokio::test]
+    async fn direct_message_lands_in_both_inboxes_keyed_by_recipient() {
+        let f = fakes();
+        let accepted = chat(&f)
+            .send_to_user(1, &to_user("a", 2, b"hi"))
+            .await
+            .unwrap();
+        let published = f.published.lock();
+        let (kind, key, event) = &published[0];
+        assert_eq!((*kind, *key), (Kind::Direct, 2));
+        assert_eq!(event.server_msg_id, accepted.server_msg_id);
+        assert_eq!(event.from_user_id, 1);
+        assert_eq!(event.inboxes, vec![2, 1]);
+    }
+
+    #[tokio::test]
+    async fn resend_returns_the_first_id_and_republishes_it() {
+        let f = fakes();
+        let c = chat(&f);
+        let first = c.send_to_user(1, &to_user("a", 2, b"hi")).await.unwrap();
+        for _ in 0..3 {
+            assert_eq!(
+                c.send_to_user(1, &to_user("a", 2, b"hi")).await.unwrap(),
+                first
+            );
+        }
+        let ids: Vec<u64> = f
+            .published
+            .lock()
+            .iter()
+            .map(|p| p.2.server_msg_id)
+            .collect();
+        assert_eq!(ids, vec![first.server_msg_id; 4]);
+        // Another sender's identical client id is a different message.
+        let other = c.send_to_user(3, &to_user("a", 2, b"hi")).await.unwrap();
+        assert_ne!(other.server_msg_id, first.server_msg_id);
+    }
+
+    #[tokio::test]
+    async fn bad_sends_are_refused_and_publish_nothing() {
+        let f = fakes();
+        let c = chat(&f);
+        let big: &'static [u8] = Box::leak(vec![1u8; 16 * 1024 + 1].into_boxed_slice());
+        let cases = [
+            (to_user("a", 99, b"hi"), ErrorCode::UnknownUser),
+            (to_user("a", 2, b""), ErrorCode::EmptyBody),
+            (to_user("a", 2, big), ErrorCode::BodyTooLarge),
+            (to_user("", 2, b"hi"), ErrorCode::InvalidArgument),
+            (to_user("a", 0, b"hi"), ErrorCode::InvalidArgument),
+        ];
+        for (msg, code) in cases {
+            assert_eq!(c.send_to_user(1, &msg).await.unwrap_err().code, code);
+        }
+        assert_eq!(
+            c.send_to_user(0, &to_user("a", 2, b"x"))
+                .await
+                .unwrap_err()
+                .code,
+            ErrorCode::NotLoggedIn
+        );
+        assert!(f.published.lock().is_empty());
+    }
+
+    #[tokio::test]
+    async fn group_sends_need_membership_and_reach_every_member() {
+        let f = fakes();
+        let c = chat(&f);
+        let msg = |group| SendToGroup {
+            client_msg_id: "g".into(),
+            group_id: group,
+            body: Bytes::from_static(b"yo"),
+        };
+        assert_eq!(
+            c.send_to_group(1, &msg(8)).await.unwrap_err().code,
+            ErrorCode::NotGroupMember
+        );
+        assert_eq!(
+            c.send_to_group(1, &msg(9)).await.unwrap_err().code,
+            ErrorCode::UnknownGroup
+        );
+        assert!(f.published.lock().is_empty());
+        c.send_to_group(1, &msg(7)).await.unwrap();
+        let published = f.published.lock();
+        assert_eq!((published[0].0, published[0].1), (Kind::Group, 7));
+        assert_eq!(published[0].2.inboxes, vec![1, 2, 3]);
+    }
+}

@@ -1,0 +1,212 @@
+//! The gRPC surface of logic: thin translations between the contract in
+//! `rpc/proto/logic.proto` and the domain.
+
+use fishchat_codec::ErrorCode;
+use fishchat_codec::pb::{self, SendAck, SyncReply};
+use fishchat_rpc::logic::logic_server::Logic;
+use fishchat_rpc::logic::{
+    AckReply, AckRequest, LoginReply, LoginRequest, LogoutReply, LogoutRequest, Origin,
+    SendToGroupRequest, SendToUserRequest, SyncRequest,
+};
+use fishchat_rpc::manager::manager_client::ManagerClient;
+use fishchat_rpc::register::register_client::RegisterClient;
+use fishchat_rpc::status::error_status;
+use fishchat_rpc::{manager, register};
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+use crate::chat::Chat;
+use crate::ports::{Accepted, Dedup, Directory, IdSource, Publisher, Refusal};
+
+/// Longest device id a client may log in with.
+const MAX_DEVICE_ID: usize = 64;
+
+/// Serves `fishchat.logic.v1.Logic`.
+pub struct LogicService<D, U, I, P> {
+    chat: Chat<D, U, I, P>,
+    register: RegisterClient<Channel>,
+    manager: ManagerClient<Channel>,
+}
+
+impl<D, U, I, P> LogicService<D, U, I, P> {
+    /// The service over the send path and the register and manager services.
+    pub fn new(chat: Chat<D, U, I, P>, register: Channel, manager: Channel) -> Self {
+        Self {
+            chat,
+            register: RegisterClient::new(register),
+            manager: ManagerClient::new(manager),
+        }
+    }
+}
+
+fn ack(client_msg_id: String, result: Result<Accepted, Refusal>) -> SendAck {
+    match result {
+        Ok(accepted) => SendAck {
+            client_msg_id,
+            server_msg_id: accepted.server_msg_id,
+            seq: 0,
+            timestamp_ms: accepted.timestamp_ms,
+            error: None,
+        },
+        Err(refusal) => SendAck {
+            client_msg_id,
+            error: Some(pb::Error {
+                code: refusal.code as i32,
+                message: refusal.message,
+            }),
+            ..SendAck::default()
+        },
+    }
+}
+
+fn session(user_id: u64, device_id: String, origin: Origin) -> register::Session {
+    register::Session {
+        user_id,
+        device_id,
+        access_node_id: origin.access_node_id,
+        push_addr: origin.push_addr,
+        conn_id: origin.conn_id,
+    }
+}
+
+#[tonic::async_trait]
+impl<D, U, I, P> Logic for LogicService<D, U, I, P>
+where
+    D: Directory + 'static,
+    U: Dedup + 'static,
+    I: IdSource + 'static,
+    P: Publisher + 'static,
+{
+    async fn login(&self, request: Request<LoginRequest>) -> Result<Response<LoginReply>, Status> {
+        let LoginRequest {
+            token,
+            device_id,
+            origin,
+        } = request.into_inner();
+        if device_id.is_empty() || device_id.len() > MAX_DEVICE_ID {
+            return Err(error_status(
+                ErrorCode::InvalidArgument,
+                format!("device_id must be 1 to {MAX_DEVICE_ID} bytes"),
+            ));
+        }
+        let user_id = self
+            .register
+            .clone()
+            .verify_token(register::VerifyTokenRequest { token })
+            .await?
+            .into_inner()
+            .user_id;
+        let replaced = self
+            .register
+            .clone()
+            .record_session(session(
+                user_id,
+                device_id.clone(),
+                origin.unwrap_or_default(),
+            ))
+            .await?
+            .into_inner()
+            .replaced;
+        let cursor = self
+            .manager
+            .clone()
+            .cursor(manager::CursorRequest { user_id, device_id })
+            .await?
+            .into_inner();
+        Ok(Response::new(LoginReply {
+            user_id,
+            last_acked_seq: cursor.acked_seq,
+            max_seq: cursor.max_seq,
+            replaced: replaced.map(|s| Origin {
+                access_node_id: s.access_node_id,
+                push_addr: s.push_addr,
+                conn_id: s.conn_id,
+            }),
+        }))
+    }
+
+    async fn logout(
+        &self,
+        request: Request<LogoutRequest>,
+    ) -> Result<Response<LogoutReply>, Status> {
+        let LogoutRequest {
+            user_id,
+            device_id,
+            origin,
+        } = request.into_inner();
+        let origin = origin.unwrap_or_default();
+        self.register
+            .clone()
+            .remove_session(register::RemoveSessionRequest {
+                user_id,
+                device_id,
+                access_node_id: origin.access_node_id,
+                conn_id: origin.conn_id,
+            })
+            .await?;
+        Ok(Response::new(LogoutReply {}))
+    }
+
+    async fn send_to_user(
+        &self,
+        request: Request<SendToUserRequest>,
+    ) -> Result<Response<SendAck>, Status> {
+        let SendToUserRequest {
+            from_user_id,
+            message,
+        } = request.into_inner();
+        let message = message.unwrap_or_default();
+        let result = self.chat.send_to_user(from_user_id, &message).await;
+        Ok(Response::new(ack(message.client_msg_id, result)))
+    }
+
+    async fn send_to_group(
+        &self,
+        request: Request<SendToGroupRequest>,
+    ) -> Result<Response<SendAck>, Status> {
+        let SendToGroupRequest {
+            from_user_id,
+            message,
+        } = request.into_inner();
+        let message = message.unwrap_or_default();
+        let result = self.chat.send_to_group(from_user_id, &message).await;
+        Ok(Response::new(ack(message.client_msg_id, result)))
+    }
+
+    async fn sync(&self, request: Request<SyncRequest>) -> Result<Response<SyncReply>, Status> {
+        let SyncRequest {
+            user_id,
+            after_seq,
+            limit,
+        } = request.into_inner();
+        self.manager
+            .clone()
+            .sync(manager::SyncRequest {
+                user_id,
+                after_seq,
+                limit,
+            })
+            .await
+    }
+
+    async fn ack(&self, request: Request<AckRequest>) -> Result<Response<AckReply>, Status> {
+        let AckRequest {
+            user_id,
+            device_id,
+            up_to_seq,
+        } = request.into_inner();
+        let cursor = self
+            .manager
+            .clone()
+            .ack(manager::AckRequest {
+                user_id,
+                device_id,
+                up_to_seq,
+            })
+            .await?
+            .into_inner();
+        Ok(Response::new(AckReply {
+            acked_seq: cursor.acked_seq,
+        }))
+    }
+}

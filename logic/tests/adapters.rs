@@ -1,0 +1,136 @@
+//! logic's Redis and Kafka adapters against the real servers.
+#![allow(clippy::unwrap_used)] // a test: a failed step should panic where it happened.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use bytes::Bytes;
+use fishchat_e2e::{kafka_admin, kafka_config, redis_url, unique_name, wait_until};
+use fishchat_logic::adapters::kafka::{KafkaConfig, KafkaPublisher};
+use fishchat_logic::adapters::redis::{RedisDedup, RedisIds};
+use fishchat_logic::ports::{Accepted, Dedup, IdSource, Kind, Publisher};
+use fishchat_rpc::events::{ChatEvent, chat_event::Conversation};
+use prost::Message as _;
+use rdkafka::Message as _;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use redis::aio::ConnectionManager;
+
+async fn manager() -> ConnectionManager {
+    // Fails loudly, with the start hint, when Redis is down.
+    fishchat_e2e::redis().await;
+    let client = redis::Client::open(redis_url()).unwrap();
+    ConnectionManager::new(client).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_claims_of_one_client_id_agree_on_the_first() {
+    let prefix = format!("{}:", unique_name("logic-dedup"));
+    let dedup = RedisDedup::new(manager().await, &prefix, 60);
+    let claims = (0..16).map(|i| {
+        let dedup = dedup.clone();
+        tokio::spawn(async move {
+            let candidate = Accepted {
+                server_msg_id: 1000 + i,
+                timestamp_ms: 5,
+            };
+            dedup.claim(42, "cmid-1", candidate).await.unwrap()
+        })
+    });
+    let winners: HashSet<Accepted> = futures::future::join_all(claims)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    let other = Accepted {
+        server_msg_id: 7,
+        timestamp_ms: 1,
+    };
+    assert_eq!(dedup.claim(43, "cmid-1", other).await.unwrap(), other);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_id_sources_never_hand_out_the_same_id() {
+    let prefix = format!("{}:", unique_name("logic-ids"));
+    let conn = manager().await;
+    let nodes = [
+        std::sync::Arc::new(RedisIds::new(conn.clone(), &prefix, 100)),
+        std::sync::Arc::new(RedisIds::new(conn, &prefix, 100)),
+    ];
+    let takers = (0..8).map(|i| {
+        let ids = nodes[i % 2].clone();
+        tokio::spawn(async move {
+            let mut got = Vec::new();
+            for _ in 0..500 {
+                got.push(ids.next_id().await.unwrap());
+            }
+            got
+        })
+    });
+    let mut all = Vec::new();
+    for got in futures::future::join_all(takers).await {
+        all.extend(got.unwrap());
+    }
+    let unique: HashSet<u64> = all.iter().copied().collect();
+    assert_eq!(unique.len(), 4000);
+    assert!(!unique.contains(&0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn published_events_reach_the_topic_in_key_order() {
+    kafka_admin().await;
+    let config = KafkaConfig {
+        brokers: fishchat_e2e::kafka_brokers(),
+        p2p_topic: unique_name("logic-p2p"),
+        group_topic: unique_name("logic-group"),
+        partitions: 4,
+        send_timeout_ms: 10_000,
+    };
+    let publisher = KafkaPublisher::connect(config.clone()).await.unwrap();
+    for i in 0..300u64 {
+        let to = 1 + i % 3;
+        let event = ChatEvent {
+            server_msg_id: i,
+            from_user_id: 99,
+            conversation: Some(Conversation::ToUserId(to)),
+            body: Bytes::from(format!("m{i}")),
+            timestamp_ms: 1,
+            client_msg_id: format!("c{i}"),
+            inboxes: vec![to, 99],
+        };
+        publisher.publish(Kind::Direct, to, &event).await.unwrap();
+    }
+
+    let consumer: StreamConsumer = kafka_config()
+        .set("group.id", unique_name("logic-check"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&config.p2p_topic]).unwrap();
+    let mut by_key: HashMap<String, Vec<u64>> = HashMap::new();
+    let mut seen = 0;
+    wait_until(Duration::from_secs(30), "300 events consumed", async || {
+        let Ok(Ok(msg)) = tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await
+        else {
+            return None;
+        };
+        let key = String::from_utf8(msg.key().unwrap().to_vec()).unwrap();
+        let event = ChatEvent::decode(msg.payload().unwrap()).unwrap();
+        assert_eq!(
+            Some(Conversation::ToUserId(key.parse().unwrap())),
+            event.conversation
+        );
+        by_key.entry(key).or_default().push(event.server_msg_id);
+        seen += 1;
+        (seen == 300).then_some(())
+    })
+    .await;
+    for (key, ids) in by_key {
+        assert_eq!(ids.len(), 100, "key {key}");
+        assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "key {key} out of order"
+        );
+    }
+}

@@ -1,0 +1,59 @@
+//! The manager's settings: TOML file, then `FISHCHAT_MANAGER_<KEY>`
+//! environment variables, then command-line options (see `fishchat_node::load_config`).
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// Settings of the manager service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address of the gRPC server (the `Manager` service, health, reflection).
+    pub grpc_listen: SocketAddr,
+    /// MongoDB connection string (inboxes, cursors).
+    pub mongo_url: String,
+    /// MongoDB database name.
+    pub database: String,
+    /// This node's id, unique among manager nodes (its etcd key).
+    pub node_id: String,
+    /// etcd endpoints, for registering this node.
+    pub etcd_endpoints: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            grpc_listen: SocketAddr::from(([127, 0, 0, 1], 7030)),
+            mongo_url: "mongodb://127.0.0.1:27017/?directConnection=true".into(),
+            database: "fishchat".into(),
+            node_id: fishchat_discovery::default_node_id(),
+            etcd_endpoints: vec!["127.0.0.1:2379".into()],
+        }
+    }
+}
+
+/// Command-line overrides of [`Config`]; only the ones given are applied.
+#[derive(Debug, clap::Args, Serialize)]
+pub struct Overrides {
+    /// Address of the gRPC server [default: 127.0.0.1:7030].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_listen: Option<SocketAddr>,
+    /// MongoDB connection string [default: mongodb://127.0.0.1:27017/?directConnection=true].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mongo_url: Option<String>,
+    /// MongoDB database name [default: fishchat].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    /// This node's id [default: manager-1].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    /// etcd endpoints, comma-separated [default: 127.0.0.1:2379].
+    #[arg(long, value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etcd_endpoints: Option<Vec<String>>,
+}

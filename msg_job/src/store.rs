@@ -1,0 +1,59 @@
+//! The storage side of the pipeline: what msg_job needs from an inbox store.
+//!
+//! The trait is owned here, by its user, so the pipeline does not depend on
+//! MongoDB and can be tested against [`crate::MemoryInbox`].
+
+use std::future::Future;
+
+use bytes::Bytes;
+use thiserror::Error;
+
+/// Where a message was sent: to one user or to a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conversation {
+    /// A direct message to this user.
+    User(u64),
+    /// A message to this group.
+    Group(u64),
+}
+
+/// One message to store into one inbox; the store assigns its seq.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    /// Assigned by logic; with the inbox, the key a redelivery is recognised by.
+    pub server_msg_id: u64,
+    /// The authenticated sender.
+    pub from_user_id: u64,
+    /// The user or group the message was sent to.
+    pub conversation: Conversation,
+    /// The opaque message body.
+    pub body: Bytes,
+    /// When logic accepted the message.
+    pub timestamp_ms: i64,
+    /// The sender's own id for the message.
+    pub client_msg_id: String,
+}
+
+/// Why a batch could not be stored; the pipeline retries it, uncommitted.
+#[derive(Debug, Error)]
+#[error("inbox store failed: {0}")]
+pub struct StoreError(pub String);
+
+/// An inbox store that assigns seqs and ignores redeliveries.
+pub trait InboxStore: Send + Sync {
+    /// Stores every `(inbox, message)` in the given order and returns each
+    /// one's seq in that inbox, in the same order. Storing a message already in
+    /// the inbox (same `server_msg_id`) stores nothing and returns its existing
+    /// seq, so a whole batch may be retried after a partial success.
+    fn store(
+        &self,
+        items: &[(u64, NewMessage)],
+    ) -> impl Future<Output = Result<Vec<u64>, StoreError>> + Send;
+}
+
+/// A shared store is a store: the pipeline and a test can hold the same one.
+impl<S: InboxStore> InboxStore for std::sync::Arc<S> {
+    async fn store(&self, items: &[(u64, NewMessage)]) -> Result<Vec<u64>, StoreError> {
+        S::store(self, items).await
+    }
+}

@@ -1,0 +1,217 @@
+//! Helpers shared by the pipeline tests: unique topics on the real broker, an
+//! idempotent producer, a running pipeline, and the group's committed offsets.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fishchat_msg_job::pipeline::BatchConfig;
+use fishchat_msg_job::{
+    Conversation, InboxStore, NewMessage, Pipeline, PipelineError, Pusher, Stats, event, kafka,
+};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// A record to produce: (topic, key, payload).
+pub type Record = (String, u64, Vec<u8>);
+
+/// What each inbox should hold: inbox -> (Kafka key, server_msg_id) in produced order.
+pub type Expected = std::collections::HashMap<u64, Vec<(u64, u64)>>;
+
+/// How long any wait for the broker or the pipeline may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Creates fresh topics with `partitions` partitions, after proving the broker answers.
+pub async fn topics(prefix: &str, count: usize, partitions: i32) -> Vec<String> {
+    fishchat_e2e::kafka_admin().await;
+    let names: Vec<String> = (0..count)
+        .map(|i| fishchat_e2e::unique_name(&format!("{prefix}{i}")))
+        .collect();
+    kafka::ensure_topics(&fishchat_e2e::kafka_brokers(), &names, partitions)
+        .await
+        .expect("create topics");
+    names
+}
+
+/// A direct message from `from` to `to`.
+pub fn direct(id: u64, from: u64, to: u64) -> NewMessage {
+    NewMessage {
+        server_msg_id: id,
+        from_user_id: from,
+        conversation: Conversation::User(to),
+        body: Bytes::from(format!("body {id}")),
+        timestamp_ms: 1_700_000_000_000 + id as i64,
+        client_msg_id: format!("c-{id}"),
+    }
+}
+
+/// Produces `(topic, key, payload)` records in order with an idempotent, acks=all producer.
+pub async fn produce(records: &[Record]) {
+    let producer: FutureProducer = fishchat_e2e::kafka_config()
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("compression.type", "lz4")
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer");
+    let sends = records.iter().map(|(topic, key, payload)| {
+        let key = key.to_string();
+        let producer = &producer;
+        async move {
+            producer
+                .send(
+                    FutureRecord::to(topic).key(&key).payload(payload),
+                    Duration::from_secs(30),
+                )
+                .await
+                .map_err(|(err, _)| err)
+                .expect("produce");
+        }
+    });
+    futures::future::join_all(sends).await;
+}
+
+/// A pipeline running in a task, and the switch that stops it.
+pub struct Running {
+    /// Its counters.
+    pub stats: Arc<Stats>,
+    /// Set to true to stop it.
+    pub stop: watch::Sender<bool>,
+    /// The task; its result is the pipeline's.
+    pub task: JoinHandle<Result<(), PipelineError>>,
+}
+
+impl Running {
+    /// Stops the pipeline and waits for it to return cleanly.
+    pub async fn stop(self) {
+        self.stop.send_replace(true);
+        tokio::time::timeout(DEADLINE, self.task)
+            .await
+            .expect("pipeline did not stop")
+            .expect("pipeline panicked")
+            .expect("pipeline failed");
+    }
+}
+
+/// Starts a pipeline in `group` over `topics`.
+pub fn start<S, P>(
+    group: &str,
+    topics: &[String],
+    store: S,
+    pusher: P,
+    max_messages: usize,
+) -> Running
+where
+    S: InboxStore + 'static,
+    P: Pusher + 'static,
+{
+    let consumer =
+        kafka::consumer(&fishchat_e2e::kafka_brokers(), group, None, topics).expect("consumer");
+    let batch = BatchConfig {
+        max_messages,
+        linger: Duration::from_millis(20),
+    };
+    let pipeline = Pipeline::new(consumer, store, pusher, batch);
+    let stats = pipeline.stats();
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(pipeline.run(stopped));
+    Running { stats, stop, task }
+}
+
+/// Per partition of `topics`: (the group's committed offset, the high watermark).
+pub async fn committed_and_high(group: &str, topics: &[String]) -> Vec<(String, i32, Offset, i64)> {
+    let group = group.to_owned();
+    let topics = topics.to_vec();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", fishchat_e2e::kafka_brokers())
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer");
+        let timeout = Duration::from_secs(10);
+        let mut list = TopicPartitionList::new();
+        let mut highs = Vec::new();
+        for topic in &topics {
+            let metadata = consumer
+                .fetch_metadata(Some(topic), timeout)
+                .expect("metadata");
+            for partition in metadata.topics()[0].partitions() {
+                list.add_partition(topic, partition.id());
+                let (_, high) = consumer
+                    .fetch_watermarks(topic, partition.id(), timeout)
+                    .expect("watermarks");
+                highs.push(high);
+            }
+        }
+        let committed = consumer
+            .committed_offsets(list, timeout)
+            .expect("committed offsets");
+        committed
+            .elements()
+            .iter()
+            .zip(highs)
+            .map(|(e, high)| (e.topic().to_owned(), e.partition(), e.offset(), high))
+            .collect()
+    })
+    .await
+    .expect("committed offsets task")
+}
+
+/// Asserts every partition's committed offset is its high watermark: a fresh
+/// consumer of the group would get nothing new.
+pub async fn assert_all_committed(group: &str, topics: &[String]) {
+    for (topic, partition, committed, high) in committed_and_high(group, topics).await {
+        let committed = match committed {
+            Offset::Offset(o) => o,
+            Offset::Invalid if high == 0 => 0,
+            other => panic!("{topic}/{partition}: committed {other:?}, high {high}"),
+        };
+        assert_eq!(committed, high, "{topic}/{partition} not fully committed");
+    }
+}
+
+/// Encodes a direct message for the p2p topic, keyed by recipient, stored in both inboxes.
+pub fn p2p_record(topic: &str, message: &NewMessage) -> Record {
+    let Conversation::User(to) = message.conversation else {
+        panic!("not a direct message");
+    };
+    (
+        topic.to_owned(),
+        to,
+        event::encode(message, &[to, message.from_user_id]),
+    )
+}
+
+/// `count` events over a p2p and a group topic, and what each inbox should hold
+/// as (kafka key, server_msg_id) in produced order.
+pub fn events(p2p: &str, group: &str, count: u64) -> (Vec<Record>, Expected) {
+    let mut records = Vec::new();
+    let mut expected = Expected::new();
+    for id in 1..=count {
+        let from = 100 + id % 7;
+        if id % 10 == 0 {
+            let group_id = 1000 + id % 3;
+            let members = [from, 201, 202 + id % 3];
+            let mut message = direct(id, from, 0);
+            message.conversation = Conversation::Group(group_id);
+            records.push((
+                group.to_owned(),
+                group_id,
+                event::encode(&message, &members),
+            ));
+            for m in members {
+                expected.entry(m).or_default().push((group_id, id));
+            }
+        } else {
+            let to = 1 + id % 17;
+            records.push(p2p_record(p2p, &direct(id, from, to)));
+            expected.entry(to).or_default().push((to, id));
+            expected.entry(from).or_default().push((to, id));
+        }
+    }
+    (records, expected)
+}

@@ -1,0 +1,141 @@
+//! The register's settings: TOML file, then `FISHCHAT_REGISTER_<KEY>`
+//! environment variables, then command-line options (see `fishchat_node::load_config`).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::password::Passwords;
+use crate::registry::TokenPolicy;
+
+/// Settings of the register service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address of the gRPC server (the `Register` service, health, reflection).
+    pub grpc_listen: SocketAddr,
+    /// Address of the HTTP JSON API.
+    pub http_listen: SocketAddr,
+    /// Redis URL (tokens, sessions).
+    pub redis_url: String,
+    /// Prefix of every Redis key this service writes.
+    pub key_prefix: String,
+    /// MongoDB connection string (users, groups).
+    pub mongo_url: String,
+    /// MongoDB database name.
+    pub database: String,
+    /// How long a login token is accepted, in seconds.
+    pub token_ttl_secs: u64,
+    /// How long after expiry a token is still reported as expired rather than unknown, in seconds.
+    pub token_grace_secs: u64,
+    /// argon2id memory cost per password hash, in KiB (default 19456, OWASP's minimum).
+    /// Lower it only for tests: debug builds take about a second per hash at the default.
+    pub argon2_memory_kib: u32,
+    /// argon2id iterations per password hash (default 2).
+    pub argon2_iterations: u32,
+    /// This node's id, unique among register nodes (its etcd key).
+    pub node_id: String,
+    /// etcd endpoints, for registering this node.
+    pub etcd_endpoints: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            grpc_listen: SocketAddr::from(([127, 0, 0, 1], 7010)),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 8010)),
+            redis_url: "redis://127.0.0.1:6379".into(),
+            key_prefix: "fc:".into(),
+            mongo_url: "mongodb://127.0.0.1:27017/?directConnection=true".into(),
+            database: "fishchat".into(),
+            token_ttl_secs: 7 * 24 * 3600,
+            token_grace_secs: 24 * 3600,
+            argon2_memory_kib: argon2::Params::DEFAULT_M_COST,
+            argon2_iterations: argon2::Params::DEFAULT_T_COST,
+            node_id: fishchat_discovery::default_node_id(),
+            etcd_endpoints: vec!["127.0.0.1:2379".into()],
+        }
+    }
+}
+
+impl Config {
+    /// The token lifetimes these settings ask for.
+    pub fn token_policy(&self) -> TokenPolicy {
+        TokenPolicy {
+            ttl: Duration::from_secs(self.token_ttl_secs),
+            grace: Duration::from_secs(self.token_grace_secs),
+        }
+    }
+
+    /// Password hashing with the configured argon2id costs.
+    pub fn passwords(&self) -> Result<Passwords, argon2::Error> {
+        let params = argon2::Params::new(
+            self.argon2_memory_kib,
+            self.argon2_iterations,
+            argon2::Params::DEFAULT_P_COST,
+            None,
+        )?;
+        Ok(Passwords::with_params(params))
+    }
+}
+
+/// Command-line overrides of [`Config`]; only the ones given are applied.
+#[derive(Debug, clap::Args, Serialize)]
+pub struct Overrides {
+    /// Address of the gRPC server [default: 127.0.0.1:7010].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_listen: Option<SocketAddr>,
+    /// Address of the HTTP JSON API [default: 127.0.0.1:8010].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_listen: Option<SocketAddr>,
+    /// Redis URL [default: redis://127.0.0.1:6379].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key [default: fc:].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_prefix: Option<String>,
+    /// MongoDB connection string [default: mongodb://127.0.0.1:27017/?directConnection=true].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mongo_url: Option<String>,
+    /// MongoDB database name [default: fishchat].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    /// Login token lifetime in seconds [default: 604800, 7 days].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_ttl_secs: Option<u64>,
+    /// This node's id [default: register-1].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_usable() {
+        let config = Config::default();
+        config.passwords().expect("default argon2 costs are valid");
+        assert_eq!(
+            config.token_policy().ttl,
+            Duration::from_secs(7 * 24 * 3600)
+        );
+        let bad = Config {
+            argon2_memory_kib: 1,
+            ..Config::default()
+        };
+        assert!(
+            bad.passwords().is_err(),
+            "a too-small memory cost is refused"
+        );
+    }
+}

@@ -1,0 +1,481 @@
+//! The register's rules, over storage it reaches only through the traits of
+//! [`crate::store`]. Both surfaces (gRPC and HTTP) call these methods and
+//! nothing else.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::OnceCell;
+
+use crate::error::{Error, StoreError};
+use crate::model::{Group, GroupId, Login, Session, TokenRecord, User, UserId};
+use crate::password::Passwords;
+use crate::store::{Accounts, Groups, Sessions, Tokens};
+use crate::token;
+
+/// Longest user or group name, in characters.
+pub const MAX_NAME_CHARS: usize = 64;
+/// Longest password, in bytes (argon2 takes any length; this bounds the work per request).
+pub const MAX_PASSWORD_BYTES: usize = 256;
+/// Longest device id, access node id or push address, in bytes.
+pub const MAX_SESSION_FIELD_BYTES: usize = 256;
+/// Most users one ListSessions may ask about.
+pub const MAX_LIST_USERS: usize = 10_000;
+
+/// What the decoy hash hashes; nothing can log in with it, as no user has it.
+const DECOY_PASSWORD: &str = "decoy: no account has this hash";
+
+/// The storage adapters the registry works over.
+#[derive(Clone)]
+pub struct Stores {
+    /// User accounts (MongoDB).
+    pub accounts: Arc<dyn Accounts>,
+    /// Groups and members (MongoDB).
+    pub groups: Arc<dyn Groups>,
+    /// Login tokens (Redis).
+    pub tokens: Arc<dyn Tokens>,
+    /// Sessions (Redis).
+    pub sessions: Arc<dyn Sessions>,
+}
+
+/// How long tokens live.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenPolicy {
+    /// How long a new token is accepted.
+    pub ttl: Duration,
+    /// How long after expiry a token is still told apart as EXPIRED (not BAD_TOKEN).
+    pub grace: Duration,
+}
+
+/// Accounts, tokens, sessions and groups.
+pub struct Registry {
+    stores: Stores,
+    tokens: TokenPolicy,
+    passwords: Passwords,
+    /// A hash to verify against when the name is unknown, so a failed login
+    /// takes as long whether or not the name exists.
+    decoy_hash: OnceCell<String>,
+}
+
+impl Registry {
+    /// A registry over `stores`.
+    pub fn new(stores: Stores, tokens: TokenPolicy, passwords: Passwords) -> Self {
+        Self {
+            stores,
+            tokens,
+            passwords,
+            decoy_hash: OnceCell::new(),
+        }
+    }
+
+    /// Creates an account; the password is kept only as an argon2 hash.
+    pub async fn create_user(&self, name: &str, password: &str) -> Result<UserId, Error> {
+        check_name("user name", name)?;
+        check_password(password)?;
+        let hash = self.passwords.hash(password.to_owned()).await?;
+        match self.stores.accounts.insert_user(name, &hash).await {
+            Ok(user_id) => {
+                tracing::info!(user_id, name, "user created");
+                Ok(user_id)
+            }
+            Err(StoreError::Duplicate) => Err(Error::NameTaken(name.to_owned())),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Checks a name and password and issues a new token.
+    pub async fn login(&self, name: &str, password: &str) -> Result<Login, Error> {
+        if name.is_empty() || password.is_empty() || password.len() > MAX_PASSWORD_BYTES {
+            return Err(Error::BadCredentials);
+        }
+        let user = self.stores.accounts.user_by_name(name).await?;
+        let Some(user) = user else {
+            let decoy = self
+                .decoy_hash
+                .get_or_try_init(|| self.passwords.hash(DECOY_PASSWORD.to_owned()))
+                .await?;
+            self.passwords
+                .verify(password.to_owned(), decoy.clone())
+                .await?;
+            return Err(Error::BadCredentials);
+        };
+        let good = self
+            .passwords
+            .verify(password.to_owned(), user.password_hash)
+            .await?;
+        if !good {
+            tracing::info!(user_id = user.id, "login refused: wrong password");
+            return Err(Error::BadCredentials);
+        }
+        let token = token::new_token()?;
+        let record = token::record_for(user.id, token::now_ms(), self.tokens.ttl);
+        let keep = self.tokens.ttl.saturating_add(self.tokens.grace);
+        self.stores.tokens.put(&token, record, keep).await?;
+        tracing::info!(user_id = user.id, "logged in");
+        Ok(Login {
+            user_id: user.id,
+            token,
+            expires_at_ms: record.expires_at_ms,
+        })
+    }
+
+    /// What a token stands for: BAD_TOKEN when unknown or revoked, TOKEN_EXPIRED when expired.
+    pub async fn verify_token(&self, token: &str) -> Result<TokenRecord, Error> {
+        if token.is_empty() || token.len() > token::MAX_TOKEN_LEN {
+            return Err(Error::BadToken);
+        }
+        let record = self
+            .stores
+            .tokens
+            .get(token)
+            .await?
+            .ok_or(Error::BadToken)?;
+        token::check(record, token::now_ms())?;
+        Ok(record)
+    }
+
+    /// Revokes a token at once; revoking an unknown token is not an error.
+    pub async fn revoke_token(&self, token: &str) -> Result<(), Error> {
+        if token.is_empty() || token.len() > token::MAX_TOKEN_LEN {
+            return Ok(());
+        }
+        if self.stores.tokens.delete(token).await? {
+            tracing::info!("token revoked");
+        }
+        Ok(())
+    }
+
+    /// A user by id.
+    pub async fn get_user(&self, id: UserId) -> Result<User, Error> {
+        let user = self
+            .stores
+            .accounts
+            .user_by_id(id)
+            .await?
+            .ok_or(Error::UnknownUser(id))?;
+        Ok(User {
+            id: user.id,
+            name: user.name,
+        })
+    }
+
+    /// Records a session and returns the one it replaced (another connection
+    /// of the same user and device), which the caller should kick.
+    pub async fn record_session(&self, session: &Session) -> Result<Option<Session>, Error> {
+        if session.user_id == 0 {
+            return Err(Error::InvalidArgument("user_id is missing".into()));
+        }
+        check_field("device_id", &session.device_id)?;
+        check_field("access_node_id", &session.access_node_id)?;
+        check_field("push_addr", &session.push_addr)?;
+        let replaced = self.stores.sessions.record(session).await?;
+        // Recording the same connection twice (a retried call) replaces nothing.
+        let replaced = replaced.filter(|old| !old.same_connection(session));
+        tracing::debug!(
+            user_id = session.user_id,
+            device_id = session.device_id,
+            node = session.access_node_id,
+            conn_id = session.conn_id,
+            replaced = replaced.is_some(),
+            "session recorded"
+        );
+        Ok(replaced)
+    }
+
+    /// Removes a session if it still names `node` and `conn_id`; true when it did.
+    pub async fn remove_session(
+        &self,
+        user: UserId,
+        device: &str,
+        node: &str,
+        conn_id: u64,
+    ) -> Result<bool, Error> {
+        check_field("device_id", device)?;
+        check_field("access_node_id", node)?;
+        Ok(self
+            .stores
+            .sessions
+            .remove(user, device, node, conn_id)
+            .await?)
+    }
+
+    /// Every session of `users`.
+    pub async fn list_sessions(&self, users: &[UserId]) -> Result<Vec<Session>, Error> {
+        if users.len() > MAX_LIST_USERS {
+            return Err(Error::InvalidArgument(format!(
+                "at most {MAX_LIST_USERS} users per call"
+            )));
+        }
+        Ok(self.stores.sessions.list(users).await?)
+    }
+
+    /// Creates a group owned by (and whose first member is) `owner`.
+    pub async fn create_group(&self, owner: UserId, name: &str) -> Result<Group, Error> {
+        check_name("group name", name)?;
+        self.existing_user(owner).await?;
+        let group = self.stores.groups.create_group(owner, name).await?;
+        tracing::info!(group_id = group.id, owner_id = owner, "group created");
+        Ok(group)
+    }
+
+    /// Adds `user` to `group`; false when already a member.
+    pub async fn join_group(&self, group: GroupId, user: UserId) -> Result<bool, Error> {
+        self.existing_group(group).await?;
+        self.existing_user(user).await?;
+        Ok(self.stores.groups.add_member(group, user).await?)
+    }
+
+    /// Removes `user` from `group`; false when not a member.
+    pub async fn quit_group(&self, group: GroupId, user: UserId) -> Result<bool, Error> {
+        self.existing_group(group).await?;
+        self.existing_user(user).await?;
+        Ok(self.stores.groups.remove_member(group, user).await?)
+    }
+
+    /// A group's members, by increasing id.
+    pub async fn group_members(&self, group: GroupId) -> Result<Vec<UserId>, Error> {
+        self.existing_group(group).await?;
+        Ok(self.stores.groups.members(group).await?)
+    }
+
+    /// The groups `user` belongs to, by increasing id.
+    pub async fn user_groups(&self, user: UserId) -> Result<Vec<Group>, Error> {
+        self.existing_user(user).await?;
+        Ok(self.stores.groups.groups_of(user).await?)
+    }
+
+    async fn existing_user(&self, id: UserId) -> Result<(), Error> {
+        match self.stores.accounts.user_by_id(id).await? {
+            Some(_) => Ok(()),
+            None => Err(Error::UnknownUser(id)),
+        }
+    }
+
+    async fn existing_group(&self, id: GroupId) -> Result<Group, Error> {
+        self.stores
+            .groups
+            .group(id)
+            .await?
+            .ok_or(Error::UnknownGroup(id))
+    }
+}
+
+fn check_name(what: &str, name: &str) -> Result<(), Error> {
+    if name.trim().is_empty() {
+        return Err(Error::InvalidArgument(format!("the {what} is empty")));
+    }
+    if name.chars().count() > MAX_NAME_CHARS {
+        return Err(Error::InvalidArgument(format!(
+            "the {what} is longer than {MAX_NAME_CHARS} characters"
+        )));
+    }
+    if name.chars().any(char::is_control) || name.trim() != name {
+        return Err(Error::InvalidArgument(format!(
+            "the {what} has control characters or surrounding spaces"
+        )));
+    }
+    Ok(())
+}
+
+fn check_password(password: &str) -> Result<(), Error> {
+    if password.is_empty() {
+        return Err(Error::InvalidArgument("the password is empty".into()));
+    }
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(Error::InvalidArgument(format!(
+            "the password is longer than {MAX_PASSWORD_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
+fn check_field(what: &str, value: &str) -> Result<(), Error> {
+    if value.is_empty() || value.len() > MAX_SESSION_FIELD_BYTES {
+        return Err(Error::InvalidArgument(format!(
+            "{what} must have 1 to {MAX_SESSION_FIELD_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::Memory;
+    use fishchat_codec::ErrorCode;
+
+    fn registry(ttl: Duration) -> Registry {
+        let memory = Arc::new(Memory::default());
+        let stores = Stores {
+            accounts: memory.clone(),
+            groups: memory.clone(),
+            tokens: memory.clone(),
+            sessions: memory,
+        };
+        let params = argon2::Params::new(1024, 1, 1, None).expect("valid params");
+        Registry::new(
+            stores,
+            TokenPolicy {
+                ttl,
+                grace: Duration::from_secs(60),
+            },
+            Passwords::with_params(params),
+        )
+    }
+
+    fn session(user: UserId, device: &str, conn: u64) -> Session {
+        Session {
+            user_id: user,
+            device_id: device.into(),
+            access_node_id: "access-1".into(),
+            push_addr: "127.0.0.1:7001".into(),
+            conn_id: conn,
+        }
+    }
+
+    #[tokio::test]
+    async fn names_and_passwords_are_validated() {
+        let r = registry(Duration::from_secs(60));
+        for (name, password) in [
+            ("", "pw"),
+            ("   ", "pw"),
+            (" alice", "pw"),
+            ("al\nice", "pw"),
+            ("alice", ""),
+        ] {
+            let err = r.create_user(name, password).await.expect_err(name);
+            assert_eq!(err.code(), ErrorCode::InvalidArgument, "{name:?}: {err}");
+        }
+        let long = "x".repeat(MAX_NAME_CHARS + 1);
+        assert!(matches!(
+            r.create_user(&long, "pw").await,
+            Err(Error::InvalidArgument(_))
+        ));
+        let long_pw = "x".repeat(MAX_PASSWORD_BYTES + 1);
+        assert!(matches!(
+            r.create_user("alice", &long_pw).await,
+            Err(Error::InvalidArgument(_))
+        ));
+        r.create_user(&"é".repeat(MAX_NAME_CHARS), "pw")
+            .await
+            .expect("64 two-byte characters are fine");
+    }
+
+    #[tokio::test]
+    async fn login_issues_tokens_that_verify_and_revoke() {
+        let r = registry(Duration::from_secs(60));
+        let id = r.create_user("alice", "pw").await.expect("create");
+        assert!(matches!(
+            r.create_user("alice", "other").await,
+            Err(Error::NameTaken(_))
+        ));
+        assert!(matches!(
+            r.login("alice", "nope").await,
+            Err(Error::BadCredentials)
+        ));
+        assert!(matches!(
+            r.login("bob", "pw").await,
+            Err(Error::BadCredentials)
+        ));
+        let login = r.login("alice", "pw").await.expect("login");
+        assert_eq!(login.user_id, id);
+        let record = r.verify_token(&login.token).await.expect("verify");
+        assert_eq!(
+            (record.user_id, record.expires_at_ms),
+            (id, login.expires_at_ms)
+        );
+        r.revoke_token(&login.token).await.expect("revoke");
+        assert!(matches!(
+            r.verify_token(&login.token).await,
+            Err(Error::BadToken)
+        ));
+        assert!(matches!(r.verify_token("").await, Err(Error::BadToken)));
+        assert!(matches!(
+            r.verify_token(&"f".repeat(1000)).await,
+            Err(Error::BadToken)
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_expired_token_is_told_apart() {
+        let r = registry(Duration::from_millis(1));
+        r.create_user("alice", "pw").await.expect("create");
+        let login = r.login("alice", "pw").await.expect("login");
+        fishchat_e2e::wait_until(Duration::from_secs(2), "the token to expire", async || {
+            matches!(r.verify_token(&login.token).await, Err(Error::TokenExpired)).then_some(())
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn sessions_replace_and_remove_only_when_matching() {
+        let r = registry(Duration::from_secs(60));
+        let first = session(1, "phone", 10);
+        assert_eq!(r.record_session(&first).await.expect("record"), None);
+        assert_eq!(
+            r.record_session(&first).await.expect("re-record"),
+            None,
+            "the same connection replaces nothing"
+        );
+        let second = session(1, "phone", 11);
+        assert_eq!(
+            r.record_session(&second).await.expect("record"),
+            Some(first)
+        );
+        assert!(
+            !r.remove_session(1, "phone", "access-1", 10)
+                .await
+                .expect("remove")
+        );
+        assert!(
+            r.remove_session(1, "phone", "access-1", 11)
+                .await
+                .expect("remove")
+        );
+        assert!(r.list_sessions(&[1]).await.expect("list").is_empty());
+        let bad = session(0, "phone", 1);
+        assert!(matches!(
+            r.record_session(&bad).await,
+            Err(Error::InvalidArgument(_))
+        ));
+        let too_many = vec![1; MAX_LIST_USERS + 1];
+        assert!(matches!(
+            r.list_sessions(&too_many).await,
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn groups_check_users_and_groups() {
+        let r = registry(Duration::from_secs(60));
+        let alice = r.create_user("alice", "pw").await.expect("create");
+        let bob = r.create_user("bob", "pw").await.expect("create");
+        assert!(matches!(
+            r.create_group(999, "g").await,
+            Err(Error::UnknownUser(999))
+        ));
+        let group = r.create_group(alice, "friends").await.expect("group");
+        assert_eq!(r.group_members(group.id).await.expect("members"), [alice]);
+        assert!(r.join_group(group.id, bob).await.expect("join"));
+        assert!(!r.join_group(group.id, bob).await.expect("join again"));
+        assert!(matches!(
+            r.join_group(group.id, 999).await,
+            Err(Error::UnknownUser(999))
+        ));
+        assert!(matches!(
+            r.join_group(999, bob).await,
+            Err(Error::UnknownGroup(999))
+        ));
+        assert_eq!(
+            r.user_groups(bob).await.expect("groups"),
+            std::slice::from_ref(&group)
+        );
+        assert!(r.quit_group(group.id, bob).await.expect("quit"));
+        assert!(!r.quit_group(group.id, bob).await.expect("quit again"));
+        assert!(r.user_groups(bob).await.expect("groups").is_empty());
+        assert!(matches!(
+            r.group_members(999).await,
+            Err(Error::UnknownGroup(999))
+        ));
+    }
+}

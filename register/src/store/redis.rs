@@ -1,0 +1,274 @@
+//! Tokens and sessions in Redis.
+//!
+//! Keys (all under a configurable prefix, default `fc:`):
+//! - `<prefix>token:<token>` → `"<user_id>:<expires_at_ms>"`, with a TTL of
+//!   the token's lifetime plus the grace period (see `crate::token`);
+//! - `<prefix>sessions:<user_id>` → a hash, device id → JSON
+//!   `{"node", "push", "conn"}` (`conn` as a string: Lua's cjson reads
+//!   numbers as doubles and would round large connection ids).
+//!
+//! Replacing and compare-and-deleting a session run as Lua scripts, so each
+//! is one atomic step even when two connections of a device race.
+
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Script};
+use serde::{Deserialize, Serialize};
+
+use super::{Sessions, Tokens};
+use crate::error::StoreError;
+use crate::model::{Session, TokenRecord, UserId};
+
+/// How long a command may take before it fails as unavailable.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Sets a device's session and returns the one it overwrote (nil if none).
+const RECORD_SCRIPT: &str = r"
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return old
+";
+
+/// Deletes a device's session only if it still names node ARGV[2] and connection ARGV[3].
+const REMOVE_SCRIPT: &str = r"
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if not cur then return 0 end
+local ok, s = pcall(cjson.decode, cur)
+if ok and s.node == ARGV[2] and s.conn == ARGV[3] then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
+";
+
+/// One device's session as stored in its user's hash.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredSession {
+    node: String,
+    push: String,
+    conn: String,
+}
+
+/// Tokens and sessions under one key prefix.
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    prefix: String,
+    record: Script,
+    remove: Script,
+}
+
+impl RedisStore {
+    /// Connects to `url`; the connection reconnects by itself after failures.
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url).map_err(backend)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(RESPONSE_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(2);
+        let conn = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(backend)?;
+        Ok(Self {
+            conn,
+            prefix: prefix.to_owned(),
+            record: Script::new(RECORD_SCRIPT),
+            remove: Script::new(REMOVE_SCRIPT),
+        })
+    }
+
+    /// The key of a token's record.
+    pub fn token_key(&self, token: &str) -> String {
+        format!("{}token:{token}", self.prefix)
+    }
+
+    /// The key of a user's session hash.
+    pub fn sessions_key(&self, user: UserId) -> String {
+        format!("{}sessions:{user}", self.prefix)
+    }
+
+    async fn put_token(
+        &self,
+        token: &str,
+        record: TokenRecord,
+        keep: Duration,
+    ) -> Result<(), StoreError> {
+        let value = format!("{}:{}", record.user_id, record.expires_at_ms);
+        let keep_ms = u64::try_from(keep.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut conn = self.conn.clone();
+        conn.pset_ex::<_, _, ()>(self.token_key(token), value, keep_ms)
+            .await
+            .map_err(backend)
+    }
+
+    async fn get_token(&self, token: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let mut conn = self.conn.clone();
+        let value: Option<String> = conn.get(self.token_key(token)).await.map_err(backend)?;
+        value.map(|v| parse_token_record(&v)).transpose()
+    }
+
+    async fn delete_token(&self, token: &str) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let removed: u64 = conn.del(self.token_key(token)).await.map_err(backend)?;
+        Ok(removed > 0)
+    }
+
+    async fn record_session(&self, session: &Session) -> Result<Option<Session>, StoreError> {
+        let stored = StoredSession {
+            node: session.access_node_id.clone(),
+            push: session.push_addr.clone(),
+            conn: session.conn_id.to_string(),
+        };
+        let value = serde_json::to_string(&stored)
+            .map_err(|err| StoreError::corrupt(format!("session encoding: {err}")))?;
+        let mut conn = self.conn.clone();
+        let old: Option<String> = self
+            .record
+            .key(self.sessions_key(session.user_id))
+            .arg(&session.device_id)
+            .arg(value)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(backend)?;
+        old.map(|old| decode_session(session.user_id, &session.device_id, &old))
+            .transpose()
+    }
+
+    async fn remove_session(
+        &self,
+        user: UserId,
+        device: &str,
+        node: &str,
+        conn_id: u64,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let removed: i64 = self
+            .remove
+            .key(self.sessions_key(user))
+            .arg(device)
+            .arg(node)
+            .arg(conn_id.to_string())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(backend)?;
+        Ok(removed == 1)
+    }
+
+    async fn list_sessions(&self, users: &[UserId]) -> Result<Vec<Session>, StoreError> {
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for user in users {
+            pipe.hgetall(self.sessions_key(*user));
+        }
+        let mut conn = self.conn.clone();
+        let hashes: Vec<Vec<(String, String)>> =
+            pipe.query_async(&mut conn).await.map_err(backend)?;
+        let mut sessions = Vec::new();
+        for (user, devices) in users.iter().zip(hashes) {
+            for (device, value) in devices {
+                match decode_session(*user, &device, &value) {
+                    Ok(session) => sessions.push(session),
+                    // One bad entry must not hide the user's other devices.
+                    Err(err) => tracing::warn!(user_id = user, device, %err, "skipping a session"),
+                }
+            }
+        }
+        Ok(sessions)
+    }
+}
+
+impl Tokens for RedisStore {
+    fn put<'a>(
+        &'a self,
+        token: &'a str,
+        record: TokenRecord,
+        keep: Duration,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.put_token(token, record, keep).boxed()
+    }
+
+    fn get<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Option<TokenRecord>, StoreError>> {
+        self.get_token(token).boxed()
+    }
+
+    fn delete<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
+        self.delete_token(token).boxed()
+    }
+}
+
+impl Sessions for RedisStore {
+    fn record<'a>(
+        &'a self,
+        session: &'a Session,
+    ) -> BoxFuture<'a, Result<Option<Session>, StoreError>> {
+        self.record_session(session).boxed()
+    }
+
+    fn remove<'a>(
+        &'a self,
+        user: UserId,
+        device: &'a str,
+        node: &'a str,
+        conn_id: u64,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        self.remove_session(user, device, node, conn_id).boxed()
+    }
+
+    fn list<'a>(&'a self, users: &'a [UserId]) -> BoxFuture<'a, Result<Vec<Session>, StoreError>> {
+        self.list_sessions(users).boxed()
+    }
+}
+
+fn backend(err: redis::RedisError) -> StoreError {
+    StoreError::Backend(Box::new(err))
+}
+
+fn parse_token_record(value: &str) -> Result<TokenRecord, StoreError> {
+    let corrupt = || StoreError::corrupt(format!("token record {value:?} does not parse"));
+    let (user, expires) = value.split_once(':').ok_or_else(corrupt)?;
+    Ok(TokenRecord {
+        user_id: user.parse().map_err(|_| corrupt())?,
+        expires_at_ms: expires.parse().map_err(|_| corrupt())?,
+    })
+}
+
+fn decode_session(user_id: UserId, device: &str, value: &str) -> Result<Session, StoreError> {
+    let stored: StoredSession = serde_json::from_str(value)
+        .map_err(|err| StoreError::corrupt(format!("session {value:?}: {err}")))?;
+    Ok(Session {
+        user_id,
+        device_id: device.to_owned(),
+        access_node_id: stored.node,
+        push_addr: stored.push,
+        conn_id: stored
+            .conn
+            .parse()
+            .map_err(|_| StoreError::corrupt(format!("session conn {:?}", stored.conn)))?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_records_round_trip_and_reject_garbage() {
+        let record = parse_token_record("42:1700000000000").expect("parses");
+        assert_eq!(record.user_id, 42);
+        assert_eq!(record.expires_at_ms, 1_700_000_000_000);
+        assert!(parse_token_record("42").is_err());
+        assert!(parse_token_record("x:1").is_err());
+    }
+
+    #[test]
+    fn large_connection_ids_survive_encoding() {
+        let value = r#"{"node":"a","push":"p","conn":"18446744073709551615"}"#;
+        let session = decode_session(1, "d", value).expect("decodes");
+        assert_eq!(session.conn_id, u64::MAX);
+    }
+}
