@@ -234,10 +234,11 @@ fn first_duplicate(err: mongodb::error::Error, len: usize) -> Result<usize, Inbo
             .write_errors
             .as_ref()
             .and_then(|w| w.iter().min_by_key(|w| w.index));
-        if let (Some(first), None) = (first, &e.write_concern_error) {
-            if first.code == DUPLICATE_KEY && first.index < len {
-                return Ok(first.index);
-            }
+        if let (Some(first), None) = (first, &e.write_concern_error)
+            && first.code == DUPLICATE_KEY
+            && first.index < len
+        {
+            return Ok(first.index);
         }
     }
     Err(err.into())
