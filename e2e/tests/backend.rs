@@ -13,9 +13,12 @@ use fishchat_e2e::cluster::Cluster;
 use fishchat_e2e::wait_until;
 use fishchat_rpc::logic::logic_client::LogicClient;
 use fishchat_rpc::logic::{
-    AckRequest, LoginRequest, Origin, SendToGroupRequest, SendToUserRequest, SyncRequest,
+    AckRequest, HeartbeatRequest, LoginRequest, LogoutRequest, Origin, SendToGroupRequest,
+    SendToUserRequest, SyncRequest,
 };
-use fishchat_rpc::register::{CreateGroupRequest, CreateUserRequest, GroupMemberRequest};
+use fishchat_rpc::register::{
+    CreateGroupRequest, CreateUserRequest, GroupMemberRequest, ListSessionsRequest,
+};
 use tonic::transport::Channel;
 
 /// A user logged in through logic, as an access node would log it in.
@@ -482,4 +485,77 @@ async fn msg_job_killed_midway_loses_and_duplicates_nothing() {
             assert_strictly_increasing(&got);
         }
     }
+}
+
+async fn sessions_of(cluster: &Cluster, user: u64) -> Vec<fishchat_rpc::register::Session> {
+    cluster
+        .register()
+        .await
+        .list_sessions(ListSessionsRequest {
+            user_ids: vec![user],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .sessions
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_login_replaces_the_first_and_heartbeats_tell_which_is_current() {
+    let cluster = Cluster::start("session").await;
+    let a = user(&cluster, "a").await;
+    let mut logic = cluster.logic().await;
+    let origin = |conn_id| Origin {
+        access_node_id: "stand-in".into(),
+        push_addr: format!("http://{}", cluster.push_addr),
+        conn_id,
+    };
+    let beat = |conn_id| HeartbeatRequest {
+        user_id: a.id,
+        device_id: "dev-1".into(),
+        origin: Some(origin(conn_id)),
+    };
+    assert!(logic.heartbeat(beat(1)).await.unwrap().into_inner().current);
+
+    let token = cluster
+        .register()
+        .await
+        .login(fishchat_rpc::register::LoginRequest {
+            name: format!("a-{}", cluster.name),
+            password: "pw-123456".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    let again = logic
+        .login(LoginRequest {
+            token,
+            device_id: "dev-1".into(),
+            origin: Some(origin(2)),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.user_id, a.id);
+    assert_eq!(
+        again.replaced,
+        Some(origin(1)),
+        "the first connection is to be kicked"
+    );
+    assert!(!logic.heartbeat(beat(1)).await.unwrap().into_inner().current);
+    assert!(logic.heartbeat(beat(2)).await.unwrap().into_inner().current);
+
+    // A late close of the replaced connection leaves the new session alone.
+    let logout = |conn_id| LogoutRequest {
+        user_id: a.id,
+        device_id: "dev-1".into(),
+        origin: Some(origin(conn_id)),
+    };
+    logic.logout(logout(1)).await.unwrap();
+    let listed = sessions_of(&cluster, a.id).await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].conn_id, 2);
+    logic.logout(logout(2)).await.unwrap();
+    assert!(sessions_of(&cluster, a.id).await.is_empty());
 }

@@ -5,8 +5,8 @@ use fishchat_codec::ErrorCode;
 use fishchat_codec::pb::{self, SendAck, SyncReply};
 use fishchat_rpc::logic::logic_server::Logic;
 use fishchat_rpc::logic::{
-    AckReply, AckRequest, LoginReply, LoginRequest, LogoutReply, LogoutRequest, Origin,
-    SendToGroupRequest, SendToUserRequest, SyncRequest,
+    AckReply, AckRequest, HeartbeatReply, HeartbeatRequest, LoginReply, LoginRequest, LogoutReply,
+    LogoutRequest, Origin, SendToGroupRequest, SendToUserRequest, SyncRequest,
 };
 use fishchat_rpc::manager::manager_client::ManagerClient;
 use fishchat_rpc::register::register_client::RegisterClient;
@@ -145,6 +145,25 @@ where
             })
             .await?;
         Ok(Response::new(LogoutReply {}))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatReply>, Status> {
+        let HeartbeatRequest {
+            user_id,
+            device_id,
+            origin,
+        } = request.into_inner();
+        let current = self
+            .register
+            .clone()
+            .touch_session(session(user_id, device_id, origin.unwrap_or_default()))
+            .await?
+            .into_inner()
+            .current;
+        Ok(Response::new(HeartbeatReply { current }))
     }
 
     async fn send_to_user(

@@ -182,6 +182,19 @@ impl Registry {
         Ok(replaced)
     }
 
+    /// A connection's heartbeat: true while it holds its device's session
+    /// (re-recording it if the device has none), false once another
+    /// connection replaced it.
+    pub async fn touch_session(&self, session: &Session) -> Result<bool, Error> {
+        if session.user_id == 0 {
+            return Err(Error::InvalidArgument("user_id is missing".into()));
+        }
+        check_field("device_id", &session.device_id)?;
+        check_field("access_node_id", &session.access_node_id)?;
+        check_field("push_addr", &session.push_addr)?;
+        Ok(self.stores.sessions.touch(session).await?)
+    }
+
     /// Removes a session if it still names `node` and `conn_id`; true when it did.
     pub async fn remove_session(
         &self,

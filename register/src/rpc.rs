@@ -63,6 +63,16 @@ fn session_to_pb(s: Session) -> pb::Session {
     }
 }
 
+fn session_from_pb(s: pb::Session) -> Session {
+    Session {
+        user_id: s.user_id,
+        device_id: s.device_id,
+        access_node_id: s.access_node_id,
+        push_addr: s.push_addr,
+        conn_id: s.conn_id,
+    }
+}
+
 fn group_to_pb(g: Group) -> pb::Group {
     pb::Group {
         group_id: g.id,
@@ -127,18 +137,18 @@ impl Register for RegisterRpc {
     }
 
     async fn record_session(&self, req: Request<pb::Session>) -> RpcResult<pb::RecordSessionReply> {
-        let s = req.into_inner();
-        let session = Session {
-            user_id: s.user_id,
-            device_id: s.device_id,
-            access_node_id: s.access_node_id,
-            push_addr: s.push_addr,
-            conn_id: s.conn_id,
-        };
+        let session = session_from_pb(req.into_inner());
         reply(self.registry.record_session(&session).await, |replaced| {
             pb::RecordSessionReply {
                 replaced: replaced.map(session_to_pb),
             }
+        })
+    }
+
+    async fn touch_session(&self, req: Request<pb::Session>) -> RpcResult<pb::TouchSessionReply> {
+        let session = session_from_pb(req.into_inner());
+        reply(self.registry.touch_session(&session).await, |current| {
+            pb::TouchSessionReply { current }
         })
     }
 

@@ -169,6 +169,30 @@ fn session(user: u64, device: &str, node: &str, conn_id: u64) -> Session {
 }
 
 #[tokio::test]
+async fn heartbeats_keep_the_current_connection_and_flag_a_replaced_one() {
+    let env = test_env("touch", LONG_TTL).await;
+    let r = &env.registry;
+    let first = session(7, "phone", "access-a", 1);
+    // No session yet (say, Redis lost it): a heartbeat records it again.
+    assert!(r.touch_session(&first).await.expect("touch"));
+    assert_eq!(
+        r.list_sessions(&[7]).await.expect("list"),
+        std::slice::from_ref(&first)
+    );
+    assert!(r.touch_session(&first).await.expect("touch again"));
+    let second = session(7, "phone", "access-b", 2);
+    assert_eq!(
+        r.record_session(&second).await.expect("new login"),
+        Some(first.clone())
+    );
+    // The replaced connection learns it is no longer current and changes nothing.
+    assert!(!r.touch_session(&first).await.expect("stale touch"));
+    assert!(r.touch_session(&second).await.expect("current touch"));
+    assert_eq!(r.list_sessions(&[7]).await.expect("list"), [second]);
+    env.cleanup().await;
+}
+
+#[tokio::test]
 async fn sessions_replace_remove_only_when_matching_and_list() {
     let env = test_env("sessions", LONG_TTL).await;
     let r = &env.registry;

@@ -110,6 +110,12 @@ impl Register for FakeRegister {
     ) -> Result<Response<RemoveSessionReply>, Status> {
         unused()
     }
+    async fn touch_session(
+        &self,
+        _: Request<Session>,
+    ) -> Result<Response<TouchSessionReply>, Status> {
+        unused()
+    }
     async fn list_sessions(
         &self,
         request: Request<ListSessionsRequest>,

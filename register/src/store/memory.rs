@@ -178,6 +178,19 @@ impl Sessions for Memory {
         Self::ready(matches)
     }
 
+    fn touch<'a>(&'a self, session: &'a Session) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let mut inner = self.inner.lock();
+        let key = (session.user_id, session.device_id.clone());
+        let current = inner
+            .sessions
+            .get(&key)
+            .is_none_or(|s| s.same_connection(session));
+        if current {
+            inner.sessions.insert(key, session.clone());
+        }
+        Self::ready(current)
+    }
+
     fn list<'a>(&'a self, users: &'a [UserId]) -> BoxFuture<'a, Result<Vec<Session>, StoreError>> {
         let inner = self.inner.lock();
         let sessions = inner

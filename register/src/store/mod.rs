@@ -89,6 +89,9 @@ pub trait Sessions: Send + Sync {
         node: &'a str,
         conn_id: u64,
     ) -> BoxFuture<'a, Result<bool, StoreError>>;
+    /// Re-records `session` unless another connection holds its (user,
+    /// device), atomically; true when `session` is (now) the recorded one.
+    fn touch<'a>(&'a self, session: &'a Session) -> BoxFuture<'a, Result<bool, StoreError>>;
     /// Every session of each of `users`.
     fn list<'a>(&'a self, users: &'a [UserId]) -> BoxFuture<'a, Result<Vec<Session>, StoreError>>;
 }

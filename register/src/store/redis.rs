@@ -44,6 +44,18 @@ end
 return 0
 ";
 
+/// Re-records a device's session (ARGV[2]) unless another connection holds
+/// it: 1 when connection ARGV[4] of node ARGV[3] is (now) the recorded one.
+const TOUCH_SCRIPT: &str = r"
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur then
+  local ok, s = pcall(cjson.decode, cur)
+  if not (ok and s.node == ARGV[3] and s.conn == ARGV[4]) then return 0 end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+";
+
 /// One device's session as stored in its user's hash.
 #[derive(Debug, Serialize, Deserialize)]
 struct StoredSession {
@@ -59,6 +71,7 @@ pub struct RedisStore {
     prefix: String,
     record: Script,
     remove: Script,
+    touch: Script,
 }
 
 impl RedisStore {
@@ -77,6 +90,7 @@ impl RedisStore {
             prefix: prefix.to_owned(),
             record: Script::new(RECORD_SCRIPT),
             remove: Script::new(REMOVE_SCRIPT),
+            touch: Script::new(TOUCH_SCRIPT),
         })
     }
 
@@ -117,13 +131,7 @@ impl RedisStore {
     }
 
     async fn record_session(&self, session: &Session) -> Result<Option<Session>, StoreError> {
-        let stored = StoredSession {
-            node: session.access_node_id.clone(),
-            push: session.push_addr.clone(),
-            conn: session.conn_id.to_string(),
-        };
-        let value = serde_json::to_string(&stored)
-            .map_err(|err| StoreError::corrupt(format!("session encoding: {err}")))?;
+        let value = encode_session(session)?;
         let mut conn = self.conn.clone();
         let old: Option<String> = self
             .record
@@ -155,6 +163,21 @@ impl RedisStore {
             .await
             .map_err(backend)?;
         Ok(removed == 1)
+    }
+
+    async fn touch_session(&self, session: &Session) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let current: i64 = self
+            .touch
+            .key(self.sessions_key(session.user_id))
+            .arg(&session.device_id)
+            .arg(encode_session(session)?)
+            .arg(&session.access_node_id)
+            .arg(session.conn_id.to_string())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(backend)?;
+        Ok(current == 1)
     }
 
     async fn list_sessions(&self, users: &[UserId]) -> Result<Vec<Session>, StoreError> {
@@ -219,6 +242,10 @@ impl Sessions for RedisStore {
         self.remove_session(user, device, node, conn_id).boxed()
     }
 
+    fn touch<'a>(&'a self, session: &'a Session) -> BoxFuture<'a, Result<bool, StoreError>> {
+        self.touch_session(session).boxed()
+    }
+
     fn list<'a>(&'a self, users: &'a [UserId]) -> BoxFuture<'a, Result<Vec<Session>, StoreError>> {
         self.list_sessions(users).boxed()
     }
@@ -235,6 +262,16 @@ fn parse_token_record(value: &str) -> Result<TokenRecord, StoreError> {
         user_id: user.parse().map_err(|_| corrupt())?,
         expires_at_ms: expires.parse().map_err(|_| corrupt())?,
     })
+}
+
+fn encode_session(session: &Session) -> Result<String, StoreError> {
+    let stored = StoredSession {
+        node: session.access_node_id.clone(),
+        push: session.push_addr.clone(),
+        conn: session.conn_id.to_string(),
+    };
+    serde_json::to_string(&stored)
+        .map_err(|err| StoreError::corrupt(format!("session encoding: {err}")))
 }
 
 fn decode_session(user_id: UserId, device: &str, value: &str) -> Result<Session, StoreError> {
