@@ -1,7 +1,7 @@
 //! Kafka payloads in and out: a `ChatEvent` becomes one [`NewMessage`] per
 //! inbox, and a stored message becomes the client protocol's `StoredMessage`.
 
-use fishchat_codec::pb::{StoredMessage, stored_message};
+use fishchat_codec::pb::StoredMessage;
 use fishchat_rpc::events::{ChatEvent, chat_event};
 use prost::Message;
 use thiserror::Error;
@@ -39,8 +39,8 @@ const MAX_ID: u64 = i64::MAX as u64;
 pub fn decode(payload: Option<&[u8]>) -> Result<Vec<(u64, NewMessage)>, EventError> {
     let event = ChatEvent::decode(payload.ok_or(EventError::Empty)?)?;
     let conversation = match event.conversation {
-        Some(chat_event::Conversation::ToUserId(user)) => Conversation::User(user),
-        Some(chat_event::Conversation::GroupId(group)) => Conversation::Group(group),
+        Some(chat_event::Conversation::ToUserId(user)) => Conversation::ToUserId(user),
+        Some(chat_event::Conversation::GroupId(group)) => Conversation::GroupId(group),
         None => return Err(EventError::NoConversation(event.server_msg_id)),
     };
     let message = NewMessage {
@@ -52,7 +52,7 @@ pub fn decode(payload: Option<&[u8]>) -> Result<Vec<(u64, NewMessage)>, EventErr
         client_msg_id: event.client_msg_id,
     };
     let conversation_id = match conversation {
-        Conversation::User(id) | Conversation::Group(id) => id,
+        Conversation::ToUserId(id) | Conversation::GroupId(id) => id,
     };
     let ids = [event.server_msg_id, event.from_user_id, conversation_id];
     if let Some(id) = ids
@@ -80,8 +80,8 @@ pub fn encode(message: &NewMessage, inboxes: &[u64]) -> Vec<u8> {
         server_msg_id: message.server_msg_id,
         from_user_id: message.from_user_id,
         conversation: Some(match message.conversation {
-            Conversation::User(user) => chat_event::Conversation::ToUserId(user),
-            Conversation::Group(group) => chat_event::Conversation::GroupId(group),
+            Conversation::ToUserId(user) => chat_event::Conversation::ToUserId(user),
+            Conversation::GroupId(group) => chat_event::Conversation::GroupId(group),
         }),
         body: message.body.clone(),
         timestamp_ms: message.timestamp_ms,
@@ -97,10 +97,8 @@ pub fn stored(message: &NewMessage, seq: u64) -> StoredMessage {
         seq,
         server_msg_id: message.server_msg_id,
         from_user_id: message.from_user_id,
-        conversation: Some(match message.conversation {
-            Conversation::User(user) => stored_message::Conversation::ToUserId(user),
-            Conversation::Group(group) => stored_message::Conversation::GroupId(group),
-        }),
+        // The inbox's conversation is the client protocol's own type.
+        conversation: Some(message.conversation),
         body: message.body.clone(),
         timestamp_ms: message.timestamp_ms,
         client_msg_id: message.client_msg_id.clone(),
@@ -116,7 +114,7 @@ mod tests {
         let message = NewMessage {
             server_msg_id: 7,
             from_user_id: 1,
-            conversation: Conversation::Group(9),
+            conversation: Conversation::GroupId(9),
             body: bytes::Bytes::from_static(b"x"),
             timestamp_ms: 5,
             client_msg_id: "c".into(),

@@ -72,7 +72,7 @@ mod tests {
         NewMessage {
             server_msg_id: id,
             from_user_id: 1,
-            conversation: Conversation::User(2),
+            conversation: Conversation::ToUserId(2),
             body: bytes::Bytes::from_static(b"hi"),
             timestamp_ms: 0,
             client_msg_id: format!("c{id}"),

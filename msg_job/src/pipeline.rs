@@ -305,7 +305,7 @@ mod tests {
         let msg = |id| NewMessage {
             server_msg_id: id,
             from_user_id: 1,
-            conversation: Conversation::Group(5),
+            conversation: Conversation::GroupId(5),
             body: bytes::Bytes::new(),
             timestamp_ms: 0,
             client_msg_id: String::new(),

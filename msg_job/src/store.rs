@@ -5,34 +5,11 @@
 
 use std::future::Future;
 
-use bytes::Bytes;
 use thiserror::Error;
 
-/// Where a message was sent: to one user or to a group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Conversation {
-    /// A direct message to this user.
-    User(u64),
-    /// A message to this group.
-    Group(u64),
-}
-
-/// One message to store into one inbox; the store assigns its seq.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewMessage {
-    /// Assigned by logic; with the inbox, the key a redelivery is recognised by.
-    pub server_msg_id: u64,
-    /// The authenticated sender.
-    pub from_user_id: u64,
-    /// The user or group the message was sent to.
-    pub conversation: Conversation,
-    /// The opaque message body.
-    pub body: Bytes,
-    /// When logic accepted the message.
-    pub timestamp_ms: i64,
-    /// The sender's own id for the message.
-    pub client_msg_id: String,
-}
+/// A message to store and where it was sent: the inbox crate's own types,
+/// so the MongoDB adapter hands them over unchanged.
+pub use fishchat_inbox::{Conversation, NewMessage};
 
 /// Why a batch could not be stored; the pipeline retries it, uncommitted.
 #[derive(Debug, Error)]

@@ -41,7 +41,7 @@ pub fn direct(id: u64, from: u64, to: u64) -> NewMessage {
     NewMessage {
         server_msg_id: id,
         from_user_id: from,
-        conversation: Conversation::User(to),
+        conversation: Conversation::ToUserId(to),
         body: Bytes::from(format!("body {id}")),
         timestamp_ms: 1_700_000_000_000 + id as i64,
         client_msg_id: format!("c-{id}"),
@@ -176,7 +176,7 @@ pub async fn assert_all_committed(group: &str, topics: &[String]) {
 
 /// Encodes a direct message for the p2p topic, keyed by recipient, stored in both inboxes.
 pub fn p2p_record(topic: &str, message: &NewMessage) -> Record {
-    let Conversation::User(to) = message.conversation else {
+    let Conversation::ToUserId(to) = message.conversation else {
         panic!("not a direct message");
     };
     (
@@ -197,7 +197,7 @@ pub fn events(p2p: &str, group: &str, count: u64) -> (Vec<Record>, Expected) {
             let group_id = 1000 + id % 3;
             let members = [from, 201, 202 + id % 3];
             let mut message = direct(id, from, 0);
-            message.conversation = Conversation::Group(group_id);
+            message.conversation = Conversation::GroupId(group_id);
             records.push((
                 group.to_owned(),
                 group_id,

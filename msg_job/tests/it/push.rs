@@ -217,7 +217,7 @@ async fn stored_messages_are_pushed_with_their_seqs() {
         .map(|id| p2p_record(&topics[0], &direct(id, 3, 1 + id % 2)))
         .collect();
     let mut group_message = direct(21, 3, 0);
-    group_message.conversation = Conversation::Group(7);
+    group_message.conversation = Conversation::GroupId(7);
     records.push((
         topics[0].clone(),
         7,
