@@ -104,6 +104,14 @@ async fn tokens_verify_until_revoked() {
         .pttl(env.redis.token_key(&first.token))
         .await
         .expect("PTTL");
+    // Only a digest of the token is stored: Redis's data holds no live token.
+    let keys: Vec<String> = conn.keys(format!("{}*", env.prefix)).await.expect("KEYS");
+    assert!(!keys.is_empty());
+    assert!(
+        keys.iter()
+            .all(|k| !k.contains(&first.token) && !k.contains(&second.token)),
+        "a raw token is in a key: {keys:?}"
+    );
     let kept = LONG_TTL + Duration::from_secs(60);
     assert!(
         pttl > 0 && pttl <= i64::try_from(kept.as_millis()).expect("ms"),

@@ -1,8 +1,10 @@
 //! Tokens and sessions in Redis.
 //!
 //! Keys (all under a configurable prefix, default `fc:`):
-//! - `<prefix>token:<token>` → `"<user_id>:<expires_at_ms>"`, with a TTL of
-//!   the token's lifetime plus the grace period (see `crate::token`);
+//! - `<prefix>token:<sha256(token) in hex>` → `"<user_id>:<expires_at_ms>"`,
+//!   with a TTL of the token's lifetime plus the grace period (see
+//!   `crate::token`); only a digest is stored, so a copy of Redis's data
+//!   does not hand out live tokens;
 //! - `<prefix>sessions:<user_id>` → a hash, device id → JSON
 //!   `{"node", "push", "conn"}` (`conn` as a string: Lua's cjson reads
 //!   numbers as doubles and would round large connection ids).
@@ -17,6 +19,7 @@ use futures::future::BoxFuture;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use super::{Sessions, Tokens};
 use crate::error::StoreError;
@@ -96,7 +99,9 @@ impl RedisStore {
 
     /// The key of a token's record.
     pub fn token_key(&self, token: &str) -> String {
-        format!("{}token:{token}", self.prefix)
+        let digest = Sha256::digest(token.as_bytes());
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{}token:{hex}", self.prefix)
     }
 
     /// The key of a user's session hash.
