@@ -116,6 +116,8 @@ impl Cluster {
         let namespace = format!("/{name}");
         let database = name.replace('-', "_");
         let log_dir = bin_dir().join("e2e-logs").join(&name);
+        // Captured with the test's output, so a failure says where to look.
+        eprintln!("cluster {name}: service logs in {}", log_dir.display());
         let etcd = format!("[\"{}\"]", etcd_endpoint());
         let mut common = vec![("FISHCHAT_ETCD_NAMESPACE".to_string(), namespace.clone())];
         common.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
@@ -235,11 +237,6 @@ impl Cluster {
         RegisterClient::connect(format!("http://{}", self.register_addr))
             .await
             .expect("connect to register")
-    }
-
-    /// Where this cluster's service logs are.
-    pub fn logs(&self) -> &std::path::Path {
-        &self.log_dir
     }
 }
 

@@ -26,6 +26,21 @@ struct User {
     id: u64,
 }
 
+/// A new login token of the user called `name` (its full, cluster-unique name).
+async fn fresh_token(cluster: &Cluster, name: &str) -> String {
+    cluster
+        .register()
+        .await
+        .login(fishchat_rpc::register::LoginRequest {
+            name: name.into(),
+            password: "pw-123456".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .token
+}
+
 async fn user(cluster: &Cluster, name: &str) -> User {
     let mut register = cluster.register().await;
     let name = format!("{name}-{}", cluster.name);
@@ -36,15 +51,7 @@ async fn user(cluster: &Cluster, name: &str) -> User {
         })
         .await
         .unwrap();
-    let token = register
-        .login(fishchat_rpc::register::LoginRequest {
-            name,
-            password: "pw-123456".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .token;
+    let token = fresh_token(cluster, &name).await;
     let reply = cluster
         .logic()
         .await
@@ -329,7 +336,7 @@ async fn send_retrying(
         match call.await {
             Ok(Ok(ack)) if ack.get_ref().error.is_none() => return ack.into_inner(),
             other if attempt == 30 => panic!("send {cmid} failed 30 times: {other:?}"),
-            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            _ => {}
         }
     }
     unreachable!()
@@ -365,17 +372,7 @@ async fn bad_input_gets_clear_codes_and_stores_nothing() {
         fishchat_rpc::status::error_code(&status),
         ErrorCode::BadToken
     );
-    let token = cluster
-        .register()
-        .await
-        .login(fishchat_rpc::register::LoginRequest {
-            name: format!("a-{}", cluster.name),
-            password: "pw-123456".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .token;
+    let token = fresh_token(&cluster, &format!("a-{}", cluster.name)).await;
     wait_until(Duration::from_secs(20), "the token to expire", async || {
         let status = logic.login(login(token.clone())).await.err()?;
         (fishchat_rpc::status::error_code(&status) == ErrorCode::TokenExpired).then_some(())
@@ -517,17 +514,7 @@ async fn a_second_login_replaces_the_first_and_heartbeats_tell_which_is_current(
     };
     assert!(logic.heartbeat(beat(1)).await.unwrap().into_inner().current);
 
-    let token = cluster
-        .register()
-        .await
-        .login(fishchat_rpc::register::LoginRequest {
-            name: format!("a-{}", cluster.name),
-            password: "pw-123456".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .token;
+    let token = fresh_token(&cluster, &format!("a-{}", cluster.name)).await;
     let again = logic
         .login(LoginRequest {
             token,

@@ -39,24 +39,28 @@ async fn next_event(
     key: &str,
     deadline: Duration,
 ) -> Event {
-    let wait = async {
-        loop {
-            let response = stream
-                .message()
-                .await
-                .expect("watch stream failed")
-                .expect("watch stream ended");
-            assert!(!response.canceled(), "watch was canceled by etcd");
-            if let Some(event) = response.events().iter().find(|e| {
-                e.event_type() == kind && e.kv().is_some_and(|kv| kv.key() == key.as_bytes())
-            }) {
-                return event.clone();
-            }
-        }
-    };
-    tokio::time::timeout(deadline, wait)
+    tokio::time::timeout(deadline, any_event(stream, kind, key))
         .await
         .unwrap_or_else(|_| panic!("no {kind:?} event for {key} within {deadline:?}"))
+}
+
+/// The next `kind` event for exactly `key`, however long it takes.
+async fn any_event(stream: &mut WatchStream, kind: EventType, key: &str) -> Event {
+    loop {
+        let response = stream
+            .message()
+            .await
+            .expect("watch stream failed")
+            .expect("watch stream ended");
+        assert!(!response.canceled(), "watch was canceled by etcd");
+        if let Some(event) = response
+            .events()
+            .iter()
+            .find(|e| e.event_type() == kind && e.kv().is_some_and(|kv| kv.key() == key.as_bytes()))
+        {
+            return event.clone();
+        }
+    }
 }
 
 /// How many copies of `key` etcd holds right now (0 or 1).
@@ -106,7 +110,10 @@ async fn kept_alive_lease_outlives_ttl_and_revoke_deletes_key() {
     let keep_alive = tokio::spawn({
         let renewals = Arc::clone(&renewals);
         async move {
+            // Renew three times per TTL, as a service's keep-alive task does.
+            let mut every = tokio::time::interval(ttl / 3);
             loop {
+                every.tick().await;
                 keeper.keep_alive().await.expect("send keep-alive");
                 let answer = responses
                     .message()
@@ -115,23 +122,18 @@ async fn kept_alive_lease_outlives_ttl_and_revoke_deletes_key() {
                     .expect("keep-alive stream ended");
                 assert!(answer.ttl() > 0, "etcd says the lease is gone");
                 renewals.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(ttl / 3).await;
             }
         }
     });
 
-    // Across more than twice the TTL the key must never disappear.
+    // Across more than twice the TTL the watch must see no delete of the key.
     let span = ttl * 2 + Duration::from_millis(500);
-    let start = Instant::now();
-    while start.elapsed() < span {
-        assert_eq!(
-            count(&mut client, &key).await,
-            1,
-            "key vanished {:?} after the put although its lease is kept alive",
-            start.elapsed()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let deleted = tokio::time::timeout(span, any_event(&mut watch, EventType::Delete, &key)).await;
+    assert!(
+        deleted.is_err(),
+        "key deleted although its lease is kept alive"
+    );
+    assert_eq!(count(&mut client, &key).await, 1);
     assert!(
         !keep_alive.is_finished(),
         "the keep-alive task stopped early"
