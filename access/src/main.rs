@@ -1,31 +1,24 @@
 //! `fishchat-access`: the access tier, holding client connections in mio event loops.
 //!
-//! For now the process only answers gRPC health and reflection on its
-//! listen address; the service itself arrives with the backend issue.
+//! Wiring only: configuration, the logic resolver, the event loops, the gRPC
+//! push service, metrics, etcd registration with the live connection count,
+//! and the drain on SIGTERM (leave etcd, stop accepting, tell clients to
+//! reconnect elsewhere, close).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
+use fishchat_access::{AccessNode, Config, Metrics, metrics};
+use fishchat_discovery::{NodeInfo, Registration, Resolver, default_node_id};
 use fishchat_node::{
     CommonArgs, health_and_reflection, init_logging, load_config, serve, shutdown_signal,
 };
-use serde::{Deserialize, Serialize};
-
-/// Settings of this service, from its TOML file, the environment and the command line.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct Config {
-    /// Address of the gRPC server.
-    listen: SocketAddr,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 7101)),
-        }
-    }
-}
+use fishchat_rpc::access::access_server::AccessServer;
+use fishchat_rpc::logic::logic_client::LogicClient;
+use serde::Serialize;
+use tokio::sync::oneshot;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -43,10 +36,30 @@ struct Cli {
 /// Command-line overrides of [`Config`]; only the ones given are applied.
 #[derive(Debug, clap::Args, Serialize)]
 struct Overrides {
-    /// Address of the gRPC server [default: 127.0.0.1:7101].
+    /// This node's id [default: <hostname>-<pid>-<random>].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
-    listen: Option<SocketAddr>,
+    node_id: Option<String>,
+    /// Where clients connect [default: 127.0.0.1:7100].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_listen: Option<SocketAddr>,
+    /// Address of the gRPC server (push, kick, health) [default: 127.0.0.1:7101].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    grpc_listen: Option<SocketAddr>,
+    /// Address of the metrics HTTP server [default: 127.0.0.1:9101].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metrics_listen: Option<SocketAddr>,
+    /// etcd endpoints, comma-separated [default: 127.0.0.1:2379].
+    #[arg(long, value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    etcd_endpoints: Option<Vec<String>>,
+    /// Event-loop threads; 0 for one per core [default: 0].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    loops: Option<usize>,
 }
 
 #[tokio::main]
@@ -54,7 +67,67 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.common.log_format);
     let config: Config = load_config("access", cli.common.config.as_deref(), &cli.overrides)?;
+    let node_id = config.node_id.clone().unwrap_or_else(default_node_id);
+    let metrics = Arc::new(Metrics::default());
+
+    let logic = Resolver::start(&config.etcd_endpoints, "logic").await?;
+    let node = AccessNode::start(
+        &config,
+        node_id.clone(),
+        LogicClient::new(logic.balanced_channel("grpc")),
+        metrics.clone(),
+        tokio::runtime::Handle::current(),
+    )?;
+
     let (_health, routes) = health_and_reflection()?;
-    serve(config.listen, routes, shutdown_signal()).await?;
+    let routes = routes.add_service(AccessServer::new(node.push_service()));
+    let (stop_grpc, grpc_stopped) = oneshot::channel::<()>();
+    let grpc = tokio::spawn(serve(config.grpc_listen, routes, async {
+        let _ = grpc_stopped.await;
+    }));
+    let (stop_metrics, metrics_stopped) = oneshot::channel::<()>();
+    let metrics_server = tokio::spawn(metrics::serve(
+        metrics::bind(config.metrics_listen).await?,
+        metrics.clone(),
+        async {
+            let _ = metrics_stopped.await;
+        },
+    ));
+
+    let registration = Registration::start(
+        &config.etcd_endpoints,
+        NodeInfo::new("access", &node_id)
+            .with_addr("client", config.client_addr())
+            .with_addr("push", config.push_addr()),
+    )
+    .await?;
+    tracing::info!(node = %node_id, client = %config.client_addr(), push = %config.push_addr(), "access node up");
+
+    // Publish the live connection count so the gateway balances, until SIGTERM.
+    let mut every = tokio::time::interval(Duration::from_millis(config.load_report_ms.max(100)));
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            _ = every.tick() => {
+                registration.set_load(u64::try_from(metrics.connections.get()).unwrap_or(0));
+            }
+        }
+    }
+    tracing::info!("draining");
+    if let Err(err) = registration.deregister().await {
+        tracing::warn!(%err, "leaving etcd failed; the lease will expire");
+    }
+    let upstream = node.upstream();
+    tokio::task::spawn_blocking(move || node.drain()).await?;
+    // The drained connections' logouts are still on their way to logic.
+    upstream
+        .settled(Duration::from_millis(config.drain_timeout_ms))
+        .await;
+    let _ = stop_grpc.send(());
+    let _ = stop_metrics.send(());
+    grpc.await??;
+    metrics_server.await??;
     Ok(())
 }

@@ -1,0 +1,111 @@
+//! The access node's settings, from its TOML file, the environment
+//! (`FISHCHAT_ACCESS_<KEY>`) and the command line.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Settings of one access node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// This node's id in etcd and in session records; a unique one is made up when absent.
+    pub node_id: Option<String>,
+    /// Where clients connect (client protocol framing over TCP).
+    pub client_listen: SocketAddr,
+    /// The client address published in etcd for the gateway; empty means `client_listen`.
+    pub client_advertise: String,
+    /// Address of the gRPC server: Push and Kick (for msg_job and other access nodes) and health.
+    pub grpc_listen: SocketAddr,
+    /// The push address published in etcd and in sessions; empty means `grpc_listen`.
+    pub push_advertise: String,
+    /// Address of the HTTP server exporting `GET /metrics` in Prometheus text format.
+    pub metrics_listen: SocketAddr,
+    /// etcd endpoints, `host:port` each.
+    pub etcd_endpoints: Vec<String>,
+    /// Number of event-loop threads; 0 means one per core.
+    pub loops: usize,
+    /// How long a new connection has to log in, in milliseconds.
+    pub login_deadline_ms: u64,
+    /// How often clients should ping, in milliseconds (told to them at login); a
+    /// connection silent for three intervals is closed.
+    pub heartbeat_interval_ms: u64,
+    /// How often a live connection re-asserts its session with logic, in milliseconds.
+    pub session_refresh_ms: u64,
+    /// Requests one connection may have in flight upstream; beyond it the node stops reading that socket.
+    pub max_in_flight: u16,
+    /// Bytes queued towards one connection beyond which it is kicked as a slow consumer.
+    pub max_outbound_bytes: usize,
+    /// Largest frame accepted from a client (header + body), in bytes.
+    pub max_frame_len: u32,
+    /// How long one upstream call (with its retries) may take, in milliseconds.
+    pub upstream_timeout_ms: u64,
+    /// How long a draining node waits for its clients to go, in milliseconds.
+    pub drain_timeout_ms: u64,
+    /// How often the live connection count is published in etcd, in milliseconds.
+    pub load_report_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            node_id: None,
+            client_listen: SocketAddr::from(([127, 0, 0, 1], 7100)),
+            client_advertise: String::new(),
+            grpc_listen: SocketAddr::from(([127, 0, 0, 1], 7101)),
+            push_advertise: String::new(),
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9101)),
+            etcd_endpoints: vec!["127.0.0.1:2379".to_owned()],
+            loops: 0,
+            login_deadline_ms: 10_000,
+            heartbeat_interval_ms: 30_000,
+            session_refresh_ms: 60_000,
+            max_in_flight: 32,
+            max_outbound_bytes: 256 * 1024,
+            max_frame_len: fishchat_codec::DEFAULT_MAX_FRAME_LEN,
+            upstream_timeout_ms: 5_000,
+            drain_timeout_ms: 5_000,
+            load_report_ms: 2_000,
+        }
+    }
+}
+
+impl Config {
+    /// The number of event loops to run.
+    pub fn loop_count(&self) -> usize {
+        if self.loops > 0 {
+            self.loops
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+
+    /// The client address to publish.
+    pub fn client_addr(&self) -> String {
+        advertised(&self.client_advertise, self.client_listen)
+    }
+
+    /// The push address to publish.
+    pub fn push_addr(&self) -> String {
+        advertised(&self.push_advertise, self.grpc_listen)
+    }
+
+    /// Silence after which a logged-in connection is closed: three heartbeat intervals.
+    pub fn heartbeat_deadline(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_interval_ms.saturating_mul(3))
+    }
+
+    /// How long an upstream call may take.
+    pub fn upstream_timeout(&self) -> Duration {
+        Duration::from_millis(self.upstream_timeout_ms.max(1))
+    }
+}
+
+fn advertised(configured: &str, listen: SocketAddr) -> String {
+    if configured.is_empty() {
+        listen.to_string()
+    } else {
+        configured.to_owned()
+    }
+}

@@ -1,0 +1,792 @@
+//! One event loop: a `mio::Poll`, a listener, and a slab of connections.
+//!
+//! Read top to bottom, an iteration is: wait for readiness (or the next
+//! tick), read and decode what arrived, hand requests upstream, take what the
+//! tokio side sent back (replies, pushes, kicks), run the timers, write. The
+//! loop never blocks on anything but `poll`.
+
+use std::io::{self, Read as _};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use fishchat_codec::pb;
+use fishchat_codec::{Body, Command, ErrorCode, Frame, FrameDecoder, KickReason};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use prost::Message;
+use slab::Slab;
+
+use crate::conn::{Conn, State};
+use crate::frames;
+use crate::mailbox::{Mailbox, PushBatch, Reply, Then, ToLoop};
+use crate::metrics::Metrics;
+use crate::table::{ConnRef, ConnTable};
+use crate::upstream::{Caller, Request, Upstream};
+use crate::wheel::{Entry, Wheel};
+
+/// The mailbox's waker.
+pub const WAKER: Token = Token(usize::MAX);
+/// The listening socket.
+const LISTENER: Token = Token(usize::MAX - 1);
+/// Timer resolution.
+const TICK: Duration = Duration::from_millis(100);
+/// Bytes read from a socket at a time.
+const READ_CHUNK: usize = 16 * 1024;
+/// How long a closing connection may take to flush its last frame, in ticks.
+const CLOSE_LINGER_TICKS: u32 = 20;
+
+/// The limits every loop applies, in ticks where they are times.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Time to log in.
+    pub login_deadline: u32,
+    /// Silence after which a logged-in connection is closed.
+    pub heartbeat_deadline: u32,
+    /// How often a live session is re-asserted upstream.
+    pub session_refresh: u32,
+    /// Requests in flight per connection.
+    pub max_in_flight: u16,
+    /// Outbound bytes per connection before it is kicked.
+    pub max_outbound: usize,
+    /// Largest frame in either direction.
+    pub max_frame_len: u32,
+    /// How long a drain may take.
+    pub drain_timeout: Duration,
+}
+
+/// Converts a duration to whole ticks (at least one).
+pub fn ticks(duration: Duration) -> u32 {
+    u32::try_from(duration.as_millis() / TICK.as_millis())
+        .unwrap_or(u32::MAX)
+        .max(1)
+}
+
+/// What every loop of a node shares.
+#[derive(Debug)]
+pub struct Shared {
+    /// user → connections.
+    pub table: Arc<ConnTable>,
+    /// Calls to logic.
+    pub upstream: Arc<Upstream>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// The next connection id.
+    pub next_conn_id: AtomicU64,
+    /// Limits.
+    pub limits: Limits,
+}
+
+/// Whether decoding may go on.
+#[derive(Debug, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    /// Too many requests in flight: stop reading this socket for now.
+    Paused,
+    /// The connection is closing or closed.
+    Stopped,
+}
+
+/// What one read from a socket gave.
+#[derive(Debug, Clone, Copy)]
+enum Read {
+    /// Bytes (0 after an interrupted call).
+    Got(usize),
+    /// Nothing more for now.
+    WouldBlock,
+    /// The peer closed, or the socket failed.
+    Eof,
+}
+
+/// Counts kept locally and added to the shared metrics once per iteration.
+#[derive(Debug, Default)]
+struct Counters {
+    frames_in: u64,
+    frames_out: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+/// One event loop and everything it owns.
+pub struct EventLoop {
+    index: u16,
+    poll: Poll,
+    listener: Option<TcpListener>,
+    mailbox: Mailbox,
+    conns: Slab<Conn>,
+    wheel: Wheel,
+    started: Instant,
+    /// The read buffer every connection borrows while it has no partial frame.
+    scratch: BytesMut,
+    decoder: FrameDecoder,
+    dirty: Vec<usize>,
+    due: Vec<Entry>,
+    inbox: Vec<ToLoop>,
+    pushes_received: Vec<Instant>,
+    counters: Counters,
+    drain_until: Option<Instant>,
+    /// An accept failed (out of files): retry on the next tick.
+    accept_pending: bool,
+    shared: Arc<Shared>,
+}
+
+impl EventLoop {
+    /// A loop over `poll` (whose registry already holds the mailbox's waker) and `listener`.
+    pub fn new(
+        index: u16,
+        poll: Poll,
+        mut listener: TcpListener,
+        mailbox: Mailbox,
+        shared: Arc<Shared>,
+    ) -> io::Result<Self> {
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        Ok(Self {
+            index,
+            poll,
+            listener: Some(listener),
+            mailbox,
+            conns: Slab::new(),
+            wheel: Wheel::new(0),
+            started: Instant::now(),
+            scratch: BytesMut::new(),
+            decoder: FrameDecoder::new(shared.limits.max_frame_len),
+            dirty: Vec::new(),
+            due: Vec::new(),
+            inbox: Vec::new(),
+            pushes_received: Vec::new(),
+            counters: Counters::default(),
+            drain_until: None,
+            accept_pending: false,
+            shared,
+        })
+    }
+
+    /// Runs until drained.
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = self.until_next_tick();
+            if let Err(err) = self.poll.poll(&mut events, Some(timeout)) {
+                if err.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                tracing::error!(%err, event_loop = self.index, "poll failed; the loop stops");
+                break;
+            }
+            let mut woken = false;
+            for event in events.iter() {
+                match event.token() {
+                    WAKER => woken = true,
+                    LISTENER => self.accept(),
+                    Token(slot) => {
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.on_readable(slot);
+                        }
+                        if event.is_writable() {
+                            self.mark_dirty(slot);
+                        }
+                    }
+                }
+            }
+            if woken {
+                self.on_mailbox();
+            }
+            self.on_tick();
+            self.flush_dirty();
+            self.publish_counters();
+            if let Some(until) = self.drain_until
+                && (self.conns.is_empty() || Instant::now() >= until)
+            {
+                let slots: Vec<usize> = self.conns.iter().map(|(slot, _)| slot).collect();
+                slots.into_iter().for_each(|slot| self.close_now(slot));
+                self.publish_counters();
+                tracing::info!(event_loop = self.index, "drained");
+                return;
+            }
+        }
+    }
+
+    fn now(&self) -> u32 {
+        u32::try_from(self.started.elapsed().as_millis() / TICK.as_millis()).unwrap_or(u32::MAX)
+    }
+
+    fn until_next_tick(&self) -> Duration {
+        let elapsed = self.started.elapsed().as_millis() % TICK.as_millis();
+        TICK.saturating_sub(Duration::from_millis(u64::try_from(elapsed).unwrap_or(0)))
+    }
+
+    // ---- accepting ------------------------------------------------------------------------
+
+    fn accept(&mut self) {
+        loop {
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, _)) => self.add(stream),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    self.accept_pending = false;
+                    return;
+                }
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => {
+                    // Typically out of file descriptors: the connection waits in the
+                    // backlog and is retried on the next tick.
+                    if !self.accept_pending {
+                        tracing::warn!(%err, event_loop = self.index, "accept failed; retrying each tick");
+                    }
+                    self.accept_pending = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn add(&mut self, mut stream: TcpStream) {
+        // Frames are written whole; Nagle would only add latency.
+        let _ = stream.set_nodelay(true);
+        let deadline = self.now().saturating_add(self.shared.limits.login_deadline);
+        let entry = self.conns.vacant_entry();
+        let slot = entry.key();
+        let Ok(slot32) = u32::try_from(slot) else {
+            return;
+        };
+        if let Err(err) = self.poll.registry().register(
+            &mut stream,
+            Token(slot),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            tracing::warn!(%err, "registering a connection failed");
+            return;
+        }
+        let id = self.shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
+        entry.insert(Conn::new(stream, id, deadline));
+        self.wheel.insert(Entry {
+            slot: slot32,
+            tag: id as u32,
+            at: deadline,
+        });
+        self.shared.metrics.connections.inc();
+    }
+
+    // ---- reading --------------------------------------------------------------------------
+
+    fn on_readable(&mut self, slot: usize) {
+        loop {
+            let max_in_flight = self.shared.limits.max_in_flight;
+            let Some(conn) = self.conns.get_mut(slot) else {
+                return;
+            };
+            if conn.state == State::Closing {
+                return;
+            }
+            if conn.in_flight >= max_in_flight {
+                conn.paused = true;
+                return;
+            }
+            // A connection with a partial frame reads into its own buffer; all
+            // others borrow the loop's, and keep nothing once it is decoded.
+            let own = conn.has_input();
+            let mut buf = if own {
+                conn.take_input()
+            } else {
+                std::mem::take(&mut self.scratch)
+            };
+            let start = buf.len();
+            buf.resize(start + READ_CHUNK, 0);
+            let outcome = match (&conn.stream).read(&mut buf[start..]) {
+                Ok(0) => Read::Eof,
+                Ok(n) => Read::Got(n),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => Read::WouldBlock,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => Read::Got(0),
+                Err(_) => Read::Eof,
+            };
+            let n = match outcome {
+                Read::Got(n) => n,
+                _ => 0,
+            };
+            buf.truncate(start + n);
+            self.counters.bytes_in += n as u64;
+            let flow = if n > 0 {
+                self.decode_frames(slot, &mut buf)
+            } else {
+                Flow::Continue
+            };
+            self.restore_input(slot, buf, own);
+            match outcome {
+                Read::Eof => return self.close_now(slot),
+                Read::WouldBlock => return,
+                Read::Got(_) if flow != Flow::Continue => return,
+                Read::Got(_) => {}
+            }
+        }
+    }
+
+    /// Gives the undecoded rest of `buf` back: to the connection (copied out of
+    /// the shared buffer, at its exact size) or, emptied, to the loop.
+    fn restore_input(&mut self, slot: usize, mut buf: BytesMut, own: bool) {
+        if own {
+            if let Some(conn) = self.conns.get_mut(slot) {
+                conn.keep_input(buf);
+            }
+            return;
+        }
+        if !buf.is_empty()
+            && let Some(conn) = self.conns.get_mut(slot)
+            && conn.state != State::Closing
+        {
+            conn.keep_input(BytesMut::from(&buf[..]));
+        }
+        buf.clear();
+        self.scratch = buf;
+    }
+
+    fn decode_frames(&mut self, slot: usize, buf: &mut BytesMut) -> Flow {
+        loop {
+            let Some(conn) = self.conns.get_mut(slot) else {
+                return Flow::Stopped;
+            };
+            if conn.state == State::Closing {
+                return Flow::Stopped;
+            }
+            if conn.in_flight >= self.shared.limits.max_in_flight {
+                conn.paused = true;
+                return Flow::Paused;
+            }
+            match self.decoder.decode(buf) {
+                Ok(Some(frame)) => {
+                    self.counters.frames_in += 1;
+                    self.on_frame(slot, frame);
+                }
+                Ok(None) => return Flow::Continue,
+                Err(err) => {
+                    self.refuse(slot, 0, err.code(), &err.to_string());
+                    return Flow::Stopped;
+                }
+            }
+        }
+    }
+
+    /// Starts reading again after replies brought `in_flight` under the cap.
+    fn resume(&mut self, slot: usize) {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        conn.paused = false;
+        if conn.has_input() {
+            let mut buf = conn.take_input();
+            let flow = self.decode_frames(slot, &mut buf);
+            self.restore_input(slot, buf, true);
+            if flow != Flow::Continue {
+                return;
+            }
+        }
+        // Readiness is edge-triggered: what arrived while paused raised no new event.
+        self.on_readable(slot);
+    }
+
+    // ---- requests -------------------------------------------------------------------------
+
+    fn on_frame(&mut self, slot: usize, frame: Frame) {
+        let request_id = frame.header.request_id;
+        let body_len = frame.body.len();
+        let body = match frame.body() {
+            Ok(body) => body,
+            Err(err) => return self.refuse(slot, request_id, err.code(), &err.to_string()),
+        };
+        if let Some(len) = client_body_len(&body)
+            && len != body_len
+        {
+            // Unknown fields are refused rather than ignored: a client cannot, for
+            // instance, name a sender and have it silently dropped.
+            return self.refuse(
+                slot,
+                request_id,
+                ErrorCode::BadBody,
+                "unknown or non-canonical fields in the body",
+            );
+        }
+        let now = self.now();
+        let limits = self.shared.limits.clone();
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        if conn.state == State::Active {
+            conn.deadline = now.saturating_add(limits.heartbeat_deadline);
+        }
+        let request = match (conn.state, body) {
+            (_, Body::Ping(ping)) => {
+                let refresh = conn.state == State::Active
+                    && now.saturating_sub(conn.touched) >= limits.session_refresh;
+                if refresh {
+                    conn.touched = now;
+                    self.shared
+                        .upstream
+                        .heartbeat(conn.user_id, &conn.device_id, conn.id);
+                }
+                let pong = pb::Pong {
+                    client_time_ms: ping.client_time_ms,
+                    server_time_ms: now_ms(),
+                };
+                let frame = frames::frame(Command::Pong, request_id, &pong, limits.max_frame_len);
+                return self.send(slot, frame);
+            }
+            (State::AwaitingLogin, Body::Login(login)) => {
+                conn.state = State::LoggingIn;
+                Request::Login(login)
+            }
+            (State::Active, Body::SendToUser(m)) => Request::SendToUser(m),
+            (State::Active, Body::SendToGroup(m)) => Request::SendToGroup(m),
+            (State::Active, Body::Sync(m)) => Request::Sync(m),
+            (State::Active, Body::DeliveryAck(m)) => Request::Ack(m),
+            (State::Active, Body::Logout(_)) => return self.begin_close(slot),
+            (State::Active | State::LoggingIn, Body::Login(_)) => {
+                return self.refuse(
+                    slot,
+                    request_id,
+                    ErrorCode::AlreadyLoggedIn,
+                    "this connection is already logged in",
+                );
+            }
+            (
+                State::AwaitingLogin | State::LoggingIn,
+                Body::SendToUser(_)
+                | Body::SendToGroup(_)
+                | Body::Sync(_)
+                | Body::DeliveryAck(_)
+                | Body::Logout(_),
+            ) => {
+                return self.refuse(slot, request_id, ErrorCode::NotLoggedIn, "log in first");
+            }
+            (State::Closing, _) => return,
+            (_, other) => {
+                let message = format!("{:?} is not a command a client sends", other.command());
+                return self.refuse(slot, request_id, ErrorCode::UnknownCommand, &message);
+            }
+        };
+        conn.in_flight += 1;
+        let caller = Caller {
+            loop_index: self.index,
+            slot: slot as u32,
+            conn_id: conn.id,
+            request_id,
+            user_id: conn.user_id,
+            device_id: conn.device_id.clone(),
+        };
+        self.shared.upstream.call(caller, request);
+    }
+
+    /// Answers `request_id` with an ERROR and closes the connection once it is written.
+    fn refuse(&mut self, slot: usize, request_id: u32, code: ErrorCode, message: &str) {
+        let frame = frames::error(request_id, code, message, self.shared.limits.max_frame_len);
+        self.send(slot, frame);
+        self.begin_close(slot);
+    }
+
+    // ---- the mailbox ----------------------------------------------------------------------
+
+    fn on_mailbox(&mut self) {
+        let mut inbox = std::mem::take(&mut self.inbox);
+        inbox.extend(self.mailbox.drain());
+        for message in inbox.drain(..) {
+            match message {
+                ToLoop::Reply(reply) => self.on_reply(reply),
+                ToLoop::Push(batch) => self.on_push(batch),
+                ToLoop::Kick {
+                    slot,
+                    conn_id,
+                    reason,
+                } => {
+                    let slot = slot as usize;
+                    if self.is(slot, conn_id) {
+                        self.kick(slot, reason);
+                    }
+                }
+                ToLoop::Drain => self.start_drain(),
+            }
+        }
+        self.inbox = inbox;
+    }
+
+    /// True when `slot` holds connection `conn_id` and it is not closing.
+    fn is(&self, slot: usize, conn_id: u64) -> bool {
+        self.conns
+            .get(slot)
+            .is_some_and(|c| c.id == conn_id && c.state != State::Closing)
+    }
+
+    fn on_reply(&mut self, reply: Reply) {
+        let Reply {
+            slot,
+            conn_id,
+            frame,
+            then,
+        } = reply;
+        let slot = slot as usize;
+        let now = self.now();
+        let limits = self.shared.limits.clone();
+        let conn = match self.conns.get_mut(slot) {
+            Some(conn) if conn.id == conn_id => conn,
+            _ => {
+                // The connection went while its login was upstream: undo the session.
+                if let Then::LoggedIn { user_id, device_id } = then {
+                    self.shared.upstream.logout(user_id, &device_id, conn_id);
+                }
+                return;
+            }
+        };
+        conn.in_flight = conn.in_flight.saturating_sub(1);
+        match then {
+            Then::Nothing => {}
+            Then::LoggedIn { user_id, device_id } => {
+                if conn.state == State::LoggingIn {
+                    conn.state = State::Active;
+                    conn.user_id = user_id;
+                    conn.device_id = device_id;
+                    conn.deadline = now.saturating_add(limits.heartbeat_deadline);
+                    conn.touched = now;
+                    refile(&mut self.wheel, slot, conn);
+                    self.shared.table.insert(
+                        user_id,
+                        ConnRef {
+                            conn_id,
+                            slot: slot as u32,
+                            loop_index: self.index,
+                        },
+                    );
+                } else {
+                    self.shared.upstream.logout(user_id, &device_id, conn_id);
+                }
+            }
+            Then::LoginRefused => {
+                if conn.state == State::LoggingIn {
+                    conn.state = State::AwaitingLogin;
+                }
+            }
+        }
+        let resume = conn.paused && conn.in_flight < limits.max_in_flight;
+        if let Some(frame) = frame.filter(|f| !f.is_empty()) {
+            self.send(slot, frame);
+        }
+        if resume {
+            self.resume(slot);
+        }
+    }
+
+    fn on_push(&mut self, batch: PushBatch) {
+        for (frame, slot, conn_id) in batch.targets {
+            let slot = slot as usize;
+            let active = self
+                .conns
+                .get(slot)
+                .is_some_and(|c| c.id == conn_id && c.state == State::Active);
+            if let (true, Some(frame)) = (active, batch.frames.get(frame as usize)) {
+                self.send(slot, frame.clone());
+            }
+        }
+        if let Some(received) = batch.received {
+            self.pushes_received.push(received);
+        }
+    }
+
+    // ---- writing --------------------------------------------------------------------------
+
+    /// Queues `frame` on the connection; a connection whose queue passes the cap is kicked.
+    fn send(&mut self, slot: usize, frame: Bytes) {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        if conn.state == State::Closing {
+            return;
+        }
+        conn.queue(frame);
+        self.counters.frames_out += 1;
+        if conn.queued() > self.shared.limits.max_outbound {
+            conn.drop_unsent();
+            self.kick(slot, KickReason::SlowConsumer);
+            return;
+        }
+        self.mark_dirty(slot);
+    }
+
+    fn mark_dirty(&mut self, slot: usize) {
+        if let Some(conn) = self.conns.get_mut(slot)
+            && !conn.dirty
+        {
+            conn.dirty = true;
+            self.dirty.push(slot);
+        }
+    }
+
+    fn flush_dirty(&mut self) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for slot in dirty.drain(..) {
+            let Some(conn) = self.conns.get_mut(slot) else {
+                continue;
+            };
+            conn.dirty = false;
+            match conn.flush() {
+                Ok(n) => {
+                    self.counters.bytes_out += n as u64;
+                    if conn.state == State::Closing && conn.queued() == 0 {
+                        self.close_now(slot);
+                    }
+                }
+                Err(_) => self.close_now(slot),
+            }
+        }
+        self.dirty = dirty;
+        for received in self.pushes_received.drain(..) {
+            self.shared
+                .metrics
+                .push_latency
+                .observe(received.elapsed().as_secs_f64());
+        }
+    }
+
+    // ---- closing --------------------------------------------------------------------------
+
+    /// Tells the client why, then closes once that is written.
+    fn kick(&mut self, slot: usize, reason: KickReason) {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        if conn.state == State::Closing {
+            return;
+        }
+        self.shared.metrics.kick(reason);
+        conn.queue(frames::kick(reason, self.shared.limits.max_frame_len));
+        self.counters.frames_out += 1;
+        self.begin_close(slot);
+    }
+
+    /// Stops taking frames; the connection closes when its queue is written or
+    /// after a short linger.
+    fn begin_close(&mut self, slot: usize) {
+        let now = self.now();
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        conn.state = State::Closing;
+        conn.deadline = now.saturating_add(CLOSE_LINGER_TICKS);
+        refile(&mut self.wheel, slot, conn);
+        self.mark_dirty(slot);
+    }
+
+    /// Closes at once: forgets the connection here, in the table and upstream.
+    fn close_now(&mut self, slot: usize) {
+        let Some(mut conn) = self.conns.try_remove(slot) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        if conn.user_id != 0 {
+            self.shared.table.remove(conn.user_id, conn.id);
+            self.shared
+                .upstream
+                .logout(conn.user_id, &conn.device_id, conn.id);
+        }
+        self.shared.metrics.connections.dec();
+    }
+
+    fn start_drain(&mut self) {
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        self.drain_until = Some(Instant::now() + self.shared.limits.drain_timeout);
+        let slots: Vec<usize> = self.conns.iter().map(|(slot, _)| slot).collect();
+        for slot in slots {
+            self.kick(slot, KickReason::Reconnect);
+        }
+    }
+
+    // ---- timers ---------------------------------------------------------------------------
+
+    fn on_tick(&mut self) {
+        let now = self.now();
+        if u64::from(now) <= self.wheel.now() {
+            return;
+        }
+        let mut due = std::mem::take(&mut self.due);
+        self.wheel.advance(u64::from(now), &mut due);
+        for entry in due.drain(..) {
+            let slot = entry.slot as usize;
+            let Some(conn) = self.conns.get_mut(slot) else {
+                continue;
+            };
+            if conn.id as u32 != entry.tag || conn.filed != entry.at {
+                // A closed connection's, or one superseded by a later filing.
+                continue;
+            }
+            if conn.deadline > now {
+                conn.filed = conn.deadline;
+                self.wheel.insert(Entry {
+                    at: conn.deadline,
+                    ..entry
+                });
+                continue;
+            }
+            match conn.state {
+                State::AwaitingLogin | State::LoggingIn => {
+                    self.kick(slot, KickReason::LoginTimeout)
+                }
+                State::Active => self.kick(slot, KickReason::HeartbeatTimeout),
+                State::Closing => self.close_now(slot),
+            }
+        }
+        self.due = due;
+        if self.accept_pending {
+            self.accept();
+        }
+    }
+
+    fn publish_counters(&mut self) {
+        let c = std::mem::take(&mut self.counters);
+        let m = &self.shared.metrics;
+        if c.frames_in > 0 {
+            m.frames_in.inc_by(c.frames_in);
+        }
+        if c.frames_out > 0 {
+            m.frames_out.inc_by(c.frames_out);
+        }
+        if c.bytes_in > 0 {
+            m.bytes_in.inc_by(c.bytes_in);
+        }
+        if c.bytes_out > 0 {
+            m.bytes_out.inc_by(c.bytes_out);
+        }
+    }
+}
+
+/// Files the connection again when its deadline moved before its live entry's.
+fn refile(wheel: &mut Wheel, slot: usize, conn: &mut Conn) {
+    if conn.deadline < conn.filed {
+        conn.filed = conn.deadline;
+        wheel.insert(Entry {
+            slot: slot as u32,
+            tag: conn.id as u32,
+            at: conn.deadline,
+        });
+    }
+}
+
+/// The canonical encoded length of a body a client may send (None for others).
+fn client_body_len(body: &Body) -> Option<usize> {
+    Some(match body {
+        Body::Login(m) => m.encoded_len(),
+        Body::Ping(m) => m.encoded_len(),
+        Body::SendToUser(m) => m.encoded_len(),
+        Body::SendToGroup(m) => m.encoded_len(),
+        Body::DeliveryAck(m) => m.encoded_len(),
+        Body::Sync(m) => m.encoded_len(),
+        Body::Logout(m) => m.encoded_len(),
+        _ => return None,
+    })
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

@@ -1,0 +1,181 @@
+//! One access node: its event loops, table, upstream and push service, started together.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fishchat_rpc::logic::logic_client::LogicClient;
+use mio::{Poll, Waker};
+use socket2::{Domain, Socket, Type};
+use tokio::runtime::Handle;
+use tonic::transport::Channel;
+
+use crate::config::Config;
+use crate::event_loop::{EventLoop, Limits, Shared, WAKER, ticks};
+use crate::mailbox::{LoopHandle, ToLoop, mailbox};
+use crate::metrics::Metrics;
+use crate::push::PushService;
+use crate::table::ConnTable;
+use crate::upstream::{Upstream, UpstreamSettings};
+
+/// Connections the kernel may queue per listener before accept.
+const BACKLOG: i32 = 4096;
+
+/// A running access node.
+pub struct AccessNode {
+    loops: Vec<LoopHandle>,
+    threads: Vec<JoinHandle<()>>,
+    table: Arc<ConnTable>,
+    upstream: Arc<Upstream>,
+    metrics: Arc<Metrics>,
+    client_addr: SocketAddr,
+    max_frame_len: u32,
+}
+
+impl AccessNode {
+    /// Binds the client listener and starts the event loops; upstream calls run on `runtime`.
+    pub fn start(
+        config: &Config,
+        node_id: String,
+        logic: LogicClient<Channel>,
+        metrics: Arc<Metrics>,
+        runtime: Handle,
+    ) -> io::Result<Self> {
+        let count = config.loop_count().clamp(1, usize::from(u16::MAX));
+        let listeners = bind_listeners(config.client_listen, count)?;
+        let client_addr = listeners[0].local_addr()?;
+        let mut polls = Vec::with_capacity(count);
+        let mut handles = Vec::with_capacity(count);
+        let mut mailboxes = Vec::with_capacity(count);
+        for _ in 0..count {
+            let poll = Poll::new()?;
+            let (handle, mailbox) = mailbox(Waker::new(poll.registry(), WAKER)?);
+            polls.push(poll);
+            handles.push(handle);
+            mailboxes.push(mailbox);
+        }
+        let table = Arc::new(ConnTable::default());
+        let upstream = Arc::new(Upstream::new(
+            logic,
+            runtime,
+            handles.clone(),
+            table.clone(),
+            metrics.clone(),
+            UpstreamSettings {
+                node_id,
+                push_addr: config.push_addr(),
+                timeout: config.upstream_timeout(),
+                heartbeat_interval_ms: u32::try_from(config.heartbeat_interval_ms)
+                    .unwrap_or(u32::MAX),
+                max_frame_len: config.max_frame_len,
+            },
+        ));
+        let shared = Arc::new(Shared {
+            table: table.clone(),
+            upstream: upstream.clone(),
+            metrics: metrics.clone(),
+            next_conn_id: AtomicU64::new(first_conn_id()),
+            limits: Limits {
+                login_deadline: ticks(Duration::from_millis(config.login_deadline_ms)),
+                heartbeat_deadline: ticks(config.heartbeat_deadline()),
+                session_refresh: ticks(Duration::from_millis(config.session_refresh_ms)),
+                max_in_flight: config.max_in_flight.max(1),
+                max_outbound: config.max_outbound_bytes,
+                max_frame_len: config.max_frame_len,
+                drain_timeout: Duration::from_millis(config.drain_timeout_ms),
+            },
+        });
+        let mut threads = Vec::with_capacity(count);
+        for (index, ((poll, listener), mailbox)) in
+            polls.into_iter().zip(listeners).zip(mailboxes).enumerate()
+        {
+            let index = u16::try_from(index).unwrap_or(u16::MAX);
+            let event_loop = EventLoop::new(index, poll, listener, mailbox, shared.clone())?;
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("access-loop-{index}"))
+                    .spawn(move || event_loop.run())?,
+            );
+        }
+        tracing::info!(addr = %client_addr, loops = count, "access node accepting clients");
+        Ok(Self {
+            loops: handles,
+            threads,
+            table,
+            upstream,
+            metrics,
+            client_addr,
+            max_frame_len: config.max_frame_len,
+        })
+    }
+
+    /// The address clients connect to.
+    pub fn client_addr(&self) -> SocketAddr {
+        self.client_addr
+    }
+
+    /// The gRPC Push/Kick service of this node.
+    pub fn push_service(&self) -> PushService {
+        PushService::new(
+            self.table.clone(),
+            self.loops.clone(),
+            self.upstream.clone(),
+            self.metrics.clone(),
+            self.max_frame_len,
+        )
+    }
+
+    /// The node's upstream (to wait for its calls to settle after a drain).
+    pub fn upstream(&self) -> Arc<Upstream> {
+        self.upstream.clone()
+    }
+
+    /// Live connections.
+    pub fn connections(&self) -> i64 {
+        self.metrics.connections.get()
+    }
+
+    /// Stops accepting, tells every client to reconnect elsewhere, and waits
+    /// (blocking) until the loops have closed every connection.
+    pub fn drain(self) {
+        for handle in &self.loops {
+            handle.send(ToLoop::Drain);
+        }
+        for thread in self.threads {
+            if thread.join().is_err() {
+                tracing::error!("an event loop panicked");
+            }
+        }
+    }
+}
+
+/// One listener per loop on the same address (SO_REUSEPORT: the kernel spreads
+/// new connections across them). With port 0, the first picks the port.
+fn bind_listeners(addr: SocketAddr, count: usize) -> io::Result<Vec<mio::net::TcpListener>> {
+    let mut listeners = Vec::with_capacity(count);
+    let mut addr = addr;
+    for _ in 0..count {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(BACKLOG)?;
+        let listener = mio::net::TcpListener::from_std(socket.into());
+        addr = listener.local_addr()?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+/// Connection ids start from the clock, so a restarted node with the same id
+/// never reuses one a stale session in Redis may still name.
+fn first_conn_id() -> u64 {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| d.as_millis() as u64);
+    ms << 16
+}

@@ -1,0 +1,456 @@
+//! Requests from connections to logic, run on the tokio runtime.
+//!
+//! An event loop never waits on the network: it hands a request here with the
+//! identity of the connection it came from, and the answer comes back to the
+//! loop's mailbox. The user id in every call is the one the connection logged
+//! in as, taken from the loop's own record, never from the client's frame.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use fishchat_codec::pb::{self, SendAck};
+use fishchat_codec::{Command, KickReason};
+use fishchat_discovery::Dialer;
+use fishchat_rpc::access::KickRequest;
+use fishchat_rpc::access::access_client::AccessClient;
+use fishchat_rpc::logic::logic_client::LogicClient;
+use fishchat_rpc::logic::{
+    AckRequest, HeartbeatRequest, LoginRequest, LogoutRequest, Origin, SendToGroupRequest,
+    SendToUserRequest, SyncRequest,
+};
+use fishchat_rpc::status::error_code;
+use tokio::runtime::Handle;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+use crate::frames;
+use crate::mailbox::{LoopHandle, Reply, Then, ToLoop};
+use crate::metrics::Metrics;
+use crate::table::ConnTable;
+
+/// First pause between retries of a call that found no logic node.
+const RETRY_FIRST: Duration = Duration::from_millis(20);
+/// Longest pause between retries.
+const RETRY_MAX: Duration = Duration::from_millis(500);
+
+/// The connection a request comes from.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The loop that owns the connection.
+    pub loop_index: u16,
+    /// Its slab slot.
+    pub slot: u32,
+    /// Its connection id.
+    pub conn_id: u64,
+    /// The request id to answer.
+    pub request_id: u32,
+    /// The logged-in user (0 before login).
+    pub user_id: u64,
+    /// The device id the session is recorded under (empty before login).
+    pub device_id: Box<str>,
+}
+
+/// A request that needs logic.
+#[derive(Debug)]
+pub enum Request {
+    /// LOGIN.
+    Login(pb::LoginRequest),
+    /// SEND_TO_USER.
+    SendToUser(pb::SendToUser),
+    /// SEND_TO_GROUP.
+    SendToGroup(pb::SendToGroup),
+    /// SYNC.
+    Sync(pb::SyncRequest),
+    /// DELIVERY_ACK.
+    Ack(pb::DeliveryAck),
+}
+
+/// Calls logic on behalf of connections and routes the answers back.
+#[derive(Debug)]
+pub struct Upstream {
+    logic: LogicClient<Channel>,
+    runtime: Handle,
+    loops: Vec<LoopHandle>,
+    table: Arc<ConnTable>,
+    metrics: Arc<Metrics>,
+    dialer: Dialer,
+    node_id: String,
+    push_addr: String,
+    timeout: Duration,
+    heartbeat_interval_ms: u32,
+    max_frame_len: u32,
+    /// Calls running on the runtime, so a drain can wait for its logouts.
+    running: AtomicUsize,
+    settled: Notify,
+}
+
+/// Counts one running call for as long as it lives.
+struct Running<'a>(&'a Upstream);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if self.0.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.settled.notify_waiters();
+        }
+    }
+}
+
+/// What [`Upstream`] needs to know about its node.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    /// This node's id, as recorded in sessions.
+    pub node_id: String,
+    /// This node's push address, as recorded in sessions.
+    pub push_addr: String,
+    /// How long one call, with retries, may take.
+    pub timeout: Duration,
+    /// Told to clients at login.
+    pub heartbeat_interval_ms: u32,
+    /// Largest frame a client accepts.
+    pub max_frame_len: u32,
+}
+
+impl Upstream {
+    /// An upstream over `logic`, answering through `loops`.
+    pub fn new(
+        logic: LogicClient<Channel>,
+        runtime: Handle,
+        loops: Vec<LoopHandle>,
+        table: Arc<ConnTable>,
+        metrics: Arc<Metrics>,
+        settings: UpstreamSettings,
+    ) -> Self {
+        Self {
+            logic,
+            runtime,
+            loops,
+            table,
+            metrics,
+            dialer: Dialer::new(),
+            node_id: settings.node_id,
+            push_addr: settings.push_addr,
+            timeout: settings.timeout,
+            heartbeat_interval_ms: settings.heartbeat_interval_ms,
+            max_frame_len: settings.max_frame_len,
+            running: AtomicUsize::new(0),
+            settled: Notify::new(),
+        }
+    }
+
+    /// Runs `task` on the runtime, counted until it ends.
+    fn spawn<F>(self: &Arc<Self>, task: impl FnOnce(Arc<Self>) -> F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.running.fetch_add(1, Ordering::AcqRel);
+        let this = self.clone();
+        let task = task(self.clone());
+        self.runtime.spawn(async move {
+            let _running = Running(&this);
+            task.await;
+        });
+    }
+
+    /// Waits until no call is running, or `timeout` passes.
+    pub async fn settled(&self, timeout: Duration) {
+        let wait = async {
+            loop {
+                let notified = self.settled.notified();
+                if self.running.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let _ = tokio::time::timeout(timeout, wait).await;
+    }
+
+    fn origin(&self, conn_id: u64) -> Origin {
+        Origin {
+            access_node_id: self.node_id.clone(),
+            push_addr: self.push_addr.clone(),
+            conn_id,
+        }
+    }
+
+    fn answer(&self, caller: &Caller, frame: Bytes, then: Then) {
+        if let Some(handle) = self.loops.get(usize::from(caller.loop_index)) {
+            handle.send(ToLoop::Reply(Reply {
+                slot: caller.slot,
+                conn_id: caller.conn_id,
+                frame: Some(frame),
+                then,
+            }));
+        }
+    }
+
+    fn error(&self, caller: &Caller, status: &Status) -> Bytes {
+        frames::error(
+            caller.request_id,
+            error_code(status),
+            status.message(),
+            self.max_frame_len,
+        )
+    }
+
+    /// Runs `request` for `caller`; the answer arrives in the caller's loop mailbox.
+    pub fn call(self: &Arc<Self>, caller: Caller, request: Request) {
+        self.spawn(|this| async move {
+            let (frame, then) = this.run(&caller, request).await;
+            this.answer(&caller, frame, then);
+        });
+    }
+
+    async fn run(&self, caller: &Caller, request: Request) -> (Bytes, Then) {
+        let max = self.max_frame_len;
+        let id = caller.request_id;
+        match request {
+            Request::Login(login) => self.login(caller, login).await,
+            Request::SendToUser(message) => {
+                let client_msg_id = message.client_msg_id.clone();
+                let request = SendToUserRequest {
+                    from_user_id: caller.user_id,
+                    message: Some(message),
+                };
+                let result = self
+                    .retrying(&request, |mut logic, request| async move {
+                        logic.send_to_user(request).await
+                    })
+                    .await;
+                (send_ack(id, client_msg_id, result, max), Then::Nothing)
+            }
+            Request::SendToGroup(message) => {
+                let client_msg_id = message.client_msg_id.clone();
+                let request = SendToGroupRequest {
+                    from_user_id: caller.user_id,
+                    message: Some(message),
+                };
+                let result = self
+                    .retrying(&request, |mut logic, request| async move {
+                        logic.send_to_group(request).await
+                    })
+                    .await;
+                (send_ack(id, client_msg_id, result, max), Then::Nothing)
+            }
+            Request::Sync(sync) => {
+                let request = SyncRequest {
+                    user_id: caller.user_id,
+                    after_seq: sync.after_seq,
+                    limit: sync.limit,
+                };
+                let result = self
+                    .retrying(&request, |mut logic, request| async move {
+                        logic.sync(request).await
+                    })
+                    .await;
+                match result {
+                    Ok(reply) => (frames::sync_reply(id, reply, max), Then::Nothing),
+                    Err(status) => (self.error(caller, &status), Then::Nothing),
+                }
+            }
+            Request::Ack(ack) => {
+                let request = AckRequest {
+                    user_id: caller.user_id,
+                    device_id: caller.device_id.to_string(),
+                    up_to_seq: ack.up_to_seq,
+                };
+                let result = self
+                    .retrying(&request, |mut logic, request| async move {
+                        logic.ack(request).await
+                    })
+                    .await;
+                match result {
+                    // DELIVERY_ACK has no reply; an empty frame releases the request slot.
+                    Ok(_) => (Bytes::new(), Then::Nothing),
+                    Err(status) => (self.error(caller, &status), Then::Nothing),
+                }
+            }
+        }
+    }
+
+    async fn login(&self, caller: &Caller, login: pb::LoginRequest) -> (Bytes, Then) {
+        let max = self.max_frame_len;
+        let request = LoginRequest {
+            token: login.token,
+            device_id: login.device_id.clone(),
+            origin: Some(self.origin(caller.conn_id)),
+        };
+        let result = self
+            .retrying(&request, |mut logic, request| async move {
+                logic.login(request).await
+            })
+            .await;
+        let reply = match result {
+            Ok(reply) => reply,
+            Err(status) => {
+                self.metrics.login(false);
+                return (self.error(caller, &status), Then::LoginRefused);
+            }
+        };
+        self.metrics.login(true);
+        if let Some(replaced) = reply.replaced.filter(|o| o.conn_id != 0) {
+            self.kick_replaced(reply.user_id, replaced, caller.conn_id);
+        }
+        let body = pb::LoginReply {
+            user_id: reply.user_id,
+            last_acked_seq: reply.last_acked_seq,
+            max_seq: reply.max_seq,
+            heartbeat_interval_ms: self.heartbeat_interval_ms,
+            server_time_ms: now_ms(),
+        };
+        (
+            frames::frame(Command::LoginReply, caller.request_id, &body, max),
+            Then::LoggedIn {
+                user_id: reply.user_id,
+                device_id: login.device_id.into(),
+            },
+        )
+    }
+
+    /// Kicks the connection a login replaced, here or on its own node.
+    fn kick_replaced(&self, user_id: u64, replaced: Origin, new_conn_id: u64) {
+        let reason = KickReason::DuplicateLogin;
+        if replaced.access_node_id == self.node_id {
+            if replaced.conn_id != new_conn_id {
+                self.kick_local(user_id, replaced.conn_id, reason);
+            }
+            return;
+        }
+        let channel = match self.dialer.channel(&replaced.push_addr) {
+            Ok(channel) => channel,
+            Err(err) => {
+                tracing::warn!(%err, node = %replaced.access_node_id, "cannot reach the replaced session's node");
+                return;
+            }
+        };
+        let request = KickRequest {
+            user_id,
+            conn_id: replaced.conn_id,
+            reason: reason as i32,
+        };
+        let timeout = self.timeout;
+        self.runtime.spawn(async move {
+            let mut client = AccessClient::new(channel);
+            match tokio::time::timeout(timeout, client.kick(request)).await {
+                Ok(Ok(_)) => {}
+                // A dead node's connections are gone anyway.
+                Ok(Err(status)) => tracing::info!(%status, "kicking a replaced session failed"),
+                Err(_) => tracing::info!("kicking a replaced session timed out"),
+            }
+        });
+    }
+
+    /// Kicks connection `conn_id` of `user_id` if it lives on this node; true when found.
+    pub fn kick_local(&self, user_id: u64, conn_id: u64, reason: KickReason) -> bool {
+        let Some(conn) = self.table.find(user_id, conn_id) else {
+            return false;
+        };
+        self.loops
+            .get(usize::from(conn.loop_index))
+            .is_some_and(|handle| {
+                handle.send(ToLoop::Kick {
+                    slot: conn.slot,
+                    conn_id,
+                    reason,
+                })
+            })
+    }
+
+    /// Re-asserts a live connection's session; kicks it when another login replaced it.
+    pub fn heartbeat(self: &Arc<Self>, user_id: u64, device_id: &str, conn_id: u64) {
+        let request = HeartbeatRequest {
+            user_id,
+            device_id: device_id.to_owned(),
+            origin: Some(self.origin(conn_id)),
+        };
+        self.spawn(|this| async move {
+            let result = this
+                .retrying(&request, |mut logic, request| async move {
+                    logic.heartbeat(request).await
+                })
+                .await;
+            match result {
+                Ok(reply) if !reply.current => {
+                    this.kick_local(user_id, conn_id, KickReason::DuplicateLogin);
+                }
+                Ok(_) => {}
+                Err(status) => tracing::warn!(%status, user_id, "session heartbeat failed"),
+            }
+        });
+    }
+
+    /// Removes a closed connection's session (only if it is still this connection's).
+    pub fn logout(self: &Arc<Self>, user_id: u64, device_id: &str, conn_id: u64) {
+        let request = LogoutRequest {
+            user_id,
+            device_id: device_id.to_owned(),
+            origin: Some(self.origin(conn_id)),
+        };
+        self.spawn(|this| async move {
+            let result = this
+                .retrying(&request, |mut logic, request| async move {
+                    logic.logout(request).await
+                })
+                .await;
+            if let Err(status) = result {
+                tracing::warn!(%status, user_id, "removing a closed session failed");
+            }
+        });
+    }
+
+    /// Calls logic until it answers, a non-retryable error comes back, or the
+    /// timeout passes. Only "no node reachable" is retried: every call here is
+    /// safe to repeat (sends carry their client message id, which logic dedups).
+    async fn retrying<R, T, F, Fut>(&self, request: &R, mut call: F) -> Result<T, Status>
+    where
+        R: Clone,
+        F: FnMut(LogicClient<Channel>, R) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let deadline = Instant::now() + self.timeout;
+        let mut pause = RETRY_FIRST;
+        loop {
+            let status =
+                match tokio::time::timeout_at(deadline, call(self.logic.clone(), request.clone()))
+                    .await
+                {
+                    Ok(Ok(reply)) => return Ok(reply.into_inner()),
+                    Ok(Err(status)) => status,
+                    Err(_) => return Err(Status::unavailable("logic did not answer in time")),
+                };
+            if status.code() != Code::Unavailable || Instant::now() + pause >= deadline {
+                return Err(status);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(RETRY_MAX);
+        }
+    }
+}
+
+fn send_ack(
+    request_id: u32,
+    client_msg_id: String,
+    result: Result<SendAck, Status>,
+    max: u32,
+) -> Bytes {
+    let ack = result.unwrap_or_else(|status| SendAck {
+        client_msg_id,
+        error: Some(pb::Error {
+            code: error_code(&status) as i32,
+            message: status.message().to_owned(),
+        }),
+        ..SendAck::default()
+    });
+    frames::frame(Command::SendAck, request_id, &ack, max)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

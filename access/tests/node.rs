@@ -1,0 +1,612 @@
+//! The access node in-process, with a stand-in logic service: the event
+//! loops' handling of logins, deadlines, bad input, backpressure, pushes,
+//! slow consumers, kicks and drains. (The real services are exercised
+//! end to end in `e2e/tests/chat.rs`.)
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::{BufMut, BytesMut};
+use fishchat_access::{AccessNode, Config, Metrics, PushService};
+use fishchat_codec::pb::{self, StoredMessage};
+use fishchat_codec::{Body, ErrorCode, FrameDecoder, KickReason};
+use fishchat_e2e::wait_until;
+use fishchat_rpc::access::{Delivery, PushRequest};
+use fishchat_rpc::logic::logic_client::LogicClient;
+use fishchat_rpc::logic::logic_server::{Logic, LogicServer};
+use fishchat_rpc::logic::{
+    AckReply, AckRequest, HeartbeatReply, HeartbeatRequest, LoginReply, LoginRequest, LogoutReply,
+    LogoutRequest, Origin, SendToGroupRequest, SendToUserRequest, SyncRequest,
+};
+use fishchat_rpc::status::error_status;
+use parking_lot::Mutex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+use tonic::{Request, Response, Status};
+
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// A logic service that knows tokens `tok-<user id>` and records what it is asked.
+#[derive(Default)]
+struct FakeLogic {
+    sessions: Mutex<HashMap<(u64, String), Origin>>,
+    sends: Mutex<Vec<SendToUserRequest>>,
+    logouts: Mutex<Vec<(u64, u64)>>,
+    /// When set, sends wait for a permit.
+    gate: Option<Arc<Semaphore>>,
+    sending: AtomicUsize,
+    most_sending: AtomicUsize,
+    next_id: AtomicU64,
+}
+
+/// The served handle of a [`FakeLogic`] the test keeps reading.
+struct Served(Arc<FakeLogic>);
+
+impl std::ops::Deref for Served {
+    type Target = FakeLogic;
+    fn deref(&self) -> &FakeLogic {
+        &self.0
+    }
+}
+
+#[tonic::async_trait]
+impl Logic for Served {
+    async fn login(&self, request: Request<LoginRequest>) -> Result<Response<LoginReply>, Status> {
+        let request = request.into_inner();
+        let user_id: u64 = request
+            .token
+            .strip_prefix("tok-")
+            .and_then(|id| id.parse().ok())
+            .ok_or_else(|| error_status(ErrorCode::BadToken, "unknown token"))?;
+        let origin = request.origin.unwrap_or_default();
+        let replaced = self
+            .sessions
+            .lock()
+            .insert((user_id, request.device_id), origin);
+        Ok(Response::new(LoginReply {
+            user_id,
+            last_acked_seq: 0,
+            max_seq: 0,
+            replaced,
+        }))
+    }
+
+    async fn logout(
+        &self,
+        request: Request<LogoutRequest>,
+    ) -> Result<Response<LogoutReply>, Status> {
+        let request = request.into_inner();
+        let conn_id = request.origin.unwrap_or_default().conn_id;
+        self.logouts.lock().push((request.user_id, conn_id));
+        Ok(Response::new(LogoutReply {}))
+    }
+
+    async fn heartbeat(
+        &self,
+        _request: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatReply>, Status> {
+        Ok(Response::new(HeartbeatReply { current: true }))
+    }
+
+    async fn send_to_user(
+        &self,
+        request: Request<SendToUserRequest>,
+    ) -> Result<Response<pb::SendAck>, Status> {
+        let now = self.sending.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_sending.fetch_max(now, Ordering::SeqCst);
+        let request = request.into_inner();
+        self.sends.lock().push(request.clone());
+        if let Some(gate) = &self.gate {
+            gate.acquire().await.unwrap().forget();
+        }
+        self.sending.fetch_sub(1, Ordering::SeqCst);
+        let message = request.message.unwrap_or_default();
+        Ok(Response::new(pb::SendAck {
+            client_msg_id: message.client_msg_id,
+            server_msg_id: self.next_id.fetch_add(1, Ordering::SeqCst) + 1,
+            ..pb::SendAck::default()
+        }))
+    }
+
+    async fn send_to_group(
+        &self,
+        _request: Request<SendToGroupRequest>,
+    ) -> Result<Response<pb::SendAck>, Status> {
+        Err(error_status(ErrorCode::UnknownGroup, "no groups here"))
+    }
+
+    async fn sync(
+        &self,
+        _request: Request<SyncRequest>,
+    ) -> Result<Response<pb::SyncReply>, Status> {
+        Ok(Response::new(pb::SyncReply::default()))
+    }
+
+    async fn ack(&self, request: Request<AckRequest>) -> Result<Response<AckReply>, Status> {
+        Ok(Response::new(AckReply {
+            acked_seq: request.into_inner().up_to_seq,
+        }))
+    }
+}
+
+/// An access node over a fake logic.
+struct Harness {
+    node: Option<AccessNode>,
+    logic: Arc<FakeLogic>,
+    metrics: Arc<Metrics>,
+    push: PushService,
+    addr: SocketAddr,
+}
+
+impl Harness {
+    async fn start(logic: FakeLogic, tweak: impl FnOnce(&mut Config)) -> Harness {
+        let logic = Arc::new(logic);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let logic_addr = listener.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(LogicServer::new(Served(logic.clone())))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let mut config = Config {
+            node_id: Some("test-node".into()),
+            client_listen: "127.0.0.1:0".parse().unwrap(),
+            loops: 1,
+            ..Config::default()
+        };
+        tweak(&mut config);
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{logic_addr}"))
+            .unwrap()
+            .connect_lazy();
+        let metrics = Arc::new(Metrics::default());
+        let node = AccessNode::start(
+            &config,
+            "test-node".into(),
+            LogicClient::new(channel),
+            metrics.clone(),
+            tokio::runtime::Handle::current(),
+        )
+        .unwrap();
+        Harness {
+            push: node.push_service(),
+            addr: node.client_addr(),
+            node: Some(node),
+            logic,
+            metrics,
+        }
+    }
+
+    async fn connect(&self) -> Client {
+        let stream = TcpStream::connect(self.addr).await.unwrap();
+        Client {
+            stream,
+            buf: BytesMut::new(),
+            next_id: 1,
+        }
+    }
+
+    async fn login(&self, user_id: u64, device: &str) -> Client {
+        let mut client = self.connect().await;
+        let reply = client
+            .request(pb::LoginRequest {
+                token: format!("tok-{user_id}"),
+                device_id: device.into(),
+            })
+            .await;
+        assert!(
+            matches!(reply, Body::LoginReply(ref r) if r.user_id == user_id),
+            "{reply:?}"
+        );
+        client
+    }
+
+    fn connections(&self) -> i64 {
+        self.metrics.connections.get()
+    }
+
+    fn kicks(&self, reason: KickReason) -> bool {
+        self.metrics
+            .render()
+            .contains(&format!("reason=\"{}\"", reason.as_str_name()))
+    }
+}
+
+/// A raw framed client.
+struct Client {
+    stream: TcpStream,
+    buf: BytesMut,
+    next_id: u32,
+}
+
+impl Client {
+    async fn send(&mut self, body: impl Into<Body>) -> u32 {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut out = BytesMut::new();
+        body.into().encode(id, u32::MAX, &mut out).unwrap();
+        self.stream.write_all(&out).await.unwrap();
+        id
+    }
+
+    async fn raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.unwrap();
+    }
+
+    /// The next frame, or None once the server closed the connection.
+    async fn recv(&mut self) -> Option<(u32, Body)> {
+        let decoder = FrameDecoder::new(u32::MAX);
+        loop {
+            if let Some(frame) = decoder.decode(&mut self.buf).unwrap() {
+                return Some((frame.header.request_id, frame.body().unwrap()));
+            }
+            let read = tokio::time::timeout(DEADLINE, self.stream.read_buf(&mut self.buf))
+                .await
+                .expect("a frame or a close within the deadline");
+            if matches!(read, Ok(0) | Err(_)) {
+                return None;
+            }
+        }
+    }
+
+    async fn request(&mut self, body: impl Into<Body>) -> Body {
+        let id = self.send(body).await;
+        let (reply_id, body) = self.recv().await.expect("a reply");
+        assert_eq!(reply_id, id, "{body:?}");
+        body
+    }
+
+    /// Reads until the server closes; returns what came before.
+    async fn until_closed(&mut self) -> Vec<Body> {
+        let mut frames = Vec::new();
+        while let Some((_, body)) = self.recv().await {
+            frames.push(body);
+        }
+        frames
+    }
+}
+
+fn error_code(body: &Body) -> Option<ErrorCode> {
+    match body {
+        Body::Error(e) => ErrorCode::try_from(e.code).ok(),
+        _ => None,
+    }
+}
+
+fn kick_reason(body: &Body) -> Option<KickReason> {
+    match body {
+        Body::Kick(k) => KickReason::try_from(k.reason).ok(),
+        _ => None,
+    }
+}
+
+fn send_to(to_user_id: u64, id: &str) -> pb::SendToUser {
+    pb::SendToUser {
+        client_msg_id: id.into(),
+        to_user_id,
+        body: "hi".into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_logged_in_connection_acts_only_as_its_own_user() {
+    let h = Harness::start(FakeLogic::default(), |_| {}).await;
+    let mut client = h.login(7, "phone").await;
+    let pong = client.request(pb::Ping { client_time_ms: 42 }).await;
+    assert!(matches!(pong, Body::Pong(p) if p.client_time_ms == 42));
+    let ack = client.request(send_to(8, "m1")).await;
+    assert!(
+        matches!(ack, Body::SendAck(ref a) if a.client_msg_id == "m1" && a.server_msg_id > 0),
+        "{ack:?}"
+    );
+    let sends = h.logic.sends.lock().clone();
+    assert_eq!(sends.len(), 1);
+    assert_eq!(
+        sends[0].from_user_id, 7,
+        "the node names the sender, from the login"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_token_is_refused_and_the_socket_may_try_again() {
+    let h = Harness::start(FakeLogic::default(), |_| {}).await;
+    let mut client = h.connect().await;
+    let refused = client
+        .request(pb::LoginRequest {
+            token: "nope".into(),
+            device_id: "d".into(),
+        })
+        .await;
+    assert_eq!(error_code(&refused), Some(ErrorCode::BadToken));
+    let ok = client
+        .request(pb::LoginRequest {
+            token: "tok-3".into(),
+            device_id: "d".into(),
+        })
+        .await;
+    assert!(
+        matches!(ok, Body::LoginReply(r) if r.user_id == 3 && r.heartbeat_interval_ms == 30_000)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_before_login_and_a_second_login_are_refused_and_closed() {
+    let h = Harness::start(FakeLogic::default(), |_| {}).await;
+    let mut early = h.connect().await;
+    early.send(send_to(1, "m")).await;
+    let frames = early.until_closed().await;
+    assert_eq!(
+        frames.iter().map(error_code).collect::<Vec<_>>(),
+        [Some(ErrorCode::NotLoggedIn)]
+    );
+
+    let mut twice = h.login(4, "d").await;
+    twice
+        .send(pb::LoginRequest {
+            token: "tok-4".into(),
+            device_id: "d".into(),
+        })
+        .await;
+    let frames = twice.until_closed().await;
+    assert_eq!(
+        frames.iter().map(error_code).collect::<Vec<_>>(),
+        [Some(ErrorCode::AlreadyLoggedIn)]
+    );
+    assert!(h.logic.sends.lock().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_naming_a_sender_is_refused_not_forwarded() {
+    let h = Harness::start(FakeLogic::default(), |_| {}).await;
+    let mut client = h.login(5, "d").await;
+    // A SendToUser with an extra field 15 = user 99 ("from_user_id"), which the protocol does not have.
+    let mut body = BytesMut::new();
+    prost::Message::encode(&send_to(6, "m"), &mut body).unwrap();
+    body.put_u8(15 << 3);
+    body.put_u8(99);
+    let mut frame = BytesMut::new();
+    frame.put_u32(8 + body.len() as u32);
+    frame.put_slice(&[1, 0, 0, 5, 0, 0, 0, 9]);
+    frame.put_slice(&body);
+    client.raw(&frame).await;
+    let frames = client.until_closed().await;
+    assert_eq!(
+        frames.iter().map(error_code).collect::<Vec<_>>(),
+        [Some(ErrorCode::BadBody)]
+    );
+    assert!(h.logic.sends.lock().is_empty(), "nothing reached logic");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn garbage_and_oversize_frames_close_only_their_own_connection() {
+    let h = Harness::start(FakeLogic::default(), |c| c.max_frame_len = 1024).await;
+    let mut bystander = h.login(1, "d").await;
+
+    let mut garbage = h.connect().await;
+    garbage
+        .raw(&[0, 0, 0, 12, 9, 9, 9, 9, 0, 0, 0, 0, 1, 2, 3, 4])
+        .await;
+    let frames = garbage.until_closed().await;
+    assert_eq!(
+        frames.iter().map(error_code).collect::<Vec<_>>(),
+        [Some(ErrorCode::BadFrame)]
+    );
+
+    let mut oversize = h.connect().await;
+    oversize.raw(&[0x7f, 0xff, 0xff, 0xff, 1, 0, 0, 3]).await;
+    let frames = oversize.until_closed().await;
+    assert_eq!(
+        frames.iter().map(error_code).collect::<Vec<_>>(),
+        [Some(ErrorCode::FrameTooLarge)]
+    );
+
+    let mut server_only = h.connect().await;
+    server_only.send(pb::Push::default()).await;
+    let frames = server_only.until_closed().await;
+    assert_eq!(
+        frames.iter().map(error_code).collect::<Vec<_>>(),
+        [Some(ErrorCode::UnknownCommand)]
+    );
+
+    let pong = bystander.request(pb::Ping::default()).await;
+    assert!(
+        matches!(pong, Body::Pong(_)),
+        "the loop's other connection is unaffected"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unauthenticated_socket_is_closed_after_the_login_deadline() {
+    let h = Harness::start(FakeLogic::default(), |c| c.login_deadline_ms = 300).await;
+    let mut idle = h.connect().await;
+    // Pings do not buy time before login.
+    idle.send(pb::Ping::default()).await;
+    let frames = idle.until_closed().await;
+    assert_eq!(
+        frames.iter().filter_map(kick_reason).collect::<Vec<_>>(),
+        [KickReason::LoginTimeout]
+    );
+    wait_until(DEADLINE, "the connection to be forgotten", async || {
+        (h.connections() == 0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_logged_in_socket_is_closed_and_a_pinging_one_kept() {
+    let h = Harness::start(FakeLogic::default(), |c| c.heartbeat_interval_ms = 200).await;
+    let mut silent = h.login(1, "d").await;
+    let mut pinging = h.login(2, "d").await;
+    let kicked = tokio::spawn(async move { silent.until_closed().await });
+    while !kicked.is_finished() {
+        let pong = pinging.request(pb::Ping::default()).await;
+        assert!(matches!(pong, Body::Pong(_)));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let frames = kicked.await.unwrap();
+    assert_eq!(
+        frames.iter().filter_map(kick_reason).collect::<Vec<_>>(),
+        [KickReason::HeartbeatTimeout]
+    );
+    let pong = pinging.request(pb::Ping::default()).await;
+    assert!(
+        matches!(pong, Body::Pong(_)),
+        "the pinging connection outlived the deadline"
+    );
+    wait_until(DEADLINE, "the silent session to be removed", async || {
+        h.logic
+            .logouts
+            .lock()
+            .iter()
+            .any(|(user, _)| *user == 1)
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn past_the_in_flight_cap_the_node_stops_reading_instead_of_buffering() {
+    let gate = Arc::new(Semaphore::new(0));
+    let logic = FakeLogic {
+        gate: Some(gate.clone()),
+        ..FakeLogic::default()
+    };
+    let h = Harness::start(logic, |c| c.max_in_flight = 4).await;
+    let mut client = h.login(1, "d").await;
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        ids.push(client.send(send_to(2, &format!("m{i}"))).await);
+    }
+    wait_until(DEADLINE, "four sends upstream", async || {
+        (h.logic.sends.lock().len() == 4).then_some(())
+    })
+    .await;
+    gate.add_permits(10);
+    let mut acked = Vec::new();
+    while acked.len() < 10 {
+        let (id, body) = client.recv().await.expect("an ack");
+        assert!(matches!(body, Body::SendAck(_)), "{body:?}");
+        acked.push(id);
+    }
+    acked.sort_unstable();
+    assert_eq!(acked, ids);
+    assert_eq!(
+        h.logic.most_sending.load(Ordering::SeqCst),
+        4,
+        "never more than the cap at once"
+    );
+}
+
+fn stored(seq: u64, body: &str) -> StoredMessage {
+    StoredMessage {
+        seq,
+        server_msg_id: seq,
+        from_user_id: 1,
+        body: body.as_bytes().to_vec().into(),
+        ..StoredMessage::default()
+    }
+}
+
+fn pushed_seqs(body: &Body) -> Vec<u64> {
+    match body {
+        Body::Push(p) => p.messages.iter().map(|m| m.seq).collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_push_reaches_every_device_of_a_user_and_reports_absent_users() {
+    let h = Harness::start(FakeLogic::default(), |c| c.loops = 2).await;
+    let mut phone = h.login(9, "phone").await;
+    let mut laptop = h.login(9, "laptop").await;
+    let reply = h.push.deliver(PushRequest {
+        deliveries: vec![Delivery {
+            user_ids: vec![9, 10],
+            messages: vec![stored(1, "a"), stored(2, "b")],
+        }],
+    });
+    assert_eq!(reply.absent_user_ids, [10]);
+    assert_eq!(reply.delivered_connections, 2);
+    for device in [&mut phone, &mut laptop] {
+        let (id, body) = device.recv().await.unwrap();
+        assert_eq!((id, pushed_seqs(&body)), (0, vec![1, 2]));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reader_that_never_reads_is_kicked_as_a_slow_consumer() {
+    let h = Harness::start(FakeLogic::default(), |c| c.max_outbound_bytes = 64 * 1024).await;
+    let _stalled = h.login(1, "d").await;
+    let message = "x".repeat(10_000);
+    let mut pushed = 0;
+    // 10 MB, far more than the socket buffers and the cap together.
+    for seq in 1..=1000 {
+        h.push.deliver(PushRequest {
+            deliveries: vec![Delivery {
+                user_ids: vec![1],
+                messages: vec![stored(seq, &message)],
+            }],
+        });
+        pushed += message.len();
+        if h.connections() == 0 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    wait_until(DEADLINE, "the stalled reader to be cut off", async || {
+        (h.connections() == 0).then_some(())
+    })
+    .await;
+    assert!(h.kicks(KickReason::SlowConsumer), "{}", h.metrics.render());
+    assert!(pushed <= 10_000_000);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_login_of_the_same_device_kicks_the_first() {
+    let h = Harness::start(FakeLogic::default(), |_| {}).await;
+    let mut first = h.login(3, "phone").await;
+    let mut other_device = h.login(3, "laptop").await;
+    let _second = h.login(3, "phone").await;
+    let frames = first.until_closed().await;
+    assert_eq!(
+        frames.iter().filter_map(kick_reason).collect::<Vec<_>>(),
+        [KickReason::DuplicateLogin]
+    );
+    let pong = other_device.request(pb::Ping::default()).await;
+    assert!(
+        matches!(pong, Body::Pong(_)),
+        "another device of the user stays"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_drain_tells_every_client_to_reconnect_and_removes_their_sessions() {
+    let mut h = Harness::start(FakeLogic::default(), |c| c.loops = 2).await;
+    let mut clients = Vec::new();
+    for user in 1..=4 {
+        clients.push(h.login(user, "d").await);
+    }
+    let node = h.node.take().unwrap();
+    tokio::task::spawn_blocking(move || node.drain())
+        .await
+        .unwrap();
+    for client in &mut clients {
+        let frames = client.until_closed().await;
+        assert_eq!(
+            frames.iter().filter_map(kick_reason).collect::<Vec<_>>(),
+            [KickReason::Reconnect]
+        );
+    }
+    assert!(
+        TcpStream::connect(h.addr).await.is_err(),
+        "no longer accepting"
+    );
+    wait_until(DEADLINE, "every session to be removed", async || {
+        (h.logic.logouts.lock().len() == 4).then_some(())
+    })
+    .await;
+}
