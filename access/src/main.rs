@@ -20,6 +20,9 @@ use fishchat_rpc::logic::logic_client::LogicClient;
 use serde::Serialize;
 use tokio::sync::oneshot;
 
+/// Largest push request accepted, in bytes.
+const MAX_PUSH_REQUEST: usize = 16 << 20;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "fishchat-access",
@@ -80,7 +83,9 @@ async fn main() -> anyhow::Result<()> {
     )?;
 
     let (_health, routes) = health_and_reflection()?;
-    let routes = routes.add_service(AccessServer::new(node.push_service()));
+    // msg_job keeps its requests near 1 MiB; the limit only bounds a misbehaving caller.
+    let push = AccessServer::new(node.push_service()).max_decoding_message_size(MAX_PUSH_REQUEST);
+    let routes = routes.add_service(push);
     let (stop_grpc, grpc_stopped) = oneshot::channel::<()>();
     let grpc = tokio::spawn(serve(config.grpc_listen, routes, async {
         let _ = grpc_stopped.await;

@@ -55,6 +55,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
     }
 
+    /// The underlying stream, for writing raw bytes (tests of bad input).
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.stream
+    }
+
     /// Sends one frame and flushes it.
     pub async fn send(&mut self, request_id: u32, body: &Body) -> Result<(), ConnectionError> {
         self.write_buf.clear();

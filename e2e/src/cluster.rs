@@ -78,6 +78,8 @@ pub struct Cluster {
     pub register: ServiceProcess,
     /// register's gRPC address.
     pub register_addr: SocketAddr,
+    /// register's HTTP address (the JSON API apps and `fishchat` use).
+    pub register_http: SocketAddr,
     /// manager.
     pub manager: ServiceProcess,
     /// logic nodes (tests may add a second).
@@ -88,6 +90,10 @@ pub struct Cluster {
     pub push_addr: SocketAddr,
     /// What was pushed to the stand-in access node.
     pub pushed: Pushed,
+    /// Real access nodes, once added.
+    pub access: Vec<AccessNode>,
+    /// The gateway, once added.
+    pub gateway: Option<Gateway>,
     log_dir: PathBuf,
     common: Vec<(String, String)>,
 }
@@ -126,14 +132,11 @@ impl Cluster {
         let push_addr = serve_access(pushed.clone()).await;
 
         let register_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let register_http: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let mut vars = common.clone();
         vars.extend([
             env("REGISTER", "GRPC_LISTEN", register_addr),
-            env(
-                "REGISTER",
-                "HTTP_LISTEN",
-                format!("127.0.0.1:{}", free_port()),
-            ),
+            env("REGISTER", "HTTP_LISTEN", register_http),
             env("REGISTER", "REDIS_URL", redis_url()),
             env("REGISTER", "KEY_PREFIX", format!("{name}:")),
             env("REGISTER", "MONGO_URL", mongo_url()),
@@ -183,11 +186,14 @@ impl Cluster {
             database,
             register,
             register_addr,
+            register_http,
             manager,
             logic: Vec::new(),
             msg_job,
             push_addr,
             pushed,
+            access: Vec::new(),
+            gateway: None,
             log_dir,
             common,
         };
@@ -224,6 +230,61 @@ impl Cluster {
         addr
     }
 
+    /// Starts one more access node (with extra `FISHCHAT_ACCESS_*` settings, keys
+    /// without the prefix) and waits until it is healthy; returns its index.
+    pub async fn add_access(&mut self, extra: &[(&str, &str)]) -> usize {
+        let client: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let push: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let metrics: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let index = self.access.len();
+        let mut vars = self.common.clone();
+        vars.extend([
+            env("ACCESS", "NODE_ID", format!("{}-access-{index}", self.name)),
+            env("ACCESS", "CLIENT_LISTEN", client),
+            env("ACCESS", "GRPC_LISTEN", push),
+            env("ACCESS", "METRICS_LISTEN", metrics),
+            env(
+                "ACCESS",
+                "ETCD_ENDPOINTS",
+                format!("[\"{}\"]", etcd_endpoint()),
+            ),
+            env("ACCESS", "LOAD_REPORT_MS", 200),
+        ]);
+        vars.extend(extra.iter().map(|(k, v)| env("ACCESS", k, v)));
+        let dir = self.log_dir.join(format!("access-{index}"));
+        let process = ServiceProcess::start("fishchat-access", vars, &dir);
+        wait_healthy(&push.to_string(), START_DEADLINE).await;
+        self.access.push(AccessNode {
+            process,
+            client,
+            push,
+            metrics,
+        });
+        index
+    }
+
+    /// Starts the gateway and waits until it is healthy; returns its TCP address.
+    pub async fn add_gateway(&mut self) -> SocketAddr {
+        let tcp: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let http: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let grpc: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let mut vars = self.common.clone();
+        vars.extend([
+            env("GATEWAY", "LISTEN", tcp),
+            env("GATEWAY", "HTTP_LISTEN", http),
+            env("GATEWAY", "GRPC_LISTEN", grpc),
+            env(
+                "GATEWAY",
+                "ETCD_ENDPOINTS",
+                format!("[\"{}\"]", etcd_endpoint()),
+            ),
+        ]);
+        let process = ServiceProcess::start("fishchat-gateway", vars, &self.log_dir);
+        wait_healthy(&grpc.to_string(), START_DEADLINE).await;
+        self.gateway = Some(Gateway { process, tcp, http });
+        tcp
+    }
+
     /// A client of the first logic node.
     pub async fn logic(&self) -> LogicClient<Channel> {
         let addr = self.logic[0].1;
@@ -232,12 +293,59 @@ impl Cluster {
             .expect("connect to logic")
     }
 
+    /// Creates a user called `name` (made unique to this cluster) and logs it
+    /// in through register; returns its id and a fresh token.
+    pub async fn new_user(&self, name: &str) -> (u64, String) {
+        use fishchat_rpc::register::{CreateUserRequest, LoginRequest};
+        let mut register = self.register().await;
+        let name = format!("{name}-{}", self.name);
+        let password = "pw-123456".to_string();
+        let user_id = register
+            .create_user(CreateUserRequest {
+                name: name.clone(),
+                password: password.clone(),
+            })
+            .await
+            .expect("create a user")
+            .into_inner()
+            .user_id;
+        let token = register
+            .login(LoginRequest { name, password })
+            .await
+            .expect("log the user in")
+            .into_inner()
+            .token;
+        (user_id, token)
+    }
+
     /// A client of register.
     pub async fn register(&self) -> RegisterClient<Channel> {
         RegisterClient::connect(format!("http://{}", self.register_addr))
             .await
             .expect("connect to register")
     }
+}
+
+/// A real access node of a cluster.
+pub struct AccessNode {
+    /// The process.
+    pub process: ServiceProcess,
+    /// Where clients connect.
+    pub client: SocketAddr,
+    /// Its gRPC (push, kick, health) address.
+    pub push: SocketAddr,
+    /// Its metrics HTTP address.
+    pub metrics: SocketAddr,
+}
+
+/// The gateway of a cluster.
+pub struct Gateway {
+    /// The process.
+    pub process: ServiceProcess,
+    /// The TCP front door (GATEWAY_LOOKUP).
+    pub tcp: SocketAddr,
+    /// The HTTP front door (`GET /lookup`).
+    pub http: SocketAddr,
 }
 
 /// Serves the stand-in access node on an ephemeral port.

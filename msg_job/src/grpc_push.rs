@@ -10,6 +10,7 @@ use fishchat_rpc::register::ListSessionsRequest;
 use fishchat_rpc::register::register_client::RegisterClient;
 use futures::future::join_all;
 use parking_lot::Mutex;
+use prost::Message;
 use thiserror::Error;
 use tonic::transport::{Channel, Endpoint};
 
@@ -21,6 +22,12 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How many users one `ListSessions` call asks about, to bound request size.
 const LOOKUP_CHUNK: usize = 1000;
+
+/// Largest push request, well under gRPC's default 4 MiB message limit.
+const PUSH_REQUEST_BUDGET: usize = 1 << 20;
+
+/// Tag and length prefix of an embedded message, at most.
+const FIELD_OVERHEAD: usize = 8;
 
 /// An address that cannot be used as a gRPC endpoint.
 #[derive(Debug, Error)]
@@ -108,32 +115,39 @@ impl Pusher for GrpcPusher {
         let by_node = self.sessions(&users, &mut outcome.failures).await;
         let messages: HashMap<u64, &UserDelivery> =
             deliveries.iter().map(|d| (d.user_id, d)).collect();
-        let calls = by_node.into_iter().map(|(addr, users)| {
-            let request = PushRequest {
-                deliveries: users
-                    .iter()
-                    .filter_map(|user| messages.get(user))
-                    .map(|d| Delivery {
-                        user_ids: vec![d.user_id],
-                        messages: d.messages.clone(),
-                    })
-                    .collect(),
-            };
-            let client = self.node(&addr);
-            async move {
-                let result = match client {
-                    Ok(mut client) => client.push(request).await.map_err(|s| s.to_string()),
-                    Err(err) => Err(err.to_string()),
-                };
-                (addr, result)
-            }
-        });
+        let calls =
+            by_node.into_iter().map(|(addr, users)| {
+                let requests =
+                    requests(users.iter().filter_map(|user| messages.get(user)).map(|d| {
+                        Delivery {
+                            user_ids: vec![d.user_id],
+                            messages: d.messages.clone(),
+                        }
+                    }));
+                let client = self.node(&addr);
+                // One node's requests go one after another, so its users see their messages in order.
+                async move {
+                    let mut client = match client {
+                        Ok(client) => client,
+                        Err(err) => return (addr, Err(err.to_string())),
+                    };
+                    let mut delivered = 0;
+                    for request in requests {
+                        match client.push(request).await {
+                            Ok(reply) => {
+                                delivered += u64::from(reply.into_inner().delivered_connections)
+                            }
+                            Err(status) => return (addr, Err(status.to_string())),
+                        }
+                    }
+                    (addr, Ok(delivered))
+                }
+            });
         for (addr, result) in join_all(calls).await {
             match result {
-                Ok(reply) => {
+                Ok(delivered) => {
                     outcome.nodes_pushed += 1;
-                    outcome.delivered_connections +=
-                        u64::from(reply.into_inner().delivered_connections);
+                    outcome.delivered_connections += delivered;
                 }
                 Err(err) => {
                     outcome.failures += 1;
@@ -142,5 +156,97 @@ impl Pusher for GrpcPusher {
             }
         }
         outcome
+    }
+}
+
+/// Deliveries packed into requests of at most [`PUSH_REQUEST_BUDGET`] bytes,
+/// in order; a delivery too large alone is split between its messages.
+fn requests(deliveries: impl Iterator<Item = Delivery>) -> Vec<PushRequest> {
+    let mut requests = Vec::new();
+    let mut current = PushRequest::default();
+    let mut size = 0;
+    for part in deliveries.flat_map(split) {
+        let len = part.encoded_len() + FIELD_OVERHEAD;
+        if size + len > PUSH_REQUEST_BUDGET && !current.deliveries.is_empty() {
+            requests.push(std::mem::take(&mut current));
+            size = 0;
+        }
+        size += len;
+        current.deliveries.push(part);
+    }
+    if !current.deliveries.is_empty() {
+        requests.push(current);
+    }
+    requests
+}
+
+/// One delivery as parts of at most [`PUSH_REQUEST_BUDGET`] bytes each (a
+/// single message always fits: bodies are capped far below it).
+fn split(delivery: Delivery) -> Vec<Delivery> {
+    let mut parts = Vec::new();
+    let mut messages = Vec::new();
+    let mut size = 0;
+    for message in delivery.messages {
+        let len = message.encoded_len() + FIELD_OVERHEAD;
+        if size + len > PUSH_REQUEST_BUDGET && !messages.is_empty() {
+            parts.push(Delivery {
+                user_ids: delivery.user_ids.clone(),
+                messages: std::mem::take(&mut messages),
+            });
+            size = 0;
+        }
+        size += len;
+        messages.push(message);
+    }
+    if !messages.is_empty() {
+        parts.push(Delivery {
+            user_ids: delivery.user_ids,
+            messages,
+        });
+    }
+    parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fishchat_codec::pb::StoredMessage;
+
+    fn delivery(user: u64, count: u64, size: usize) -> Delivery {
+        Delivery {
+            user_ids: vec![user],
+            messages: (1..=count)
+                .map(|seq| StoredMessage {
+                    seq,
+                    body: vec![b'x'; size].into(),
+                    ..StoredMessage::default()
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn large_pushes_are_cut_into_requests_under_the_budget_in_order() {
+        let deliveries = vec![
+            delivery(1, 3, 10),
+            delivery(2, 40, 100_000),
+            delivery(3, 2, 10),
+        ];
+        let requests = requests(deliveries.into_iter());
+        assert!(requests.len() >= 4, "{} requests", requests.len());
+        for request in &requests {
+            assert!(request.encoded_len() <= PUSH_REQUEST_BUDGET + 100_100);
+        }
+        let order: Vec<(u64, u64)> = requests
+            .iter()
+            .flat_map(|r| &r.deliveries)
+            .flat_map(|d| d.messages.iter().map(|m| (d.user_ids[0], m.seq)))
+            .collect();
+        let expected: Vec<(u64, u64)> = (1..=3)
+            .map(|s| (1, s))
+            .chain((1..=40).map(|s| (2, s)))
+            .chain((1..=2).map(|s| (3, s)))
+            .collect();
+        assert_eq!(order, expected);
     }
 }

@@ -20,7 +20,7 @@ pub struct UserDelivery {
 /// What one push round did, for logs and counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PushOutcome {
-    /// Access nodes that took a push.
+    /// Access nodes that took every push request sent to them.
     pub nodes_pushed: u64,
     /// Connections the nodes queued a frame on.
     pub delivered_connections: u64,
