@@ -1,0 +1,249 @@
+//! Chat end to end: `fishchat_client::Client`s talking through the gateway
+//! and real access nodes to the whole backend, every service its own process
+//! on the real servers.
+#![allow(clippy::unwrap_used)] // a test: a failed step should panic where it happened.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use fishchat_client::register::RegisterApi;
+use fishchat_client::{Client, ClientOptions, Event, Events, StoredMessage};
+use fishchat_e2e::cluster::Cluster;
+
+/// How long one expected event may take (a debug build on a busy machine).
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A cluster with one gateway and `nodes` access nodes.
+async fn chat_cluster(test: &str, nodes: usize) -> Cluster {
+    let mut cluster = Cluster::start(test).await;
+    for _ in 0..nodes {
+        cluster.add_access(&[]).await;
+    }
+    cluster.add_gateway().await;
+    cluster
+}
+
+fn options(cluster: &Cluster, token: &str, device: &str) -> ClientOptions {
+    let gateway = cluster.gateway.as_ref().expect("a gateway").tcp;
+    ClientOptions {
+        gateway: Some(gateway.to_string()),
+        request_timeout: Duration::from_secs(20),
+        backoff_initial: Duration::from_millis(50),
+        backoff_max: Duration::from_millis(500),
+        ..ClientOptions::new(token, device)
+    }
+}
+
+async fn connect(cluster: &Cluster, token: &str, device: &str) -> (Client, Events) {
+    Client::connect(options(cluster, token, device))
+        .await
+        .unwrap()
+}
+
+/// The access node a fresh client logged in on.
+async fn node_of(events: &mut Events) -> String {
+    match tokio::time::timeout(DEADLINE, events.recv()).await {
+        Ok(Some(Event::Connected { node, .. })) => node,
+        other => panic!("expected a Connected event, got {other:?}"),
+    }
+}
+
+/// The next `count` messages, skipping connection events.
+async fn messages(events: &mut Events, count: usize) -> Vec<StoredMessage> {
+    let mut got = Vec::new();
+    while got.len() < count {
+        match tokio::time::timeout(DEADLINE, events.recv()).await {
+            Ok(Some(Event::Message(message))) => got.push(message),
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the client stopped after {} messages", got.len()),
+            Err(_) => panic!("only {} of {count} messages arrived", got.len()),
+        }
+    }
+    got
+}
+
+fn bodies(messages: &[StoredMessage]) -> Vec<String> {
+    messages
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.body).into_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_users_chat_both_ways_and_a_group_of_three_talks() {
+    let cluster = chat_cluster("chat-basic", 1).await;
+    let (alice, alice_token) = cluster.new_user("alice").await;
+    let (bob, bob_token) = cluster.new_user("bob").await;
+    let (carol, carol_token) = cluster.new_user("carol").await;
+    let (a, mut a_events) = connect(&cluster, &alice_token, "a").await;
+    let (b, mut b_events) = connect(&cluster, &bob_token, "b").await;
+    let (c, mut c_events) = connect(&cluster, &carol_token, "c").await;
+
+    a.send_to_user(bob, "hi bob").await.unwrap();
+    let got = messages(&mut b_events, 1).await;
+    assert_eq!(
+        (got[0].from_user_id, bodies(&got)),
+        (alice, vec!["hi bob".into()])
+    );
+    b.send_to_user(alice, "hi alice").await.unwrap();
+    // Alice's inbox holds her own message first, then Bob's reply.
+    let got = messages(&mut a_events, 2).await;
+    assert_eq!(bodies(&got), ["hi bob", "hi alice"]);
+    assert_eq!(got[1].from_user_id, bob);
+
+    let register = RegisterApi::new(format!("http://{}", cluster.register_http));
+    let group = register.create_group(&alice_token, "three").await.unwrap();
+    register
+        .join_group(&bob_token, group.group_id)
+        .await
+        .unwrap();
+    register
+        .join_group(&carol_token, group.group_id)
+        .await
+        .unwrap();
+    c.send_to_group(group.group_id, "hello group")
+        .await
+        .unwrap();
+    // Bob's inbox also holds his own reply to Alice, before the group message.
+    let got = messages(&mut b_events, 2).await;
+    assert_eq!(bodies(&got), ["hi alice", "hello group"]);
+    for events in [&mut a_events, &mut c_events] {
+        let got = messages(events, 1).await;
+        assert_eq!(bodies(&got), ["hello group"]);
+        assert_eq!(
+            (got[0].from_user_id, got[0].client_msg_id.is_empty()),
+            (carol, false)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_offline_user_gets_exactly_what_it_missed_in_order_once() {
+    let cluster = chat_cluster("chat-offline", 1).await;
+    let (_alice, alice_token) = cluster.new_user("alice").await;
+    let (bob, bob_token) = cluster.new_user("bob").await;
+    let (a, _a_events) = connect(&cluster, &alice_token, "a").await;
+    // Bob was here once: his cursor starts at his last ack.
+    let (b, _) = connect(&cluster, &bob_token, "b").await;
+    b.close().await;
+
+    let mut acks = Vec::new();
+    for i in 0..100 {
+        acks.push(a.send_to_user(bob, format!("m{i}")).await.unwrap());
+    }
+    let (b, mut b_events) = connect(&cluster, &bob_token, "b").await;
+    let got = messages(&mut b_events, 100).await;
+    assert_eq!(
+        bodies(&got),
+        (0..100).map(|i| format!("m{i}")).collect::<Vec<_>>()
+    );
+    let seqs: Vec<u64> = got.iter().map(|m| m.seq).collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    let ids: Vec<u64> = got.iter().map(|m| m.server_msg_id).collect();
+    assert_eq!(
+        ids,
+        acks.iter().map(|a| a.server_msg_id).collect::<Vec<_>>()
+    );
+
+    b.ack(seqs[99]).await.unwrap();
+    b.close().await;
+    // A fresh device state with no local memory: the server's cursor says all is read.
+    let (b, _) = fishchat_e2e::wait_until(DEADLINE, "the ack to reach the cursor", async || {
+        let (b, events) = connect(&cluster, &bob_token, "b").await;
+        if b.sync().await.unwrap().is_empty() {
+            Some((b, events))
+        } else {
+            b.close().await;
+            None
+        }
+    })
+    .await;
+    assert!(b.sync().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn both_devices_of_a_user_get_each_push_and_see_each_others_sends() {
+    let cluster = chat_cluster("chat-devices", 1).await;
+    let (alice, alice_token) = cluster.new_user("alice").await;
+    let (bob, bob_token) = cluster.new_user("bob").await;
+    let (a, _a_events) = connect(&cluster, &alice_token, "a").await;
+    let (phone, mut phone_events) = connect(&cluster, &bob_token, "phone").await;
+    let (_laptop, mut laptop_events) = connect(&cluster, &bob_token, "laptop").await;
+
+    a.send_to_user(bob, "to both").await.unwrap();
+    for events in [&mut phone_events, &mut laptop_events] {
+        assert_eq!(bodies(&messages(events, 1).await), ["to both"]);
+    }
+    let ack = phone
+        .send_to_user(alice, "sent from the phone")
+        .await
+        .unwrap();
+    let got = messages(&mut laptop_events, 1).await;
+    assert_eq!(bodies(&got), ["sent from the phone"]);
+    assert_eq!(
+        (got[0].from_user_id, got[0].server_msg_id),
+        (bob, ack.server_msg_id)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killing_an_access_node_mid_traffic_loses_nothing_acknowledged() {
+    let mut cluster = chat_cluster("chat-node-dies", 2).await;
+    let pairs = 4;
+    let per_sender = 60;
+    let mut senders = Vec::new();
+    let mut receivers = Vec::new();
+    let mut on_node: HashMap<String, usize> = HashMap::new();
+    for i in 0..pairs {
+        let (_s, s_token) = cluster.new_user(&format!("s{i}")).await;
+        let (r, r_token) = cluster.new_user(&format!("r{i}")).await;
+        let (sender, mut s_events) = connect(&cluster, &s_token, "d").await;
+        *on_node.entry(node_of(&mut s_events).await).or_default() += 1;
+        let (receiver, mut r_events) = connect(&cluster, &r_token, "d").await;
+        *on_node.entry(node_of(&mut r_events).await).or_default() += 1;
+        senders.push((sender, s_events, r));
+        receivers.push((receiver, r_events));
+    }
+    // Kill the busier node (the gateway may have put everyone on one).
+    let (victim, held) = on_node.iter().max_by_key(|(_, n)| **n).unwrap();
+    let victim = (0..cluster.access.len())
+        .find(|i| victim.ends_with(&format!("-access-{i}")))
+        .unwrap();
+    eprintln!(
+        "killing access node {victim}, which holds {held} of {} clients",
+        2 * pairs
+    );
+
+    let mut sending = Vec::new();
+    for (sender, events, to) in senders {
+        sending.push(tokio::spawn(async move {
+            // The sender's own copies arrive as events; keep them flowing.
+            let _events = events;
+            let mut acked = Vec::new();
+            for n in 0..per_sender {
+                let ack = sender.send_to_user(to, format!("{to}:{n}")).await.unwrap();
+                acked.push(ack.server_msg_id);
+            }
+            acked
+        }));
+    }
+    let mut received: Vec<Vec<StoredMessage>> = Vec::new();
+    for (i, (_, events)) in receivers.iter_mut().enumerate() {
+        received.push(messages(events, if i == 0 { 5 } else { 0 }).await);
+    }
+    cluster.access[victim].process.kill9();
+
+    let mut acked = Vec::new();
+    for task in sending {
+        acked.push(task.await.unwrap());
+    }
+    for (i, (_, events)) in receivers.iter_mut().enumerate() {
+        let rest = per_sender - received[i].len();
+        received[i].extend(messages(events, rest).await);
+        let ids: Vec<u64> = received[i].iter().map(|m| m.server_msg_id).collect();
+        assert_eq!(
+            ids, acked[i],
+            "receiver {i}: every acknowledged message, once, in order"
+        );
+    }
+}
