@@ -34,6 +34,8 @@ const LISTENER: Token = Token(usize::MAX - 1);
 const TICK: Duration = Duration::from_millis(100);
 /// Bytes read from a socket at a time.
 const READ_CHUNK: usize = 16 * 1024;
+/// Reads one connection may take in a row before the others get their turn.
+const READ_BUDGET: usize = 16;
 /// How long a closing connection may take to flush its last frame, in ticks.
 const CLOSE_LINGER_TICKS: u32 = 20;
 
@@ -121,6 +123,8 @@ pub struct EventLoop {
     scratch: BytesMut,
     decoder: FrameDecoder,
     dirty: Vec<usize>,
+    /// Connections that used up their read budget with input still waiting.
+    backlog: Vec<usize>,
     due: Vec<Entry>,
     inbox: Vec<ToLoop>,
     pushes_received: Vec<Instant>,
@@ -153,6 +157,7 @@ impl EventLoop {
             scratch: BytesMut::new(),
             decoder: FrameDecoder::new(shared.limits.max_frame_len),
             dirty: Vec::new(),
+            backlog: Vec::new(),
             due: Vec::new(),
             inbox: Vec::new(),
             pushes_received: Vec::new(),
@@ -167,7 +172,11 @@ impl EventLoop {
     pub fn run(mut self) {
         let mut events = Events::with_capacity(1024);
         loop {
-            let timeout = self.until_next_tick();
+            let timeout = if self.backlog.is_empty() {
+                self.until_next_tick()
+            } else {
+                Duration::ZERO
+            };
             if let Err(err) = self.poll.poll(&mut events, Some(timeout)) {
                 if err.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -189,6 +198,9 @@ impl EventLoop {
                         }
                     }
                 }
+            }
+            for slot in std::mem::take(&mut self.backlog) {
+                self.on_readable(slot);
             }
             if woken {
                 self.on_mailbox();
@@ -274,7 +286,7 @@ impl EventLoop {
     // ---- reading --------------------------------------------------------------------------
 
     fn on_readable(&mut self, slot: usize) {
-        loop {
+        for _ in 0..READ_BUDGET {
             let max_in_flight = self.shared.limits.max_in_flight;
             let Some(conn) = self.conns.get_mut(slot) else {
                 return;
@@ -322,6 +334,8 @@ impl EventLoop {
                 Read::Got(_) => {}
             }
         }
+        // Readiness is edge-triggered: what is left raises no new event, so come back to it.
+        self.backlog.push(slot);
     }
 
     /// Gives the undecoded rest of `buf` back: to the connection (copied out of
