@@ -176,11 +176,14 @@ impl Gateway {
             tcp = %addrs.tcp, http = %addrs.http, grpc = %addrs.grpc,
             access_service = %config.access_service, "gateway serving"
         );
+        // Every listener was bound in `start`.
+        fishchat_node::notify_ready();
 
         let early = tokio::select! {
             () = stop => None,
             ended = servers.join_next() => ended,
         };
+        fishchat_node::notify_stopping();
         health
             .set_service_status("", ServingStatus::NotServing)
             .await;

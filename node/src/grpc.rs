@@ -20,15 +20,44 @@ pub fn health_and_reflection() -> Result<(HealthReporter, Routes), tonic_reflect
     Ok((reporter, Routes::new(health).add_service(reflection)))
 }
 
-/// Serves `routes` on `addr` until `stop` resolves, then lets in-flight calls finish.
+/// Why the gRPC server stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The address could not be bound.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The server failed.
+    #[error(transparent)]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Serves `routes` on `addr` until `stop` resolves, then lets in-flight calls
+/// finish. Once the address is bound, systemd (if it started us) hears that
+/// the service is ready.
 pub async fn serve(
     addr: SocketAddr,
     routes: Routes,
     stop: impl Future<Output = ()>,
-) -> Result<(), tonic::transport::Error> {
+) -> Result<(), ServeError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })?;
     tracing::info!(%addr, "gRPC listening");
+    crate::notify_ready();
     tonic::transport::Server::builder()
         .add_routes(routes)
-        .serve_with_shutdown(addr, stop)
-        .await
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            async {
+                stop.await;
+                crate::notify_stopping();
+            },
+        )
+        .await?;
+    Ok(())
 }

@@ -9,10 +9,12 @@ mod args;
 mod config;
 mod grpc;
 mod logging;
+mod ready;
 mod shutdown;
 
 pub use args::CommonArgs;
 pub use config::{ConfigError, load_config};
-pub use grpc::{health_and_reflection, serve};
+pub use grpc::{ServeError, health_and_reflection, serve};
 pub use logging::{LogFormat, init_logging};
+pub use ready::{notify_ready, notify_stopping};
 pub use shutdown::shutdown_signal;
