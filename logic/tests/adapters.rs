@@ -77,6 +77,30 @@ async fn two_id_sources_never_hand_out_the_same_id() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn ids_stay_above_every_earlier_id_when_redis_loses_the_counter() {
+    let prefix = format!("{}:", unique_name("logic-ids-lost"));
+    let mut conn = manager().await;
+    let ids = RedisIds::new(conn.clone(), &prefix, 10);
+    let mut before = Vec::new();
+    for _ in 0..25 {
+        before.push(ids.next_id().await.unwrap());
+    }
+    // Redis restarts without the counter; a freshly started logic node asks again.
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{prefix}msg_id"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let restarted = RedisIds::new(conn, &prefix, 10);
+    let after = restarted.next_id().await.unwrap();
+    let highest = before.iter().max().unwrap();
+    assert!(
+        after > *highest,
+        "id {after} reused the range up to {highest}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn published_events_reach_the_topic_in_key_order() {
     kafka_admin().await;
     let config = KafkaConfig {

@@ -71,6 +71,13 @@ fn parse_accepted(value: &str) -> Option<Accepted> {
 /// Message ids from one Redis counter, `<prefix>msg_id`, taken in blocks so
 /// that most ids cost no round trip. Ids are unique across nodes; they are
 /// not ordered across nodes (inbox order is the seq, not the id).
+///
+/// The counter never runs below [`IDS_PER_MS`] × the current Unix time in
+/// milliseconds. If Redis loses the counter (a restart without persistence, a
+/// failover), new ids still start above every id handed out before, as long as
+/// fewer than that many ids per millisecond were taken on average. Without
+/// the floor, a reset counter would reuse ids, and msg_job, which treats an id
+/// already in an inbox as a redelivery, would drop the new messages.
 pub struct RedisIds {
     conn: ConnectionManager,
     key: String,
@@ -90,14 +97,36 @@ impl RedisIds {
     }
 }
 
+/// Ids the time floor leaves room for per millisecond (about a million per second).
+pub const IDS_PER_MS: u64 = 1024;
+
+/// INCRBY, lifted to the time floor when below it (KEYS[1] counter, ARGV block, floor).
+const NEXT_BLOCK: &str = r"
+local high = redis.call('INCRBY', KEYS[1], ARGV[1])
+local floor = tonumber(ARGV[2]) + tonumber(ARGV[1])
+if high < floor then
+  redis.call('SET', KEYS[1], floor)
+  high = floor
+end
+return high
+";
+
+fn time_floor() -> u64 {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    ms * IDS_PER_MS
+}
+
 impl IdSource for RedisIds {
     async fn next_id(&self) -> Result<u64, Refusal> {
         let mut range = self.range.lock().await;
         if range.is_empty() {
-            let high: u64 = self
-                .conn
-                .clone()
-                .incr(&self.key, self.block)
+            let high: u64 = redis::Script::new(NEXT_BLOCK)
+                .key(&self.key)
+                .arg(self.block)
+                .arg(time_floor())
+                .invoke_async(&mut self.conn.clone())
                 .await
                 .map_err(|err| Refusal::unavailable("redis ids", err))?;
             *range = (high + 1 - self.block)..(high + 1);
