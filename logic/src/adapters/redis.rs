@@ -2,7 +2,6 @@
 
 use std::ops::Range;
 
-use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use tokio::sync::Mutex;
 
