@@ -39,6 +39,8 @@ pub struct Config {
     pub max_outbound_bytes: usize,
     /// Largest frame accepted from a client (header + body), in bytes.
     pub max_frame_len: u32,
+    /// Calls to logic on the wire at once (the rest wait their turn).
+    pub max_upstream_calls: usize,
     /// How long one upstream call (with its retries) may take, in milliseconds.
     pub upstream_timeout_ms: u64,
     /// How long a draining node waits for its clients to go, in milliseconds.
@@ -64,6 +66,7 @@ impl Default for Config {
             max_in_flight: 32,
             max_outbound_bytes: 256 * 1024,
             max_frame_len: fishchat_codec::DEFAULT_MAX_FRAME_LEN,
+            max_upstream_calls: 256,
             upstream_timeout_ms: 5_000,
             drain_timeout_ms: 5_000,
             load_report_ms: 2_000,

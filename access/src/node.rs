@@ -58,7 +58,7 @@ impl AccessNode {
             mailboxes.push(mailbox);
         }
         let table = Arc::new(ConnTable::default());
-        let upstream = Arc::new(Upstream::new(
+        let upstream = Upstream::start(
             logic,
             runtime,
             handles.clone(),
@@ -71,8 +71,9 @@ impl AccessNode {
                 heartbeat_interval_ms: u32::try_from(config.heartbeat_interval_ms)
                     .unwrap_or(u32::MAX),
                 max_frame_len: config.max_frame_len,
+                max_calls: config.max_upstream_calls,
             },
-        ));
+        );
         let shared = Arc::new(Shared {
             table: table.clone(),
             upstream: upstream.clone(),

@@ -6,6 +6,7 @@
 //! in as, taken from the loop's own record, never from the client's frame.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -23,7 +24,7 @@ use fishchat_rpc::logic::{
 };
 use fishchat_rpc::status::error_code;
 use tokio::runtime::Handle;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::time::Instant;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -87,7 +88,14 @@ pub struct Upstream {
     /// Calls running on the runtime, so a drain can wait for its logouts.
     running: AtomicUsize,
     settled: Notify,
+    /// Calls allowed on the wire at once (see [`Upstream::dispatch`]).
+    permits: Arc<Semaphore>,
+    /// Calls waiting for a permit.
+    jobs: mpsc::UnboundedSender<Job>,
 }
+
+/// A call not yet started: only what it captured, not its future.
+type Job = Box<dyn FnOnce(Arc<Upstream>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 
 /// Counts one running call for as long as it lives.
 struct Running<'a>(&'a Upstream);
@@ -113,19 +121,22 @@ pub struct UpstreamSettings {
     pub heartbeat_interval_ms: u32,
     /// Largest frame a client accepts.
     pub max_frame_len: u32,
+    /// Calls on the wire at once.
+    pub max_calls: usize,
 }
 
 impl Upstream {
-    /// An upstream over `logic`, answering through `loops`.
-    pub fn new(
+    /// An upstream over `logic`, answering through `loops`; its dispatcher runs on `runtime`.
+    pub fn start(
         logic: LogicClient<Channel>,
         runtime: Handle,
         loops: Vec<LoopHandle>,
         table: Arc<ConnTable>,
         metrics: Arc<Metrics>,
         settings: UpstreamSettings,
-    ) -> Self {
-        Self {
+    ) -> Arc<Self> {
+        let (jobs, waiting) = mpsc::unbounded_channel();
+        let upstream = Arc::new(Self {
             logic,
             runtime,
             loops,
@@ -139,21 +150,44 @@ impl Upstream {
             max_frame_len: settings.max_frame_len,
             running: AtomicUsize::new(0),
             settled: Notify::new(),
+            permits: Arc::new(Semaphore::new(settings.max_calls.max(1))),
+            jobs,
+        });
+        upstream.runtime.spawn(upstream.clone().dispatch(waiting));
+        upstream
+    }
+
+    /// Starts waiting calls as permits free up.
+    ///
+    /// A login storm would otherwise put thousands of gRPC calls in flight at
+    /// once: each task is sized for its largest state (a whole tonic call),
+    /// and the allocator keeps that memory long after the calls end. Waiting
+    /// here, a call is only the few bytes it captured.
+    async fn dispatch(self: Arc<Self>, mut waiting: mpsc::UnboundedReceiver<Job>) {
+        while let Some(job) = waiting.recv().await {
+            let Ok(permit) = self.permits.clone().acquire_owned().await else {
+                return;
+            };
+            let this = self.clone();
+            self.runtime.spawn(async move {
+                let _permit = permit;
+                let _running = Running(&this);
+                job(this.clone()).await;
+            });
         }
     }
 
-    /// Runs `task` on the runtime, counted until it ends.
-    fn spawn<F>(self: &Arc<Self>, task: impl FnOnce(Arc<Self>) -> F)
+    /// Queues `task` for the dispatcher, counted until it ends.
+    fn spawn<F>(&self, task: impl FnOnce(Arc<Self>) -> F + Send + 'static)
     where
         F: Future<Output = ()> + Send + 'static,
     {
         self.running.fetch_add(1, Ordering::AcqRel);
-        let this = self.clone();
-        let task = task(self.clone());
-        self.runtime.spawn(async move {
-            let _running = Running(&this);
-            task.await;
-        });
+        let job: Job = Box::new(move |this| Box::pin(task(this)));
+        if self.jobs.send(job).is_err() {
+            // The runtime is gone; nothing will run it.
+            drop(Running(self));
+        }
     }
 
     /// Waits until no call is running, or `timeout` passes.
@@ -199,8 +233,8 @@ impl Upstream {
     }
 
     /// Runs `request` for `caller`; the answer arrives in the caller's loop mailbox.
-    pub fn call(self: &Arc<Self>, caller: Caller, request: Request) {
-        self.spawn(|this| async move {
+    pub fn call(&self, caller: Caller, request: Request) {
+        self.spawn(move |this| async move {
             let (frame, then) = this.run(&caller, request).await;
             this.answer(&caller, frame, then);
         });
@@ -362,13 +396,13 @@ impl Upstream {
     }
 
     /// Re-asserts a live connection's session; kicks it when another login replaced it.
-    pub fn heartbeat(self: &Arc<Self>, user_id: u64, device_id: &str, conn_id: u64) {
+    pub fn heartbeat(&self, user_id: u64, device_id: &str, conn_id: u64) {
         let request = HeartbeatRequest {
             user_id,
             device_id: device_id.to_owned(),
             origin: Some(self.origin(conn_id)),
         };
-        self.spawn(|this| async move {
+        self.spawn(move |this| async move {
             let result = this
                 .retrying(&request, |mut logic, request| async move {
                     logic.heartbeat(request).await
@@ -385,13 +419,13 @@ impl Upstream {
     }
 
     /// Removes a closed connection's session (only if it is still this connection's).
-    pub fn logout(self: &Arc<Self>, user_id: u64, device_id: &str, conn_id: u64) {
+    pub fn logout(&self, user_id: u64, device_id: &str, conn_id: u64) {
         let request = LogoutRequest {
             user_id,
             device_id: device_id.to_owned(),
             origin: Some(self.origin(conn_id)),
         };
-        self.spawn(|this| async move {
+        self.spawn(move |this| async move {
             let result = this
                 .retrying(&request, |mut logic, request| async move {
                     logic.logout(request).await
