@@ -90,6 +90,7 @@ pub fn run(args: &Args) -> anyhow::Result<Report> {
         scenario: "codec".into(),
         config: serde_json::to_value(args)?,
         figures: Vec::new(),
+        details: serde_json::Value::Null,
     };
     report.add("frame size", frame_len as f64, "bytes");
     report.add("fan-out, encode once + share", shared, "frames/s");

@@ -2,7 +2,10 @@
 //! micro-benchmarks of its parts. Every run prints a table and saves its
 //! figures, with its configuration, as JSON.
 
+mod baseline;
 mod codec;
+mod idle;
+mod push;
 mod report;
 
 use std::path::PathBuf;
@@ -16,8 +19,8 @@ use clap::{Parser, Subcommand};
     about = "FishChat load generator and benchmarks"
 )]
 struct Cli {
-    /// Where to write the JSON report.
-    #[arg(long, global = true, default_value = "target/bench")]
+    /// Where to write the JSON report (and the idle scenario's token cache).
+    #[arg(long, global = true, alias = "out", default_value = "target/bench")]
     out_dir: PathBuf,
     #[command(subcommand)]
     scenario: Scenario,
@@ -28,12 +31,36 @@ enum Scenario {
     /// The wire codec alone: decode rate, and encode-once-and-share against
     /// encode-per-connection for a fan-out.
     Codec(codec::Args),
+    /// Many idle logged-in connections: login rate and latency, and the access
+    /// node's resident memory per connection.
+    Idle(idle::Args),
+    /// One worker process of the idle scenario (started by `idle`).
+    #[command(hide = true)]
+    IdleWorker(idle::worker::Args),
+    /// N logged-in connections on one server, its Push RPC driven directly:
+    /// frames delivered per second and latency, against the tokio baseline.
+    Push(push::Args),
+    /// The baseline server of the push scenario: plain tokio, one task per
+    /// connection, the same client protocol and Push gRPC.
+    TokioServer(baseline::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let report = match cli.scenario {
         Scenario::Codec(args) => codec::run(&args)?,
+        Scenario::Idle(args) => {
+            tokio::runtime::Runtime::new()?.block_on(idle::run(&args, &cli.out_dir))?
+        }
+        Scenario::IdleWorker(args) => {
+            return tokio::runtime::Runtime::new()?.block_on(idle::worker::run(args));
+        }
+        Scenario::Push(args) => {
+            tokio::runtime::Runtime::new()?.block_on(push::run(&args, &cli.out_dir))?
+        }
+        Scenario::TokioServer(args) => {
+            return tokio::runtime::Runtime::new()?.block_on(baseline::run(&args));
+        }
     };
     report.print();
     let path = report.save(&cli.out_dir)?;

@@ -25,6 +25,9 @@ pub struct Report {
     pub config: serde_json::Value,
     /// The measured figures, in print order.
     pub figures: Vec<Figure>,
+    /// Anything else a scenario records for later reading (raw samples, breakdowns).
+    #[serde(skip_serializing_if = "serde_json::Value::is_null")]
+    pub details: serde_json::Value,
 }
 
 impl Report {

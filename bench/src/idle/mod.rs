@@ -1,0 +1,624 @@
+//! The `idle` scenario: many logged-in connections doing nothing but PING,
+//! and what they cost the access node in resident memory.
+//!
+//! The parent process provisions accounts and tokens through the register
+//! API (cached between runs), reads the access processes' resident memory,
+//! then starts worker processes of itself (`idle-worker`, at most
+//! [`PER_WORKER`] sockets each, because one process may hold only so many
+//! files) that connect at their share of the rate, LOGIN, and hold. Once
+//! every connection is in and has been idle for `--settle` seconds, it reads
+//! the memory again a few times and takes the median:
+//! bytes per connection = (after − before) / connections logged in.
+
+mod events;
+mod probe;
+pub(crate) mod provision;
+mod wire;
+pub mod worker;
+
+use std::io::{IsTerminal as _, Write as _};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail, ensure};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until};
+
+use crate::report::Report;
+use events::{Counts, Event, Summary};
+
+/// Most connections one worker process holds (the open-files limit here is 20,000).
+pub const PER_WORKER: usize = 19_000;
+/// Time between two memory readings after the flood.
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+/// Extra time a worker is given to close everything before it is killed.
+const CLOSE_GRACE: Duration = Duration::from_secs(20);
+/// How often a plain progress line is printed when stderr is not a terminal.
+const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// Parameters of the idle scenario.
+#[derive(Debug, Clone, clap::Args, Serialize)]
+pub struct Args {
+    /// An access node's client address (repeatable; connections go round-robin).
+    #[arg(long = "access", required_unless_present = "gateway")]
+    pub access: Vec<SocketAddr>,
+    /// Ask this gateway (TCP, GATEWAY_LOOKUP) for an access node per connection instead.
+    #[arg(long, conflicts_with = "access")]
+    pub gateway: Option<SocketAddr>,
+    /// The register HTTP API, for accounts and tokens.
+    #[arg(long, default_value = "http://127.0.0.1:8010")]
+    pub register: String,
+    /// Connections to open and log in.
+    #[arg(long, default_value_t = 1000)]
+    pub connections: usize,
+    /// Connections started per second, over all workers.
+    #[arg(long, default_value_t = 1000.0)]
+    pub rate: f64,
+    /// Seconds to hold the connections once all are logged in (at least
+    /// `--settle` plus `--samples` seconds when memory is measured).
+    #[arg(long, default_value_t = 20.0)]
+    pub hold: f64,
+    /// Seconds between PINGs on each held connection (the access node cuts a
+    /// connection silent for 3 heartbeat intervals, 90 s by default).
+    #[arg(long, default_value_t = 30.0)]
+    pub ping_interval: f64,
+    /// Worker processes [default: connections / 19,000, rounded up].
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Source addresses to bind client sockets to, round-robin (each gives
+    /// ~28k ephemeral ports).
+    #[arg(long, value_delimiter = ',', conflicts_with = "source_ip_count")]
+    pub source_ips: Vec<IpAddr>,
+    /// Use source addresses 127.0.0.2 .. 127.0.0.<K+1>.
+    #[arg(long)]
+    pub source_ip_count: Option<u8>,
+    /// An access process to read VmRSS of (repeatable; summed).
+    #[arg(long = "access-pid")]
+    pub access_pid: Vec<u32>,
+    /// An access node's metrics address HOST:PORT, to read its connection gauge (repeatable).
+    #[arg(long = "access-metrics")]
+    pub access_metrics: Vec<String>,
+    /// Accounts are named `<prefix>-<i>`.
+    #[arg(long, default_value = "bench")]
+    pub user_prefix: String,
+    /// The device id of every login.
+    #[arg(long, default_value = "bench")]
+    pub device_id: String,
+    /// Seconds one connection may take to connect and log in.
+    #[arg(long, default_value_t = 30.0)]
+    pub login_timeout: f64,
+    /// Seconds of idleness after the last login before memory is read.
+    #[arg(long, default_value_t = 5.0)]
+    pub settle: f64,
+    /// Memory readings after the flood, one a second; the median is used.
+    #[arg(long, default_value_t = 5)]
+    pub samples: usize,
+    /// Register requests in flight at once while provisioning.
+    #[arg(long, default_value_t = 64)]
+    pub provision_concurrency: usize,
+    /// Ignore cached tokens and log every account in again.
+    #[arg(long)]
+    pub fresh_tokens: bool,
+}
+
+impl Args {
+    fn source_ips(&self) -> Vec<IpAddr> {
+        match self.source_ip_count {
+            Some(count) => (0..count)
+                .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2u8.saturating_add(i))))
+                .collect(),
+            None => self.source_ips.clone(),
+        }
+    }
+
+    fn workers(&self) -> usize {
+        self.workers
+            .unwrap_or_else(|| self.connections.div_ceil(PER_WORKER))
+            .max(1)
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        ensure!(self.connections > 0, "--connections must be positive");
+        ensure!(self.rate > 0.0, "--rate must be positive");
+        ensure!(self.ping_interval > 0.0, "--ping-interval must be positive");
+        ensure!(self.login_timeout > 0.0, "--login-timeout must be positive");
+        ensure!(
+            self.hold >= 0.0 && self.settle >= 0.0,
+            "--hold and --settle must not be negative"
+        );
+        ensure!(
+            self.source_ip_count.is_none_or(|k| (1..=253).contains(&k)),
+            "--source-ip-count must be 1..=253"
+        );
+        let workers = self.workers();
+        ensure!(workers <= self.connections, "more workers than connections");
+        ensure!(
+            self.connections.div_ceil(workers) <= PER_WORKER,
+            "at most {PER_WORKER} connections per worker: use --workers {} or more",
+            self.connections.div_ceil(PER_WORKER)
+        );
+        Ok(())
+    }
+}
+
+/// Runs the scenario and returns its report.
+pub async fn run(args: &Args, out_dir: &Path) -> anyhow::Result<Report> {
+    args.check()?;
+    let workers = args.workers();
+    let per_worker = args.connections.div_ceil(workers);
+    if let Some(limit) = probe::open_files_limit()
+        && limit < per_worker as u64 + 64
+    {
+        eprintln!(
+            "warning: the open-files limit is {limit}, below {per_worker} sockets per worker: run `ulimit -n 20000` first"
+        );
+    }
+    let progress = Progress::new();
+
+    // 1. Accounts and tokens.
+    progress.phase("provisioning", args.connections as u64);
+    let flood_secs = args.connections as f64 / args.rate + args.login_timeout;
+    let cache = out_dir.join(format!("idle-tokens-{}.json", args.user_prefix));
+    let (accounts, provisioned) = provision::accounts(
+        &provision::Plan {
+            register: &args.register,
+            prefix: &args.user_prefix,
+            count: args.connections,
+            concurrency: args.provision_concurrency,
+            valid_for: Duration::from_secs_f64(flood_secs + args.hold + 3600.0),
+            fresh: args.fresh_tokens,
+        },
+        &cache,
+        &progress.bar,
+    )
+    .await?;
+    progress.bar.finish_and_clear();
+    eprintln!(
+        "accounts: {} cached, {} logged in through {} in {:.1} s",
+        provisioned.cached, provisioned.logged_in, args.register, provisioned.secs
+    );
+
+    // 2. The access processes before.
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .context("HTTP client")?;
+    let pids = &args.access_pid;
+    let rss_before = if pids.is_empty() {
+        None
+    } else {
+        Some(probe::rss_median(pids, 3, Duration::from_millis(500)).await?)
+    };
+    let gauge_before = gauge(&http, &args.access_metrics).await?;
+
+    // 3. The flood.
+    let tokens_dir = out_dir.join("idle-workers");
+    std::fs::create_dir_all(&tokens_dir)
+        .with_context(|| format!("create {}", tokens_dir.display()))?;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut children = Vec::with_capacity(workers);
+    let mut stdins = Vec::with_capacity(workers);
+    let sampling = if pids.is_empty() {
+        0.0
+    } else {
+        args.settle + args.samples as f64
+    };
+    for k in 0..workers {
+        let tokens = write_tokens(&tokens_dir, k, workers, &accounts)?;
+        let share = accounts.len().saturating_sub(k).div_ceil(workers);
+        let rate = args.rate * share as f64 / args.connections as f64;
+        let deadline = share as f64 / rate + args.login_timeout + args.hold.max(sampling) + 120.0;
+        let (child, stdin) = spawn_worker(args, &tokens, rate, deadline, k, tx.clone())?;
+        children.push(child);
+        stdins.push(stdin);
+    }
+    drop(tx);
+    let mut flood = Flood::new(workers);
+    let started = Instant::now();
+    progress.phase("logging in", args.connections as u64);
+    let ramp_bound = started + Duration::from_secs_f64(flood_secs + 30.0);
+    flood
+        .pump(&mut rx, &progress, ramp_bound, Flood::ramped)
+        .await;
+    let ramp_wall = started.elapsed().as_secs_f64();
+    let ramped_at = Instant::now();
+    if !flood.ramped() {
+        eprintln!(
+            "warning: not every worker finished logging in within {:.0} s",
+            ramp_wall
+        );
+    }
+    let at_ramp = flood.totals();
+    progress.phase("holding", args.connections as u64);
+
+    // 4. The access processes after, idle.
+    let mut rss_after = None;
+    if !pids.is_empty() {
+        let mut readings = Vec::with_capacity(args.samples.max(1));
+        for i in 0..args.samples.max(1) {
+            let at =
+                ramped_at + Duration::from_secs_f64(args.settle) + SAMPLE_EVERY.mul_f64(i as f64);
+            flood.pump(&mut rx, &progress, at, |_| false).await;
+            readings.push(probe::rss_sum(pids)?);
+        }
+        rss_after = Some((probe::median(&readings), readings));
+    } else {
+        let at = ramped_at + Duration::from_secs_f64(args.settle);
+        flood.pump(&mut rx, &progress, at, |_| false).await;
+    }
+    let measured = flood.totals();
+    let gauge_after = gauge(&http, &args.access_metrics).await?;
+    flood
+        .pump(
+            &mut rx,
+            &progress,
+            ramped_at + Duration::from_secs_f64(args.hold),
+            |_| false,
+        )
+        .await;
+
+    // 5. Close, collect, and read the memory once the connections are gone.
+    progress.phase("closing", args.connections as u64);
+    for mut stdin in stdins {
+        let _ = stdin.write_all(b"close\n").await;
+    }
+    let close_bound = Instant::now() + Duration::from_secs_f64(args.login_timeout) + CLOSE_GRACE;
+    flood
+        .pump(&mut rx, &progress, close_bound, Flood::exited)
+        .await;
+    for mut child in children {
+        if tokio::time::timeout(Duration::from_secs(2), child.wait())
+            .await
+            .is_err()
+        {
+            eprintln!("warning: a worker did not exit; killing it");
+            let _ = child.kill().await;
+        }
+    }
+    progress.bar.finish_and_clear();
+    let rss_closed = if pids.is_empty() {
+        None
+    } else {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        Some(probe::rss_sum(pids)?)
+    };
+
+    let summary = flood.summary()?;
+    let mut report = Report {
+        scenario: "idle".into(),
+        config: serde_json::to_value(args)?,
+        figures: Vec::new(),
+        details: serde_json::Value::Null,
+    };
+    let ramp_secs = flood.ramp_secs();
+    report.add("connections logged in", at_ramp.logged_in as f64, "");
+    report.add("connections failed", at_ramp.failed as f64, "");
+    report.add("connect+login time", ramp_secs, "s");
+    report.add(
+        "connect+login rate",
+        at_ramp.logged_in as f64 / ramp_secs.max(f64::EPSILON),
+        "logins/s",
+    );
+    for (label, q) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999)] {
+        report.add(
+            &format!("login latency {label}"),
+            ms(summary.latency.value_at_quantile(q)),
+            "ms",
+        );
+    }
+    report.add("login latency max", ms(summary.latency.max()), "ms");
+    report.add(
+        "connections held at measurement",
+        measured.logged_in as f64,
+        "",
+    );
+    if let (Some(before), Some(after)) = (gauge_before, gauge_after) {
+        report.add("access connections gauge before", before, "");
+        report.add("access connections gauge at measurement", after, "");
+    }
+    if let (Some((before, _)), Some((after, _))) = (&rss_before, &rss_after) {
+        report.add("access VmRSS before", *before as f64, "bytes");
+        report.add("access VmRSS idle (median)", *after as f64, "bytes");
+        let held = measured.logged_in.max(1) as f64;
+        report.add(
+            "access VmRSS per connection",
+            (*after as f64 - *before as f64) / held,
+            "bytes",
+        );
+    }
+    if let Some(closed) = rss_closed {
+        report.add("access VmRSS after close", closed as f64, "bytes");
+    }
+    report.add("pings sent", summary.pings as f64, "");
+    report.add("pongs received", summary.pongs as f64, "");
+    report.add("held until close", summary.held as f64, "");
+    for (kind, count) in &summary.failures {
+        report.add(&format!("failed: {kind}"), *count as f64, "");
+    }
+    report.details = serde_json::json!({
+        "workers": workers,
+        "source_ips": args.source_ips(),
+        "provisioning": provisioned,
+        "ramp_secs_by_worker": flood.ramp,
+        "ramp_wall_secs": ramp_wall,
+        "rss_before_samples": rss_before.map(|(_, s)| s),
+        "rss_idle_samples": rss_after.map(|(_, s)| s),
+        "failures": summary.failures,
+        "open_files_limit": probe::open_files_limit(),
+    });
+    Ok(report)
+}
+
+fn ms(micros: u64) -> f64 {
+    micros as f64 / 1000.0
+}
+
+/// The access nodes' connection gauge, when their metrics addresses are given.
+async fn gauge(http: &reqwest::Client, addrs: &[String]) -> anyhow::Result<Option<f64>> {
+    if addrs.is_empty() {
+        return Ok(None);
+    }
+    probe::connections(http, addrs).await.map(Some)
+}
+
+/// Writes worker `k`'s share (every `workers`-th account from `k`) as `<index> <token>` lines.
+fn write_tokens(
+    dir: &Path,
+    k: usize,
+    workers: usize,
+    accounts: &[provision::Account],
+) -> anyhow::Result<PathBuf> {
+    let path = dir.join(format!("worker-{k}.tokens"));
+    let mut file = std::io::BufWriter::new(
+        std::fs::File::create(&path).with_context(|| format!("create {}", path.display()))?,
+    );
+    for (index, account) in accounts.iter().enumerate().skip(k).step_by(workers) {
+        writeln!(file, "{index} {}", account.token)?;
+    }
+    file.flush()?;
+    Ok(path)
+}
+
+/// What the parent hears from its workers.
+#[derive(Debug)]
+enum Heard {
+    Event(usize, Event),
+    Exited(usize),
+}
+
+/// Starts worker `k` as `<this program> idle-worker ...` and forwards its stdout lines.
+fn spawn_worker(
+    args: &Args,
+    tokens: &Path,
+    rate: f64,
+    deadline: f64,
+    k: usize,
+    heard: mpsc::UnboundedSender<Heard>,
+) -> anyhow::Result<(Child, ChildStdin)> {
+    let exe = std::env::current_exe().context("this program's path")?;
+    let mut command = Command::new(exe);
+    command
+        .arg("idle-worker")
+        .arg("--tokens")
+        .arg(tokens)
+        .arg(format!("--rate={rate}"))
+        .arg(format!("--ping-interval={}", args.ping_interval))
+        .arg(format!("--login-timeout={}", args.login_timeout))
+        .arg(format!("--device-id={}", args.device_id))
+        .arg(format!("--deadline={deadline}"));
+    for access in &args.access {
+        command.arg(format!("--access={access}"));
+    }
+    if let Some(gateway) = args.gateway {
+        command.arg(format!("--gateway={gateway}"));
+    }
+    let ips = args.source_ips();
+    if !ips.is_empty() {
+        let list: Vec<String> = ips.iter().map(ToString::to_string).collect();
+        command.arg(format!("--source-ips={}", list.join(",")));
+    }
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .context("start a worker")?;
+    let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        bail!("a worker's pipes are missing");
+    };
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            match serde_json::from_str(&line) {
+                Ok(event) => {
+                    let _ = heard.send(Heard::Event(k, event));
+                }
+                Err(_) => eprintln!("worker {k}: {line}"),
+            }
+        }
+        let _ = heard.send(Heard::Exited(k));
+    });
+    Ok((child, stdin))
+}
+
+/// What the workers have said so far.
+#[derive(Debug)]
+struct Flood {
+    counts: Vec<Counts>,
+    ramp: Vec<Option<f64>>,
+    summaries: Vec<Option<Summary>>,
+    exited: Vec<bool>,
+}
+
+/// The workers' summaries merged.
+struct Merged {
+    latency: Histogram<u64>,
+    failures: std::collections::BTreeMap<String, u64>,
+    pings: u64,
+    pongs: u64,
+    held: u64,
+}
+
+impl Flood {
+    fn new(workers: usize) -> Self {
+        Self {
+            counts: vec![Counts::default(); workers],
+            ramp: vec![None; workers],
+            summaries: vec![None; workers],
+            exited: vec![false; workers],
+        }
+    }
+
+    fn hear(&mut self, heard: Heard) {
+        match heard {
+            Heard::Event(k, Event::Progress(counts)) => self.counts[k] = counts,
+            Heard::Event(k, Event::Ramped { counts, ramp_secs }) => {
+                self.counts[k] = counts;
+                self.ramp[k] = Some(ramp_secs);
+            }
+            Heard::Event(k, Event::Done(summary)) => {
+                self.counts[k].logged_in = 0;
+                self.summaries[k] = Some(summary);
+            }
+            Heard::Exited(k) => self.exited[k] = true,
+        }
+    }
+
+    /// Every worker has logged all its connections in (or failed them), or is gone.
+    fn ramped(&self) -> bool {
+        self.ramp
+            .iter()
+            .zip(&self.exited)
+            .all(|(r, e)| r.is_some() || *e)
+    }
+
+    fn exited(&self) -> bool {
+        self.exited.iter().all(|e| *e)
+    }
+
+    fn totals(&self) -> Counts {
+        self.counts.iter().fold(Counts::default(), |a, c| Counts {
+            started: a.started + c.started,
+            logged_in: a.logged_in + c.logged_in,
+            failed: a.failed + c.failed,
+        })
+    }
+
+    /// The longest worker ramp: the workers start together, so this is the flood's length.
+    fn ramp_secs(&self) -> f64 {
+        self.ramp.iter().flatten().copied().fold(0.0, f64::max)
+    }
+
+    /// Takes in what the workers say until `until` or until `done` holds.
+    async fn pump(
+        &mut self,
+        rx: &mut mpsc::UnboundedReceiver<Heard>,
+        progress: &Progress,
+        until: Instant,
+        done: impl Fn(&Flood) -> bool,
+    ) {
+        while !done(self) {
+            tokio::select! {
+                heard = rx.recv() => match heard {
+                    Some(heard) => self.hear(heard),
+                    None => {
+                        // Every worker's stdout is closed: nothing more will come.
+                        self.exited.iter_mut().for_each(|e| *e = true);
+                        if !done(self) {
+                            sleep_until(until).await;
+                        }
+                        return;
+                    }
+                },
+                () = sleep_until(until) => return,
+            }
+            progress.show(self.totals());
+        }
+    }
+
+    fn summary(&self) -> anyhow::Result<Merged> {
+        let mut merged = Merged {
+            latency: events::latency_histogram()?,
+            failures: Default::default(),
+            pings: 0,
+            pongs: 0,
+            held: 0,
+        };
+        for (k, summary) in self.summaries.iter().enumerate() {
+            let Some(summary) = summary else {
+                eprintln!("warning: worker {k} sent no summary");
+                continue;
+            };
+            events::merge(&mut merged.latency, &summary.latency_us);
+            for (kind, count) in &summary.failures {
+                *merged.failures.entry(kind.clone()).or_default() += count;
+            }
+            merged.pings += summary.pings;
+            merged.pongs += summary.pongs;
+            merged.held += summary.held;
+        }
+        Ok(merged)
+    }
+}
+
+/// The progress bar on a terminal, or a plain line every few seconds elsewhere.
+struct Progress {
+    bar: ProgressBar,
+    plain: bool,
+    phase: std::sync::Mutex<(&'static str, std::time::Instant)>,
+}
+
+impl Progress {
+    fn new() -> Self {
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(4));
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix:>12} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        Self {
+            bar,
+            plain: !std::io::stderr().is_terminal(),
+            phase: std::sync::Mutex::new(("", std::time::Instant::now())),
+        }
+    }
+
+    fn phase(&self, name: &'static str, len: u64) {
+        self.bar.reset();
+        self.bar.set_prefix(name);
+        self.bar.set_length(len);
+        if let Ok(mut phase) = self.phase.lock() {
+            *phase = (name, std::time::Instant::now());
+        }
+        if self.plain {
+            eprintln!("{name}...");
+        }
+    }
+
+    fn show(&self, counts: Counts) {
+        self.bar.set_position(counts.logged_in + counts.failed);
+        self.bar.set_message(format!(
+            "started {} logged in {} failed {}",
+            counts.started, counts.logged_in, counts.failed
+        ));
+        if self.plain
+            && let Ok(mut phase) = self.phase.lock()
+            && phase.1.elapsed() >= PLAIN_PROGRESS_EVERY
+        {
+            phase.1 = std::time::Instant::now();
+            eprintln!(
+                "{}: started {} logged in {} failed {}",
+                phase.0, counts.started, counts.logged_in, counts.failed
+            );
+        }
+    }
+}

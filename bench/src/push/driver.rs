@@ -1,0 +1,161 @@
+//! The sending side: several concurrent Push RPC streams, each on its own
+//! HTTP/2 connection, every request naming `batch` users.
+//!
+//! A stream sends its next request when the last one is answered and the
+//! frames still on their way (sent minus counted by the receivers) are under
+//! the window: the access node answers a push once the frames are queued, not
+//! written, so without the window a driver faster than the node would only
+//! grow the node's queues.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use fishchat_codec::pb::StoredMessage;
+use fishchat_rpc::access::access_client::AccessClient;
+use fishchat_rpc::access::{Delivery, PushRequest};
+use hdrhistogram::Histogram;
+use tokio::time::Instant;
+use tonic::transport::Channel;
+
+use super::clock;
+use super::receiver::Shared;
+
+/// Longest one push RPC may take.
+const RPC_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a stream waits before looking at the window again.
+const WINDOW_WAIT: Duration = Duration::from_micros(500);
+
+/// How requests are made.
+#[derive(Debug, Clone)]
+pub struct Shape {
+    /// Users named per request.
+    pub batch: usize,
+    /// Messages per delivery.
+    pub messages: usize,
+    /// Bytes of each message body.
+    pub body_bytes: usize,
+    /// One delivery naming all the batch's users (a group fan-out: one frame
+    /// shared by all) instead of one delivery per user.
+    pub shared_delivery: bool,
+    /// Frames sent and not yet received beyond which streams wait.
+    pub window: u64,
+}
+
+/// Counters of the streams.
+#[derive(Debug, Default)]
+pub struct Sent {
+    /// RPCs answered.
+    pub rpcs: AtomicU64,
+    /// RPCs that failed.
+    pub errors: AtomicU64,
+    /// Frames asked for (users named × frames per delivery), before the reply.
+    pub issued: AtomicU64,
+    /// Connections the replies said a frame was queued on.
+    pub delivered: AtomicU64,
+    /// Users the replies said were absent.
+    pub absent: AtomicU64,
+    cursor: AtomicUsize,
+}
+
+/// Connects one Push client per stream.
+pub async fn connect(
+    push_addr: &str,
+    streams: usize,
+) -> anyhow::Result<Vec<AccessClient<Channel>>> {
+    let mut clients = Vec::with_capacity(streams);
+    for _ in 0..streams.max(1) {
+        let channel = Channel::from_shared(format!("http://{push_addr}"))
+            .context("push address")?
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(RPC_TIMEOUT)
+            .connect()
+            .await
+            .with_context(|| format!("connect to the push gRPC at {push_addr}"))?;
+        clients.push(AccessClient::new(channel).max_decoding_message_size(16 << 20));
+    }
+    Ok(clients)
+}
+
+/// Runs one stream until `until`; returns its RPC latencies in µs.
+pub async fn stream(
+    mut client: AccessClient<Channel>,
+    users: Arc<Vec<u64>>,
+    shape: Shape,
+    sent: Arc<Sent>,
+    receivers: Arc<Shared>,
+    until: Instant,
+) -> anyhow::Result<Histogram<u64>> {
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+    let per_request = shape.batch.min(users.len()).max(1);
+    let mut seq = 0u64;
+    while Instant::now() < until {
+        let issued = sent.issued.load(Ordering::Relaxed);
+        if issued.saturating_sub(receivers.frames.load(Ordering::Relaxed)) > shape.window {
+            tokio::time::sleep(WINDOW_WAIT).await;
+            continue;
+        }
+        let start = sent.cursor.fetch_add(per_request, Ordering::Relaxed);
+        let named: Vec<u64> = (0..per_request)
+            .map(|i| users[(start + i) % users.len()])
+            .collect();
+        seq += 1;
+        let request = request(&named, &shape, seq);
+        sent.issued.fetch_add(per_request as u64, Ordering::Relaxed);
+        let began = std::time::Instant::now();
+        match client.push(request).await {
+            Ok(reply) => {
+                let reply = reply.into_inner();
+                let _ = latency.record(began.elapsed().as_micros().max(1) as u64);
+                sent.rpcs.fetch_add(1, Ordering::Relaxed);
+                sent.delivered
+                    .fetch_add(u64::from(reply.delivered_connections), Ordering::Relaxed);
+                sent.absent
+                    .fetch_add(reply.absent_user_ids.len() as u64, Ordering::Relaxed);
+                // Absent users get no frame: take them out of what is on its way.
+                let missing = per_request as u64
+                    - u64::from(reply.delivered_connections).min(per_request as u64);
+                sent.issued.fetch_sub(missing, Ordering::Relaxed);
+            }
+            Err(status) => {
+                sent.errors.fetch_add(1, Ordering::Relaxed);
+                sent.issued.fetch_sub(per_request as u64, Ordering::Relaxed);
+                if sent.errors.load(Ordering::Relaxed) == 1 {
+                    eprintln!("push RPC failed: {status}");
+                }
+            }
+        }
+    }
+    Ok(latency)
+}
+
+/// One push request to `users`, stamped now.
+fn request(users: &[u64], shape: &Shape, seq: u64) -> PushRequest {
+    let body = clock::stamped(clock::now_us(), shape.body_bytes);
+    let messages: Vec<StoredMessage> = (0..shape.messages.max(1) as u64)
+        .map(|i| StoredMessage {
+            seq: seq * shape.messages.max(1) as u64 + i,
+            server_msg_id: seq,
+            from_user_id: 1,
+            body: body.clone(),
+            timestamp_ms: i64::try_from(clock::now_us() / 1000).unwrap_or(0),
+            ..StoredMessage::default()
+        })
+        .collect();
+    let deliveries = if shape.shared_delivery {
+        vec![Delivery {
+            user_ids: users.to_vec(),
+            messages,
+        }]
+    } else {
+        users
+            .iter()
+            .map(|&user| Delivery {
+                user_ids: vec![user],
+                messages: messages.clone(),
+            })
+            .collect()
+    };
+    PushRequest { deliveries }
+}
