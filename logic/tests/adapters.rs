@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use fishchat_e2e::{kafka_admin, kafka_config, redis_url, unique_name, wait_until};
 use fishchat_logic::adapters::kafka::{KafkaConfig, KafkaPublisher};
-use fishchat_logic::adapters::redis::{RedisDedup, RedisIds};
+use fishchat_logic::adapters::redis::{IDS_PER_MS, RedisDedup, RedisIds};
 use fishchat_logic::ports::{Accepted, Dedup, IdSource, Kind, Publisher};
 use fishchat_rpc::events::{ChatEvent, chat_event::Conversation};
 use prost::Message as _;
@@ -85,6 +85,21 @@ async fn ids_stay_above_every_earlier_id_when_redis_loses_the_counter() {
     for _ in 0..25 {
         before.push(ids.next_id().await.unwrap());
     }
+    // The guarantee holds once the clock has passed the ids handed out (1024 per ms),
+    // which a real Redis restart always gives: wait for that, not a fixed time.
+    let highest = *before.iter().max().unwrap();
+    wait_until(
+        Duration::from_secs(5),
+        "the time floor to pass the ids given",
+        async || {
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64;
+            (now_ms * IDS_PER_MS > highest).then_some(())
+        },
+    )
+    .await;
     // Redis restarts without the counter; a freshly started logic node asks again.
     let _: () = redis::cmd("DEL")
         .arg(format!("{prefix}msg_id"))
