@@ -438,7 +438,7 @@ async fn an_unauthenticated_socket_is_closed_after_the_login_deadline() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_silent_logged_in_socket_is_closed_and_a_pinging_one_kept() {
-    let h = Harness::start(FakeLogic::default(), |c| c.heartbeat_interval_ms = 200).await;
+    let h = Harness::start(FakeLogic::default(), |c| c.heartbeat_interval_ms = 500).await;
     let mut silent = h.login(1, "d").await;
     let mut pinging = h.login(2, "d").await;
     let kicked = tokio::spawn(async move { silent.until_closed().await });

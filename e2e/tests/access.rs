@@ -181,7 +181,7 @@ async fn silent_sockets_are_closed_at_their_deadlines_and_sessions_removed() {
     cluster
         .add_access(&[
             ("LOGIN_DEADLINE_MS", "500"),
-            ("HEARTBEAT_INTERVAL_MS", "300"),
+            ("HEARTBEAT_INTERVAL_MS", "1000"),
         ])
         .await;
     let addr = cluster.access[0].client;
