@@ -75,7 +75,10 @@ pub fn consumer(
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "false")
-        .set("session.timeout.ms", "10000");
+        .set("session.timeout.ms", "10000")
+        // The broker may hold a fetch this long waiting for data; librdkafka's
+        // 500 ms default put a half-second floor under every delivery.
+        .set("fetch.wait.max.ms", "10");
     if let Some(instance) = instance_id {
         config.set("group.instance.id", instance);
     }
