@@ -3,8 +3,10 @@
 //! figures, with its configuration, as JSON.
 
 mod baseline;
+mod chat;
 mod codec;
 mod idle;
+mod mqtt;
 mod push;
 mod report;
 
@@ -43,6 +45,18 @@ enum Scenario {
     /// The baseline server of the push scenario: plain tokio, one task per
     /// connection, the same client protocol and Push gRPC.
     TokioServer(baseline::Args),
+    /// The Mosquitto baseline of `idle`: N MQTT subscribers, one topic each,
+    /// only PINGREQ; connect+subscribe latency and the broker's memory per connection.
+    MqttIdle(mqtt::IdleArgs),
+    /// The Mosquitto baseline of fan-out: N MQTT subscribers, one topic each,
+    /// one publisher round-robin over them; deliveries per second and latency.
+    MqttFanout(mqtt::FanoutArgs),
+    /// Pairs of users, A sending to B at a rate through the whole system:
+    /// sent, acked, delivered, lost, duplicated, delivery latency.
+    P2p(chat::P2pArgs),
+    /// Groups with one sender each, every member receiving: fan-out
+    /// deliveries per second, latency, lost, duplicated.
+    Group(chat::GroupArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -58,8 +72,20 @@ fn main() -> anyhow::Result<()> {
         Scenario::Push(args) => {
             tokio::runtime::Runtime::new()?.block_on(push::run(&args, &cli.out_dir))?
         }
+        Scenario::P2p(args) => {
+            tokio::runtime::Runtime::new()?.block_on(chat::p2p(&args, &cli.out_dir))?
+        }
+        Scenario::Group(args) => {
+            tokio::runtime::Runtime::new()?.block_on(chat::group(&args, &cli.out_dir))?
+        }
         Scenario::TokioServer(args) => {
             return tokio::runtime::Runtime::new()?.block_on(baseline::run(&args));
+        }
+        Scenario::MqttIdle(args) => {
+            tokio::runtime::Runtime::new()?.block_on(mqtt::run_idle(&args))?
+        }
+        Scenario::MqttFanout(args) => {
+            tokio::runtime::Runtime::new()?.block_on(mqtt::run_fanout(&args))?
         }
     };
     report.print();

@@ -11,9 +11,9 @@
 //! bytes per connection = (after − before) / connections logged in.
 
 mod events;
-mod probe;
+pub(crate) mod probe;
 pub(crate) mod provision;
-mod wire;
+pub(crate) mod wire;
 pub mod worker;
 
 use std::io::{IsTerminal as _, Write as _};

@@ -23,31 +23,38 @@ pub struct Wire {
 pub struct Failure(pub String);
 
 impl Failure {
-    fn io(stage: &str, err: &std::io::Error) -> Self {
+    /// A failure of the I/O `stage` ("connect", "read", ...), by error kind.
+    pub(crate) fn io(stage: &str, err: &std::io::Error) -> Self {
         Failure(format!("{stage}: {:?}", err.kind()))
     }
+}
+
+/// A TCP connection to `target` from `source` (each source address has its
+/// own ephemeral ports), without Nagle: frames are written whole.
+pub(crate) async fn dial(target: SocketAddr, source: Option<IpAddr>) -> Result<TcpStream, Failure> {
+    let socket = if target.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(|e| Failure::io("socket", &e))?;
+    if let Some(ip) = source {
+        socket
+            .bind(SocketAddr::new(ip, 0))
+            .map_err(|e| Failure::io("bind", &e))?;
+    }
+    let stream = socket
+        .connect(target)
+        .await
+        .map_err(|e| Failure::io("connect", &e))?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
 }
 
 impl Wire {
     /// Connects to `target`, from `source` (port chosen by the kernel) when given.
     pub async fn connect(target: SocketAddr, source: Option<IpAddr>) -> Result<Wire, Failure> {
-        let socket = if target.is_ipv4() {
-            TcpSocket::new_v4()
-        } else {
-            TcpSocket::new_v6()
-        }
-        .map_err(|e| Failure::io("socket", &e))?;
-        if let Some(ip) = source {
-            socket
-                .bind(SocketAddr::new(ip, 0))
-                .map_err(|e| Failure::io("bind", &e))?;
-        }
-        let stream = socket
-            .connect(target)
-            .await
-            .map_err(|e| Failure::io("connect", &e))?;
-        // Frames are written whole; Nagle would only add latency.
-        let _ = stream.set_nodelay(true);
+        let stream = dial(target, source).await?;
         Ok(Wire {
             stream,
             input: BytesMut::new(),

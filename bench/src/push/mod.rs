@@ -8,7 +8,7 @@
 //! process unless `--tokio-addr` names a running one), and the report gives
 //! their ratios.
 
-mod clock;
+pub(crate) mod clock;
 mod driver;
 mod procstat;
 mod receiver;

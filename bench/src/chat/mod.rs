@@ -1,0 +1,205 @@
+//! The `p2p` and `group` scenarios: real chat traffic through the whole
+//! system (access, logic, Kafka, msg_job, storage, push), measured where it
+//! arrives.
+//!
+//! Every user gets one connection. Senders send at a fixed rate, each
+//! message stamped with its send time; every connection counts the PUSH
+//! frames it receives (deduplicated by server_msg_id) and their latency.
+//! After the send window the run waits for stragglers, then SYNCs every
+//! inbox to tell a message stored but never pushed from one that was lost.
+
+mod groups;
+mod member;
+mod run;
+mod tally;
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::ensure;
+use serde::Serialize;
+
+use crate::idle::provision;
+use crate::report::Report;
+use member::Target;
+use run::{Plan, Seat};
+
+/// What both scenarios take.
+#[derive(Debug, Clone, clap::Args, Serialize)]
+pub struct Common {
+    /// An access node's client address (repeatable; connections go round-robin).
+    #[arg(long = "access", required_unless_present = "gateway")]
+    pub access: Vec<SocketAddr>,
+    /// Ask this gateway (TCP, GATEWAY_LOOKUP) for an access node per connection instead.
+    #[arg(long, conflicts_with = "access")]
+    pub gateway: Option<SocketAddr>,
+    /// The register HTTP API, for accounts, tokens and groups.
+    #[arg(long, default_value = "http://127.0.0.1:8010")]
+    pub register: String,
+    /// Messages per second each sender sends.
+    #[arg(long, default_value_t = 10.0)]
+    pub rate: f64,
+    /// Seconds of sending.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Bytes of each message body (the first 8 carry the send time).
+    #[arg(long, default_value_t = 16)]
+    pub body_bytes: usize,
+    /// Seconds to wait after the sending for acks and pushes still on their way.
+    #[arg(long, default_value_t = 10.0)]
+    pub drain: f64,
+    /// Seconds a connection may take to connect and log in.
+    #[arg(long, default_value_t = 30.0)]
+    pub login_timeout: f64,
+    /// Accounts are named `<prefix>-<i>`; their tokens are cached per prefix.
+    #[arg(long, default_value = "bench-chat")]
+    pub user_prefix: String,
+    /// Register requests in flight at once while provisioning.
+    #[arg(long, default_value_t = 64)]
+    pub provision_concurrency: usize,
+    /// Ignore cached tokens and log every account in again.
+    #[arg(long)]
+    pub fresh_tokens: bool,
+}
+
+impl Common {
+    fn check(&self) -> anyhow::Result<()> {
+        ensure!(
+            self.rate > 0.0 && self.rate.is_finite(),
+            "--rate must be positive"
+        );
+        ensure!(
+            self.seconds > 0.0 && self.seconds.is_finite(),
+            "--seconds must be positive"
+        );
+        ensure!(
+            self.drain >= 0.0 && self.login_timeout > 0.0,
+            "--drain must not be negative and --login-timeout must be positive"
+        );
+        Ok(())
+    }
+}
+
+/// Parameters of the p2p scenario.
+#[derive(Debug, Clone, clap::Args, Serialize)]
+pub struct P2pArgs {
+    /// Pairs of users; in each, A sends to B.
+    #[arg(long, default_value_t = 100)]
+    pub pairs: usize,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub common: Common,
+}
+
+/// Parameters of the group scenario.
+#[derive(Debug, Clone, clap::Args, Serialize)]
+pub struct GroupArgs {
+    /// Groups; each has one sender.
+    #[arg(long, default_value_t = 10)]
+    pub groups: usize,
+    /// Members per group, the sender included.
+    #[arg(long, default_value_t = 10)]
+    pub size: usize,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub common: Common,
+}
+
+/// Runs the p2p scenario: user `2k` sends to user `2k+1`.
+pub async fn p2p(args: &P2pArgs, out_dir: &Path) -> anyhow::Result<Report> {
+    let common = &args.common;
+    common.check()?;
+    ensure!(args.pairs > 0, "--pairs must be positive");
+    let accounts = accounts("p2p", common, 2 * args.pairs, out_dir).await?;
+    let seats = accounts
+        .chunks_exact(2)
+        .enumerate()
+        .flat_map(|(k, pair)| {
+            [
+                Seat {
+                    account: pair[0].clone(),
+                    target: Some(Target::User(pair[1].user_id)),
+                    receivers: vec![2 * k + 1],
+                },
+                Seat {
+                    account: pair[1].clone(),
+                    target: None,
+                    receivers: Vec::new(),
+                },
+            ]
+        })
+        .collect();
+    let plan = Plan {
+        scenario: "p2p",
+        seats,
+    };
+    run::run(plan, common, serde_json::to_value(args)?).await
+}
+
+/// Runs the group scenario: in every group, the first member sends.
+pub async fn group(args: &GroupArgs, out_dir: &Path) -> anyhow::Result<Report> {
+    let common = &args.common;
+    common.check()?;
+    ensure!(args.groups > 0, "--groups must be positive");
+    ensure!(args.size >= 2, "--size must be at least 2");
+    let accounts = accounts("group", common, args.groups * args.size, out_dir).await?;
+    let ids = groups::create(
+        &common.register,
+        &common.user_prefix,
+        &accounts,
+        args.size,
+        common.provision_concurrency,
+    )
+    .await?;
+    let seats = accounts
+        .iter()
+        .enumerate()
+        .map(|(i, account)| {
+            let (g, k) = (i / args.size, i % args.size);
+            let first = g * args.size;
+            Seat {
+                account: account.clone(),
+                target: (k == 0).then(|| Target::Group(ids[g])),
+                receivers: if k == 0 {
+                    (first + 1..first + args.size).collect()
+                } else {
+                    Vec::new()
+                },
+            }
+        })
+        .collect();
+    let plan = Plan {
+        scenario: "group",
+        seats,
+    };
+    run::run(plan, common, serde_json::to_value(args)?).await
+}
+
+/// `count` accounts with tokens, cached in `<out-dir>/<scenario>-tokens-<prefix>.json`.
+async fn accounts(
+    scenario: &str,
+    common: &Common,
+    count: usize,
+    out_dir: &Path,
+) -> anyhow::Result<Vec<provision::Account>> {
+    let cache = out_dir.join(format!("{scenario}-tokens-{}.json", common.user_prefix));
+    let run_secs = common.login_timeout + common.seconds + common.drain + 600.0;
+    let (accounts, provisioned) = provision::accounts(
+        &provision::Plan {
+            register: &common.register,
+            prefix: &common.user_prefix,
+            count,
+            concurrency: common.provision_concurrency,
+            valid_for: std::time::Duration::from_secs_f64(run_secs),
+            fresh: common.fresh_tokens,
+        },
+        &cache,
+        &indicatif::ProgressBar::hidden(),
+    )
+    .await?;
+    eprintln!(
+        "accounts: {} cached, {} logged in through {} in {:.1} s",
+        provisioned.cached, provisioned.logged_in, common.register, provisioned.secs
+    );
+    Ok(accounts)
+}

@@ -1,0 +1,113 @@
+//! `mqtt-idle`: N subscribers that only PINGREQ, and the broker's resident
+//! memory per connection, measured as the `idle` scenario measures the access
+//! node: VmRSS median before, median after `--settle` seconds of idleness,
+//! divided by the subscribers held.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::time::{Instant, sleep_until};
+
+use super::{ConnectArgs, add_setup, fleet};
+use crate::idle::probe;
+use crate::report::Report;
+
+/// Time between two memory readings after the flood.
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+/// Parameters of `mqtt-idle`.
+#[derive(Debug, Clone, clap::Args, Serialize)]
+pub struct IdleArgs {
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub(super) connect: ConnectArgs,
+    /// Seconds to hold the subscribers once all are in.
+    #[arg(long, default_value_t = 20.0)]
+    pub(super) hold: f64,
+    /// The broker's pid, to read its VmRSS.
+    #[arg(long)]
+    pub(super) broker_pid: Option<u32>,
+    /// Seconds of idleness after the last SUBACK before memory is read.
+    #[arg(long, default_value_t = 5.0)]
+    pub(super) settle: f64,
+    /// Memory readings after the flood, one a second; the median is used.
+    #[arg(long, default_value_t = 5)]
+    pub(super) samples: usize,
+}
+
+/// Runs `mqtt-idle` and returns its report.
+pub async fn run(args: &IdleArgs) -> anyhow::Result<Report> {
+    args.connect.check()?;
+    anyhow::ensure!(
+        args.hold >= 0.0 && args.settle >= 0.0,
+        "--hold and --settle must not be negative"
+    );
+    let pids: Vec<u32> = args.broker_pid.into_iter().collect();
+    let rss_before = if pids.is_empty() {
+        None
+    } else {
+        Some(probe::rss_median(&pids, 3, Duration::from_millis(500)).await?)
+    };
+
+    let fleet = fleet::open(
+        args.connect.plan(),
+        args.connect.connections,
+        args.connect.rate,
+    )
+    .await;
+    let ramped_at = Instant::now();
+    sleep_until(ramped_at + Duration::from_secs_f64(args.settle)).await;
+    let rss_idle = if pids.is_empty() {
+        None
+    } else {
+        Some(probe::rss_median(&pids, args.samples, SAMPLE_EVERY).await?)
+    };
+    let held_at_measurement = fleet.counters.live.load(Ordering::Relaxed);
+    sleep_until(ramped_at + Duration::from_secs_f64(args.hold)).await;
+    let mut report = Report {
+        scenario: "mqtt-idle".into(),
+        config: serde_json::to_value(args)?,
+        figures: Vec::new(),
+        details: serde_json::Value::Null,
+    };
+    add_setup(&mut report, &fleet);
+    let setup_failures = fleet.failures.clone();
+    let closed = fleet.close().await;
+    let rss_closed = if pids.is_empty() {
+        None
+    } else {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        Some(probe::rss_sum(&pids)?)
+    };
+
+    report.add(
+        "connections held at measurement",
+        held_at_measurement as f64,
+        "",
+    );
+    if let (Some((before, _)), Some((idle, _))) = (&rss_before, &rss_idle) {
+        report.add("broker VmRSS before", *before as f64, "bytes");
+        report.add("broker VmRSS idle (median)", *idle as f64, "bytes");
+        report.add(
+            "broker VmRSS per connection",
+            (*idle as f64 - *before as f64) / held_at_measurement.max(1) as f64,
+            "bytes",
+        );
+    }
+    if let Some(closed) = rss_closed {
+        report.add("broker VmRSS after close", closed as f64, "bytes");
+    }
+    report.add("pingreqs sent", closed.pings as f64, "");
+    report.add("pingresps received", closed.pongs as f64, "");
+    report.add("held until close", closed.held as f64, "");
+    for (kind, count) in setup_failures.iter().chain(&closed.failures) {
+        report.add(&format!("failed: {kind}"), *count as f64, "");
+    }
+    report.details = serde_json::json!({
+        "rss_before_samples": rss_before.map(|(_, s)| s),
+        "rss_idle_samples": rss_idle.map(|(_, s)| s),
+        "open_files_limit": probe::open_files_limit(),
+    });
+    Ok(report)
+}

@@ -1,0 +1,107 @@
+//! The `p2p` and `group` scenarios end to end: the bench binary against a
+//! whole cluster (register, manager, logic, msg_job and a real access node,
+//! each its own process on the real servers); a small run must lose nothing
+//! and deliver nothing twice.
+#![allow(clippy::unwrap_used)] // a test: a failed step should panic where it happened.
+
+use std::path::Path;
+use std::time::Duration;
+
+use fishchat_e2e::cluster::Cluster;
+use serde_json::Value;
+
+/// Longest one bench run may take (a debug build on a busy machine).
+const RUN_DEADLINE: Duration = Duration::from_secs(180);
+
+async fn cluster(test: &str) -> Cluster {
+    let mut cluster = Cluster::start(test).await;
+    cluster.add_access(&[]).await;
+    cluster
+}
+
+/// Runs the bench with `args` against `cluster`; returns its JSON report.
+async fn bench(cluster: &Cluster, out: &Path, scenario: &str, args: &[&str]) -> Value {
+    let access = cluster.access[0].client.to_string();
+    let register = format!("http://{}", cluster.register_http);
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_fishchat-bench"))
+        .arg("--out-dir")
+        .arg(out)
+        .arg(scenario)
+        .args(["--access", &access, "--register", &register])
+        .args(["--user-prefix", &cluster.name, "--drain", "20"])
+        .args(args)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let status = tokio::time::timeout(RUN_DEADLINE, child.wait())
+        .await
+        .expect("the bench run ended in time")
+        .unwrap();
+    assert!(
+        status.success(),
+        "fishchat-bench {scenario} failed: {status}"
+    );
+    let json = std::fs::read(out.join(format!("{scenario}.json"))).unwrap();
+    serde_json::from_slice(&json).unwrap()
+}
+
+/// A count from the report's totals.
+fn total(report: &Value, name: &str) -> u64 {
+    report["details"]["totals"][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no total {name} in {report:#}"))
+}
+
+/// Every acked message reached every receiver by PUSH, once.
+fn assert_all_delivered_once(report: &Value, connections: u64, expected: u64) {
+    let summary = format!("{report:#}");
+    assert_eq!(total(report, "logged_in"), connections, "{summary}");
+    assert!(total(report, "acked") > 0, "{summary}");
+    assert_eq!(total(report, "acked"), total(report, "sent"), "{summary}");
+    assert_eq!(total(report, "expected"), expected, "{summary}");
+    assert_eq!(total(report, "delivered_expected"), expected, "{summary}");
+    assert_eq!(total(report, "stored_not_pushed"), 0, "{summary}");
+    assert_eq!(total(report, "lost"), 0, "{summary}");
+    assert_eq!(total(report, "unchecked"), 0, "{summary}");
+    assert_eq!(total(report, "duplicated"), 0, "{summary}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn p2p_delivers_every_acked_message_once() {
+    let cluster = cluster("bench-p2p").await;
+    let out = tempfile::tempdir().unwrap();
+    // 4 pairs, 10 messages/s for 0.5 s: about 20 messages.
+    let report = bench(
+        &cluster,
+        out.path(),
+        "p2p",
+        &["--pairs", "4", "--rate", "10", "--seconds", "0.5"],
+    )
+    .await;
+    let acked = total(&report, "acked");
+    assert_all_delivered_once(&report, 8, acked);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn group_fans_every_acked_message_out_to_every_member_once() {
+    let cluster = cluster("bench-group").await;
+    let out = tempfile::tempdir().unwrap();
+    let report = bench(
+        &cluster,
+        out.path(),
+        "group",
+        &[
+            "--groups",
+            "1",
+            "--size",
+            "5",
+            "--rate",
+            "10",
+            "--seconds",
+            "1",
+        ],
+    )
+    .await;
+    let acked = total(&report, "acked");
+    assert_all_delivered_once(&report, 5, acked * 4);
+}
