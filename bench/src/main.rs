@@ -57,6 +57,9 @@ enum Scenario {
     /// Groups with one sender each, every member receiving: fan-out
     /// deliveries per second, latency, lost, duplicated.
     Group(chat::GroupArgs),
+    /// Pairs as in p2p while the receivers are disconnected at a rate and
+    /// reconnect + SYNC: disconnects, reconnects, lost, duplicates, resync latency.
+    Churn(chat::ChurnArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -77,6 +80,9 @@ fn main() -> anyhow::Result<()> {
         }
         Scenario::Group(args) => {
             tokio::runtime::Runtime::new()?.block_on(chat::group(&args, &cli.out_dir))?
+        }
+        Scenario::Churn(args) => {
+            tokio::runtime::Runtime::new()?.block_on(chat::churn(&args, &cli.out_dir))?
         }
         Scenario::TokioServer(args) => {
             return tokio::runtime::Runtime::new()?.block_on(baseline::run(&args));

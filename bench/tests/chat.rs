@@ -105,3 +105,46 @@ async fn group_fans_every_acked_message_out_to_every_member_once() {
     let acked = total(&report, "acked");
     assert_all_delivered_once(&report, 5, acked * 4);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn churn_loses_nothing_while_receivers_reconnect_and_sync() {
+    let cluster = cluster("bench-churn").await;
+    let out = tempfile::tempdir().unwrap();
+    // 3 pairs, 10 messages/s for 2 s, 2 receiver disconnects per second.
+    let report = bench(
+        &cluster,
+        out.path(),
+        "churn",
+        &[
+            "--pairs",
+            "3",
+            "--rate",
+            "10",
+            "--seconds",
+            "2",
+            "--churn-rate",
+            "2",
+        ],
+    )
+    .await;
+    let summary = format!("{report:#}");
+    assert_eq!(total(&report, "logged_in"), 6, "{summary}");
+    assert!(total(&report, "acked") > 0, "{summary}");
+    assert_eq!(total(&report, "acked"), total(&report, "sent"), "{summary}");
+    assert!(total(&report, "disconnects") >= 3, "{summary}");
+    assert_eq!(
+        total(&report, "reconnects"),
+        total(&report, "disconnects")
+            + report["details"]["totals"]["dropped"]
+                .as_object()
+                .map_or(0, |d| d.values().filter_map(Value::as_u64).sum()),
+        "{summary}"
+    );
+    assert_eq!(total(&report, "lost"), 0, "{summary}");
+    assert_eq!(total(&report, "unchecked"), 0, "{summary}");
+    assert_eq!(
+        total(&report, "delivered") + total(&report, "found_by_final_sync"),
+        total(&report, "acked"),
+        "{summary}"
+    );
+}

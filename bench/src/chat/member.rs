@@ -225,7 +225,7 @@ fn failed(setup: &Setup, mut out: Outcome, why: String) -> Outcome {
 }
 
 /// Connects (through the gateway when there is one) and logs in.
-async fn login(
+pub async fn login(
     setup: &Setup,
     index: usize,
     token: String,

@@ -8,6 +8,7 @@
 //! After the send window the run waits for stragglers, then SYNCs every
 //! inbox to tell a message stored but never pushed from one that was lost.
 
+mod churn;
 mod groups;
 mod member;
 mod run;
@@ -21,6 +22,7 @@ use serde::Serialize;
 
 use crate::idle::provision;
 use crate::report::Report;
+pub use churn::{ChurnArgs, churn};
 use member::Target;
 use run::{Plan, Seat};
 

@@ -153,7 +153,7 @@ pub async fn run(plan: Plan, common: &Common, config: serde_json::Value) -> anyh
 }
 
 /// Waits until `done` holds (true) or `until` passes (false).
-async fn wait(until: Instant, done: impl Fn() -> bool) -> bool {
+pub async fn wait(until: Instant, done: impl Fn() -> bool) -> bool {
     loop {
         if done() {
             return true;
