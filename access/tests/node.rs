@@ -441,13 +441,18 @@ async fn a_silent_logged_in_socket_is_closed_and_a_pinging_one_kept() {
     let h = Harness::start(FakeLogic::default(), |c| c.heartbeat_interval_ms = 500).await;
     let mut silent = h.login(1, "d").await;
     let mut pinging = h.login(2, "d").await;
-    let kicked = tokio::spawn(async move { silent.until_closed().await });
-    while !kicked.is_finished() {
-        let pong = pinging.request(pb::Ping::default()).await;
-        assert!(matches!(pong, Body::Pong(_)));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let frames = kicked.await.unwrap();
+    let mut kicked = tokio::spawn(async move { silent.until_closed().await });
+    // The pinging client keeps its heartbeat until the silent one is cut off.
+    let mut heartbeat = tokio::time::interval(Duration::from_millis(100));
+    let frames = loop {
+        tokio::select! {
+            frames = &mut kicked => break frames.unwrap(),
+            _ = heartbeat.tick() => {
+                let pong = pinging.request(pb::Ping::default()).await;
+                assert!(matches!(pong, Body::Pong(_)));
+            }
+        }
+    };
     assert_eq!(
         frames.iter().filter_map(kick_reason).collect::<Vec<_>>(),
         [KickReason::HeartbeatTimeout]

@@ -20,7 +20,7 @@ use tokio::time::{Instant, interval_at, sleep, sleep_until, timeout, timeout_at}
 
 use super::Common;
 use super::member::{self, Outcome, Phase, Role, Setup, Shared, Target};
-use super::run::wait;
+use super::run::{stragglers, wait};
 use crate::idle::wire::{self, Failure, Wire};
 use crate::push::clock;
 use crate::report::Report;
@@ -84,6 +84,25 @@ struct Seen {
     audited: HashSet<u64>,
     /// Connect + login + SYNC time of each reconnect, µs.
     resync_us: Histogram<u64>,
+}
+
+impl Seen {
+    /// Nothing seen yet.
+    fn new() -> anyhow::Result<Seen> {
+        Ok(Seen {
+            logged_in: false,
+            failure: None,
+            baseline: 0,
+            disconnects: 0,
+            dropped: BTreeMap::new(),
+            reconnects: 0,
+            reconnect_failures: BTreeMap::new(),
+            raw: 0,
+            unique: HashSet::new(),
+            audited: HashSet::new(),
+            resync_us: Histogram::new_with_bounds(1, 600_000_000, 3)?,
+        })
+    }
 }
 
 /// One receiver's task state.
@@ -157,19 +176,7 @@ pub async fn churn(args: &ChurnArgs, out_dir: &std::path::Path) -> anyhow::Resul
             max_pause_ms: args.max_pause_ms.max(MIN_PAUSE_MS),
             last_seq: 0,
             next_request: 1,
-            seen: Seen {
-                logged_in: false,
-                failure: None,
-                baseline: 0,
-                disconnects: 0,
-                dropped: BTreeMap::new(),
-                reconnects: 0,
-                reconnect_failures: BTreeMap::new(),
-                raw: 0,
-                unique: HashSet::new(),
-                audited: HashSet::new(),
-                resync_us: Histogram::new_with_bounds(1, 600_000_000, 3)?,
-            },
+            seen: Seen::new()?,
         };
         receivers.push(tokio::spawn(receiver.run(phase_rx.clone(), cut.clone())));
         cuts.push(cut);
@@ -211,13 +218,7 @@ pub async fn churn(args: &ChurnArgs, out_dir: &std::path::Path) -> anyhow::Resul
     sleep_until(end).await;
 
     // 3. Stragglers (the receivers still reconnect and sync meanwhile).
-    let drain_bound = end + Duration::from_secs_f64(common.drain);
-    let drained = wait(drain_bound, || {
-        shared.in_flight.load(Ordering::Relaxed) == 0
-            && shared.delivered.load(Ordering::Relaxed) >= shared.expected.load(Ordering::Relaxed)
-    })
-    .await;
-    let drain_secs = end.elapsed().as_secs_f64();
+    let (drained, drain_secs) = stragglers(shared, end, common.drain).await;
 
     // 4. Final SYNCs, logouts.
     eprintln!("auditing inboxes...");
@@ -611,16 +612,7 @@ mod tests {
     fn seen() -> Seen {
         Seen {
             logged_in: true,
-            failure: None,
-            baseline: 0,
-            disconnects: 0,
-            dropped: BTreeMap::new(),
-            reconnects: 0,
-            reconnect_failures: BTreeMap::new(),
-            raw: 0,
-            unique: HashSet::new(),
-            audited: HashSet::new(),
-            resync_us: Histogram::new_with_bounds(1, 600_000_000, 3).unwrap(),
+            ..Seen::new().unwrap()
         }
     }
 

@@ -119,13 +119,7 @@ pub async fn run(plan: Plan, common: &Common, config: serde_json::Value) -> anyh
     sleep_until(end).await;
 
     // 3. Stragglers.
-    let drain_bound = end + Duration::from_secs_f64(common.drain);
-    let drained = wait(drain_bound, || {
-        shared.in_flight.load(Ordering::Relaxed) == 0
-            && shared.delivered.load(Ordering::Relaxed) >= shared.expected.load(Ordering::Relaxed)
-    })
-    .await;
-    let drain_secs = end.elapsed().as_secs_f64();
+    let (drained, drain_secs) = stragglers(shared, end, common.drain).await;
 
     // 4. SYNC every inbox, log out, collect.
     eprintln!("syncing inboxes...");
@@ -150,6 +144,18 @@ pub async fn run(plan: Plan, common: &Common, config: serde_json::Value) -> anyh
         drained,
     };
     tally::report(&plan, &outcomes, timing, common.rate, config)
+}
+
+/// Waits, up to `drain` seconds after `end`, for every send to be answered and
+/// every expected delivery to arrive; returns whether they did, and the seconds
+/// since `end`.
+pub async fn stragglers(shared: &Shared, end: Instant, drain: f64) -> (bool, f64) {
+    let drained = wait(end + Duration::from_secs_f64(drain), || {
+        shared.in_flight.load(Ordering::Relaxed) == 0
+            && shared.delivered.load(Ordering::Relaxed) >= shared.expected.load(Ordering::Relaxed)
+    })
+    .await;
+    (drained, end.elapsed().as_secs_f64())
 }
 
 /// Waits until `done` holds (true) or `until` passes (false).
