@@ -87,6 +87,7 @@ pub fn run(args: &Args) -> anyhow::Result<Report> {
     let decode = decoded as f64 / started.elapsed().as_secs_f64();
 
     let mut report = Report {
+        charts: Vec::new(),
         scenario: "codec".into(),
         config: serde_json::to_value(args)?,
         figures: Vec::new(),

@@ -5,8 +5,10 @@
 mod baseline;
 mod chat;
 mod codec;
+mod compare;
 mod idle;
 mod mqtt;
+mod plot;
 mod push;
 mod report;
 
@@ -51,12 +53,18 @@ enum Scenario {
     /// The Mosquitto baseline of fan-out: N MQTT subscribers, one topic each,
     /// one publisher round-robin over them; deliveries per second and latency.
     MqttFanout(mqtt::FanoutArgs),
+    /// The access node, the tokio baseline and Mosquitto under the same idle
+    /// and push/fan-out load in one run, reported side by side as ratios.
+    Compare(compare::Args),
     /// Pairs of users, A sending to B at a rate through the whole system:
     /// sent, acked, delivered, lost, duplicated, delivery latency.
     P2p(chat::P2pArgs),
     /// Groups with one sender each, every member receiving: fan-out
     /// deliveries per second, latency, lost, duplicated.
     Group(chat::GroupArgs),
+    /// One worker process of the p2p and group scenarios (started by them).
+    #[command(hide = true)]
+    ChatWorker(chat::worker::Args),
     /// Pairs as in p2p while the receivers are disconnected at a rate and
     /// reconnect + SYNC: disconnects, reconnects, lost, duplicates, resync latency.
     Churn(chat::ChurnArgs),
@@ -72,6 +80,9 @@ fn main() -> anyhow::Result<()> {
         Scenario::IdleWorker(args) => {
             return tokio::runtime::Runtime::new()?.block_on(idle::worker::run(args));
         }
+        Scenario::Compare(args) => {
+            tokio::runtime::Runtime::new()?.block_on(compare::run(&args, &cli.out_dir))?
+        }
         Scenario::Push(args) => {
             tokio::runtime::Runtime::new()?.block_on(push::run(&args, &cli.out_dir))?
         }
@@ -80,6 +91,9 @@ fn main() -> anyhow::Result<()> {
         }
         Scenario::Group(args) => {
             tokio::runtime::Runtime::new()?.block_on(chat::group(&args, &cli.out_dir))?
+        }
+        Scenario::ChatWorker(args) => {
+            return tokio::runtime::Runtime::new()?.block_on(chat::worker::run(args));
         }
         Scenario::Churn(args) => {
             tokio::runtime::Runtime::new()?.block_on(chat::churn(&args, &cli.out_dir))?

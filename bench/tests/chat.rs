@@ -19,8 +19,17 @@ async fn cluster(test: &str) -> Cluster {
     cluster
 }
 
-/// Runs the bench with `args` against `cluster`; returns its JSON report.
-async fn bench(cluster: &Cluster, out: &Path, scenario: &str, args: &[&str]) -> Value {
+/// Runs the bench's `scenario` with `args` (split at spaces) against a
+/// cluster of its own named for `test`; returns its JSON report.
+async fn run(scenario: &str, test: &str, args: &str) -> Value {
+    let cluster = cluster(test).await;
+    let out = tempfile::tempdir().unwrap();
+    bench(&cluster, out.path(), scenario, args).await
+}
+
+/// Runs the bench with `args` (split at spaces) against `cluster`; returns
+/// its JSON report.
+async fn bench(cluster: &Cluster, out: &Path, scenario: &str, args: &str) -> Value {
     let access = cluster.access[0].client.to_string();
     let register = format!("http://{}", cluster.register_http);
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_fishchat-bench"))
@@ -29,7 +38,7 @@ async fn bench(cluster: &Cluster, out: &Path, scenario: &str, args: &[&str]) -> 
         .arg(scenario)
         .args(["--access", &access, "--register", &register])
         .args(["--user-prefix", &cluster.name, "--drain", "20"])
-        .args(args)
+        .args(args.split_whitespace())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
@@ -68,38 +77,63 @@ fn assert_all_delivered_once(report: &Value, connections: u64, expected: u64) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn p2p_delivers_every_acked_message_once() {
-    let cluster = cluster("bench-p2p").await;
-    let out = tempfile::tempdir().unwrap();
     // 4 pairs, 10 messages/s for 0.5 s: about 20 messages.
-    let report = bench(
-        &cluster,
-        out.path(),
-        "p2p",
-        &["--pairs", "4", "--rate", "10", "--seconds", "0.5"],
-    )
-    .await;
+    let report = run("p2p", "bench-p2p", "--pairs 4 --rate 10 --seconds 0.5").await;
     let acked = total(&report, "acked");
     assert_all_delivered_once(&report, 8, acked);
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn p2p_over_two_worker_processes_and_two_source_addresses_loses_nothing() {
+    // 6 pairs over 2 workers (every sender in one, every receiver in the
+    // other), sockets from 127.0.0.2 and 127.0.0.3.
+    let report = run(
+        "p2p",
+        "bench-p2p-workers",
+        "--pairs 6 --rate 10 --seconds 1 --workers 2 --source-ip-count 2",
+    )
+    .await;
+    let acked = total(&report, "acked");
+    assert_all_delivered_once(&report, 12, acked);
+    assert_eq!(report["details"]["workers"], 2);
+    assert_eq!(
+        report["details"]["source_ips"],
+        serde_json::json!(["127.0.0.2", "127.0.0.3"])
+    );
+    let charts: Vec<&str> = report["charts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(charts, ["latency-cdf", "throughput"]);
+    let throughput = &report["charts"][1]["series"];
+    let per_second = |series: &Value| -> u64 {
+        series["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p[1].as_f64().unwrap() as u64)
+            .sum()
+    };
+    assert_eq!(
+        per_second(&throughput[0]),
+        acked,
+        "acked/s adds up to every ack"
+    );
+    assert_eq!(
+        per_second(&throughput[1]),
+        acked,
+        "delivered/s adds up to every delivery"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn group_fans_every_acked_message_out_to_every_member_once() {
-    let cluster = cluster("bench-group").await;
-    let out = tempfile::tempdir().unwrap();
-    let report = bench(
-        &cluster,
-        out.path(),
+    let report = run(
         "group",
-        &[
-            "--groups",
-            "1",
-            "--size",
-            "5",
-            "--rate",
-            "10",
-            "--seconds",
-            "1",
-        ],
+        "bench-group",
+        "--groups 1 --size 5 --rate 10 --seconds 1",
     )
     .await;
     let acked = total(&report, "acked");
@@ -108,23 +142,11 @@ async fn group_fans_every_acked_message_out_to_every_member_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn churn_loses_nothing_while_receivers_reconnect_and_sync() {
-    let cluster = cluster("bench-churn").await;
-    let out = tempfile::tempdir().unwrap();
     // 3 pairs, 10 messages/s for 2 s, 2 receiver disconnects per second.
-    let report = bench(
-        &cluster,
-        out.path(),
+    let report = run(
         "churn",
-        &[
-            "--pairs",
-            "3",
-            "--rate",
-            "10",
-            "--seconds",
-            "2",
-            "--churn-rate",
-            "2",
-        ],
+        "bench-churn",
+        "--pairs 3 --rate 10 --seconds 2 --churn-rate 2",
     )
     .await;
     let summary = format!("{report:#}");

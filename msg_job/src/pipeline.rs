@@ -183,6 +183,8 @@ impl<S: InboxStore, P: Pusher> Pipeline<S, P> {
                 }
             }
         }
+        // Stage times go in the batch's debug line: they say where delivery latency is spent.
+        let started = std::time::Instant::now();
         let Some(seqs) = self.store_with_retry(&items, stop).await else {
             tracing::warn!(
                 records = batch.len(),
@@ -199,8 +201,11 @@ impl<S: InboxStore, P: Pusher> Pipeline<S, P> {
         self.stats
             .stored_items
             .fetch_add(items.len() as u64, Ordering::Relaxed);
+        let stored = started.elapsed();
         self.commit(&next_offsets, batch.len());
+        let committed = started.elapsed();
         let outcome = self.pusher.push(deliveries(&items, &seqs)).await;
+        let pushed = started.elapsed();
         self.stats
             .push_failures
             .fetch_add(outcome.failures, Ordering::Relaxed);
@@ -209,6 +214,9 @@ impl<S: InboxStore, P: Pusher> Pipeline<S, P> {
             items = items.len(),
             nodes = outcome.nodes_pushed,
             connections = outcome.delivered_connections,
+            store_ms = stored.as_secs_f64() * 1e3,
+            commit_ms = (committed - stored).as_secs_f64() * 1e3,
+            push_ms = (pushed - committed).as_secs_f64() * 1e3,
             "batch stored, committed and pushed"
         );
         Ok(true)

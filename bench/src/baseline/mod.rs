@@ -11,6 +11,7 @@
 mod conn;
 mod push;
 mod registry;
+pub(crate) mod spawn;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

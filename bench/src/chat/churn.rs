@@ -16,12 +16,13 @@ use fishchat_codec::pb::{self, Command};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::sync::{Notify, Semaphore, watch};
-use tokio::time::{Instant, interval_at, sleep, sleep_until, timeout, timeout_at};
+use tokio::time::{Instant, interval_at, sleep, sleep_until, timeout};
 
 use super::Common;
+use super::local::join;
 use super::member::{self, Outcome, Phase, Role, Setup, Shared, Target};
 use super::run::{stragglers, wait};
-use crate::idle::wire::{self, Failure, Wire};
+use crate::idle::wire::{self, Dial, Failure, Wire};
 use crate::push::clock;
 use crate::report::Report;
 
@@ -139,8 +140,11 @@ pub async fn churn(args: &ChurnArgs, out_dir: &std::path::Path) -> anyhow::Resul
     );
     let accounts = super::accounts("churn", common, 2 * args.pairs, out_dir).await?;
     let setup = Arc::new(Setup {
-        access: common.access.clone(),
-        gateway: common.gateway,
+        dial: Dial {
+            access: common.access.clone(),
+            gateway: common.gateway,
+            source_ips: Vec::new(),
+        },
         rate: common.rate,
         body_bytes: common.body_bytes,
         login_timeout: Duration::from_secs_f64(common.login_timeout),
@@ -165,7 +169,6 @@ pub async fn churn(args: &ChurnArgs, out_dir: &std::path::Path) -> anyhow::Resul
             role,
             pair[0].token.clone(),
             phase_rx.clone(),
-            Outcome::new()?,
         )));
         let cut = Arc::new(Notify::new());
         let receiver = Receiver {
@@ -188,23 +191,25 @@ pub async fn churn(args: &ChurnArgs, out_dir: &std::path::Path) -> anyhow::Resul
     eprintln!("logging in {total} connections...");
     let rounds = accounts.len().div_ceil(LOGIN_CONCURRENCY) as u32;
     let login_bound = Instant::now() + setup.login_timeout * rounds + Duration::from_secs(5);
-    wait(login_bound, || {
-        shared.logged_in.load(Ordering::Relaxed) + shared.failed.load(Ordering::Relaxed) >= total
-    })
-    .await;
-    let logged_in = shared.logged_in.load(Ordering::Relaxed);
+    wait(login_bound, || shared.counts().answered() >= total).await;
+    let logged_in = shared.counts().logged_in;
     if logged_in < total {
         bail!("only {logged_in} of {total} connections logged in");
     }
 
     // 2. Sending, with the receivers cut round-robin at the churn rate.
     let start = Instant::now() + START_DELAY;
+    let start_us = clock::now_us() + START_DELAY.as_micros() as u64;
     let end = start + Duration::from_secs_f64(common.seconds);
     eprintln!(
         "sending for {} s, cutting {} receivers/s...",
         common.seconds, args.churn_rate
     );
-    phase.send_replace(Phase::Send { start, end });
+    phase.send_replace(Phase::Send {
+        start,
+        end,
+        start_us,
+    });
     if args.churn_rate > 0.0 {
         let mut ticker = interval_at(start, Duration::from_secs_f64(1.0 / args.churn_rate));
         for next in 0.. {
@@ -218,7 +223,7 @@ pub async fn churn(args: &ChurnArgs, out_dir: &std::path::Path) -> anyhow::Resul
     sleep_until(end).await;
 
     // 3. Stragglers (the receivers still reconnect and sync meanwhile).
-    let (drained, drain_secs) = stragglers(shared, end, common.drain).await;
+    let (drained, drain_secs) = stragglers(end, common.drain, || shared.counts().drained()).await;
 
     // 4. Final SYNCs, logouts.
     eprintln!("auditing inboxes...");
@@ -226,11 +231,11 @@ pub async fn churn(args: &ChurnArgs, out_dir: &std::path::Path) -> anyhow::Resul
     let finish_bound = Instant::now() + FINISH;
     let mut sent = Vec::with_capacity(senders.len());
     for task in senders {
-        sent.push(collect(finish_bound, task).await);
+        sent.push(join(finish_bound, task).await);
     }
     let mut seen = Vec::with_capacity(receivers.len());
     for task in receivers {
-        seen.push(collect(finish_bound, task).await);
+        seen.push(join(finish_bound, task).await);
     }
     let mut report = tally(&sent, &seen, common.seconds)?;
     report.add("drain", drain_secs, "s");
@@ -242,18 +247,6 @@ pub async fn churn(args: &ChurnArgs, out_dir: &std::path::Path) -> anyhow::Resul
     report.config = serde_json::to_value(args)?;
     report.details["drained"] = drained.into();
     Ok(report)
-}
-
-/// A task's result, or None when it did not end by `until` (it is aborted).
-async fn collect<T>(until: Instant, task: tokio::task::JoinHandle<T>) -> Option<T> {
-    let abort = task.abort_handle();
-    match timeout_at(until, task).await {
-        Ok(result) => result.ok(),
-        Err(_) => {
-            abort.abort();
-            None
-        }
-    }
 }
 
 impl Receiver {
@@ -550,6 +543,7 @@ fn tally(sent: &[Option<Outcome>], seen: &[Option<Seen>], seconds: f64) -> anyho
     }
     t.duplicates_raw = t.received_raw.saturating_sub(t.received_unique);
     let mut report = Report {
+        charts: Vec::new(),
         scenario: "churn".into(),
         config: serde_json::Value::Null,
         figures: Vec::new(),
@@ -618,9 +612,11 @@ mod tests {
 
     #[test]
     fn seen_found_late_missing_and_duplicated_messages_are_told_apart() {
-        let mut sender = Outcome::new().unwrap();
-        sender.sent = 4;
-        sender.acked = vec![1, 2, 3, 4];
+        let sender = Outcome {
+            sent: 4,
+            acked: vec![1, 2, 3, 4],
+            ..Outcome::default()
+        };
         // 1 by PUSH, 2 by PUSH and again by the reconnect SYNC, 3 only by
         // the final SYNC, 4 nowhere.
         let mut receiver = seen();
@@ -645,9 +641,11 @@ mod tests {
 
     #[test]
     fn a_receiver_that_gave_up_leaves_its_messages_unchecked() {
-        let mut sender = Outcome::new().unwrap();
-        sender.sent = 2;
-        sender.acked = vec![1, 2];
+        let sender = Outcome {
+            sent: 2,
+            acked: vec![1, 2],
+            ..Outcome::default()
+        };
         let mut receiver = seen();
         receiver.raw = 1;
         receiver.unique.insert(1);

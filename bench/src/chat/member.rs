@@ -7,18 +7,18 @@
 //! it sends and never needs a lock.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use fishchat_codec::Body;
 use fishchat_codec::pb::{self, Command};
-use hdrhistogram::{CreationError, Histogram};
+use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, watch};
 use tokio::time::{Instant, Interval, MissedTickBehavior, interval_at, timeout};
 
-use crate::idle::wire::{self, Failure, Wire};
+use super::measures::{Samples, count_second};
+use crate::idle::wire::{self, Dial, Failure, Wire};
 use crate::push::clock;
 
 /// Requests a connection may have in flight (the access node's `max_in_flight`).
@@ -33,7 +33,7 @@ const LOGOUT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEVICE_ID: &str = "bench-chat";
 
 /// Where a sender's messages go.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub enum Target {
     /// SEND_TO_USER to this user.
     User(u64),
@@ -52,6 +52,8 @@ pub enum Phase {
         start: Instant,
         /// No send at or after this.
         end: Instant,
+        /// `start` in µs since the epoch: second 0 of the per-second counts.
+        start_us: u64,
     },
     /// Stop sending, SYNC the inbox, log out.
     Sync,
@@ -64,6 +66,10 @@ pub struct Shared {
     pub logged_in: AtomicU64,
     /// Connections that failed to log in.
     pub failed: AtomicU64,
+    /// Sends written.
+    pub sent: AtomicU64,
+    /// Sends acked without error.
+    pub acked: AtomicU64,
     /// Sends not yet answered.
     pub in_flight: AtomicU64,
     /// Deliveries the acked sends call for (acked × receivers).
@@ -72,13 +78,69 @@ pub struct Shared {
     pub delivered: AtomicU64,
 }
 
+/// The counters read at one moment; what a worker process reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    /// Connections logged in.
+    pub logged_in: u64,
+    /// Connections that failed to log in.
+    pub failed: u64,
+    /// Sends written.
+    pub sent: u64,
+    /// Sends acked without error.
+    pub acked: u64,
+    /// Sends not yet answered.
+    pub in_flight: u64,
+    /// Deliveries the acked sends call for.
+    pub expected: u64,
+    /// Unique messages from others received by PUSH.
+    pub delivered: u64,
+}
+
+impl Counts {
+    /// Connections whose login was answered either way.
+    pub fn answered(&self) -> u64 {
+        self.logged_in + self.failed
+    }
+
+    /// Every send answered and every delivery its ack called for arrived.
+    pub fn drained(&self) -> bool {
+        self.in_flight == 0 && self.delivered >= self.expected
+    }
+
+    /// Adds another fleet's counts.
+    pub fn add(&mut self, other: &Counts) {
+        self.logged_in += other.logged_in;
+        self.failed += other.failed;
+        self.sent += other.sent;
+        self.acked += other.acked;
+        self.in_flight += other.in_flight;
+        self.expected += other.expected;
+        self.delivered += other.delivered;
+    }
+}
+
+impl Shared {
+    /// The counters now.
+    pub fn counts(&self) -> Counts {
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        Counts {
+            logged_in: read(&self.logged_in),
+            failed: read(&self.failed),
+            sent: read(&self.sent),
+            acked: read(&self.acked),
+            in_flight: read(&self.in_flight),
+            expected: read(&self.expected),
+            delivered: read(&self.delivered),
+        }
+    }
+}
+
 /// What is the same for every connection of a run.
 #[derive(Debug)]
 pub struct Setup {
-    /// Access nodes' client addresses; connection `i` uses number `i mod count`.
-    pub access: Vec<SocketAddr>,
-    /// Or ask this gateway for one per connection.
-    pub gateway: Option<SocketAddr>,
+    /// Where connection `i` goes and comes from.
+    pub dial: Dial,
     /// Messages per second per sender.
     pub rate: f64,
     /// Bytes of each body.
@@ -94,7 +156,7 @@ pub struct Setup {
 }
 
 /// One connection's part of the run.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct Role {
     /// Its position in the run (picks the access node and the send offset).
     pub index: usize,
@@ -106,8 +168,9 @@ pub struct Role {
     pub fanout: u64,
 }
 
-/// What one connection saw.
-#[derive(Debug)]
+/// What one connection saw (all of it but the raw samples crosses from a
+/// worker process to the parent).
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Outcome {
     /// Why it could not log in.
     pub login_failure: Option<String>,
@@ -127,10 +190,6 @@ pub struct Outcome {
     pub pushed: HashSet<u64>,
     /// PUSHed messages received again.
     pub duplicates: u64,
-    /// Send-to-PUSH latency of each unique message, µs.
-    pub latency_us: Histogram<u64>,
-    /// Send-to-SEND_ACK latency, µs.
-    pub ack_us: Histogram<u64>,
     /// When the last new message arrived, µs since the epoch.
     pub last_push_us: u64,
     /// server_msg_ids from others found in the inbox by the final SYNC.
@@ -139,34 +198,9 @@ pub struct Outcome {
     pub sync_failure: Option<String>,
     /// Frames nobody asked for, by name.
     pub unexpected: BTreeMap<String, u64>,
-}
-
-/// A histogram for latencies in µs up to ten minutes.
-fn histogram() -> Result<Histogram<u64>, CreationError> {
-    Histogram::new_with_bounds(1, 600_000_000, 3)
-}
-
-impl Outcome {
-    /// An empty outcome, for a connection about to start.
-    pub fn new() -> Result<Outcome, CreationError> {
-        Ok(Outcome {
-            login_failure: None,
-            dropped: None,
-            sent: 0,
-            acked: Vec::new(),
-            ack_errors: BTreeMap::new(),
-            unacked: 0,
-            throttled: 0,
-            pushed: HashSet::new(),
-            duplicates: 0,
-            latency_us: histogram()?,
-            ack_us: histogram()?,
-            last_push_us: 0,
-            synced: HashSet::new(),
-            sync_failure: None,
-            unexpected: BTreeMap::new(),
-        })
-    }
+    /// Latencies and per-second counts, folded into the fleet's measures.
+    #[serde(skip)]
+    pub samples: Samples,
 }
 
 /// One connection's state after login.
@@ -176,6 +210,8 @@ struct Member<'a> {
     wire: Wire,
     next_request: u32,
     pending: HashMap<u32, Instant>,
+    /// The first send of the run, µs since the epoch, once the sending started.
+    epoch_us: Option<u64>,
     out: Outcome,
 }
 
@@ -185,8 +221,8 @@ pub async fn run(
     role: Role,
     token: String,
     phase: watch::Receiver<Phase>,
-    out: Outcome,
 ) -> Outcome {
+    let out = Outcome::default();
     let login = {
         let _permit = setup.logins.acquire().await;
         timeout(setup.login_timeout, login(&setup, role.index, token)).await
@@ -203,6 +239,7 @@ pub async fn run(
         wire,
         next_request: 1,
         pending: HashMap::new(),
+        epoch_us: None,
         out,
     };
     if let Err(Failure(why)) = member.chat(phase, &reply).await {
@@ -230,14 +267,7 @@ pub async fn login(
     index: usize,
     token: String,
 ) -> Result<(Wire, pb::LoginReply), Failure> {
-    let addr = match setup.gateway {
-        Some(gateway) => wire::lookup(gateway, None).await?,
-        None => *setup
-            .access
-            .get(index % setup.access.len().max(1))
-            .ok_or_else(|| Failure("no access address".into()))?,
-    };
-    let mut wire = Wire::connect(addr, None).await?;
+    let mut wire = setup.dial.connect(index).await?;
     let request = pb::LoginRequest {
         token,
         device_id: DEVICE_ID.into(),
@@ -305,10 +335,15 @@ impl Member<'_> {
     }
 
     /// Applies a phase change; true when it is time to SYNC.
-    fn follow(&self, phase: Phase, ticker: &mut Option<(Interval, Instant)>) -> bool {
+    fn follow(&mut self, phase: Phase, ticker: &mut Option<(Interval, Instant)>) -> bool {
         match phase {
             Phase::Login => false,
-            Phase::Send { start, end } => {
+            Phase::Send {
+                start,
+                end,
+                start_us,
+            } => {
+                self.epoch_us.get_or_insert(start_us);
                 if self.role.target.is_some() && ticker.is_none() {
                     let period = Duration::from_secs_f64(1.0 / self.setup.rate);
                     // Spread the senders over the period instead of all at once.
@@ -335,6 +370,7 @@ impl Member<'_> {
             return Ok(());
         };
         self.out.sent += 1;
+        self.setup.shared.sent.fetch_add(1, Ordering::Relaxed);
         let client_msg_id = format!("{}-{}-{}", self.setup.nonce, self.role.index, self.out.sent);
         let body = clock::stamped(clock::now_us(), self.setup.body_bytes);
         let id = self.request_id();
@@ -371,6 +407,8 @@ impl Member<'_> {
                 None => {
                     if self.answered(request_id, None) {
                         self.out.acked.push(ack.server_msg_id);
+                        self.setup.shared.acked.fetch_add(1, Ordering::Relaxed);
+                        self.count(|s| &mut s.acked_per_sec, clock::now_us());
                         self.setup
                             .shared
                             .expected
@@ -398,10 +436,8 @@ impl Member<'_> {
             return false;
         };
         self.setup.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
-        let _ = self
-            .out
-            .ack_us
-            .record((sent_at.elapsed().as_micros() as u64).max(1));
+        let took = u64::try_from(sent_at.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.out.samples.ack_us.push(took);
         if let Some(code) = error {
             *self
                 .out
@@ -426,12 +462,21 @@ impl Member<'_> {
             }
             self.setup.shared.delivered.fetch_add(1, Ordering::Relaxed);
             self.out.last_push_us = now_us;
+            self.count(|s| &mut s.delivered_per_sec, now_us);
             if let Some(sent) = clock::sent_us(&message.body) {
-                let _ = self
-                    .out
+                self.out
+                    .samples
                     .latency_us
-                    .record(now_us.saturating_sub(sent).max(1));
+                    .push(now_us.saturating_sub(sent));
             }
+        }
+    }
+
+    /// Counts one event at `now_us` in the per-second counts `which` picks
+    /// (once the sending has started: nothing of this run comes before).
+    fn count(&mut self, which: impl Fn(&mut Samples) -> &mut Vec<u64>, now_us: u64) {
+        if let Some(epoch_us) = self.epoch_us {
+            count_second(which(&mut self.out.samples), epoch_us, now_us);
         }
     }
 

@@ -7,12 +7,21 @@
 //! frames it receives (deduplicated by server_msg_id) and their latency.
 //! After the send window the run waits for stragglers, then SYNCs every
 //! inbox to tell a message stored but never pushed from one that was lost.
+//! The connections run in this process or, past one process's open files,
+//! in `chat-worker` processes of this program ([`worker`]).
 
+pub(crate) mod children;
 mod churn;
+mod fleet;
 mod groups;
+mod local;
+mod measures;
 mod member;
+mod progress;
 mod run;
 mod tally;
+pub mod worker;
+mod workers;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -20,7 +29,9 @@ use std::path::Path;
 use anyhow::ensure;
 use serde::Serialize;
 
+use crate::idle::PER_WORKER;
 use crate::idle::provision;
+use crate::idle::wire::Sources;
 use crate::report::Report;
 pub use churn::{ChurnArgs, churn};
 use member::Target;
@@ -82,6 +93,39 @@ impl Common {
     }
 }
 
+/// How p2p and group spread their connections: over processes and source addresses.
+#[derive(Debug, Clone, clap::Args, Serialize)]
+pub struct Scale {
+    /// Worker processes, at most 19,000 connections each [default:
+    /// connections / 19,000, rounded up]; with 1 the connections run in this process.
+    #[arg(long)]
+    pub workers: Option<usize>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub sources: Sources,
+}
+
+impl Scale {
+    /// The worker processes for `connections`.
+    fn workers(&self, connections: usize) -> usize {
+        self.workers
+            .unwrap_or_else(|| connections.div_ceil(PER_WORKER))
+            .max(1)
+    }
+
+    fn check(&self, connections: usize) -> anyhow::Result<()> {
+        self.sources.check()?;
+        let workers = self.workers(connections);
+        ensure!(workers <= connections, "more workers than connections");
+        ensure!(
+            connections.div_ceil(workers) <= PER_WORKER,
+            "at most {PER_WORKER} connections per worker: use --workers {} or more",
+            connections.div_ceil(PER_WORKER)
+        );
+        Ok(())
+    }
+}
+
 /// Parameters of the p2p scenario.
 #[derive(Debug, Clone, clap::Args, Serialize)]
 pub struct P2pArgs {
@@ -91,6 +135,9 @@ pub struct P2pArgs {
     #[command(flatten)]
     #[serde(flatten)]
     pub common: Common,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub scale: Scale,
 }
 
 /// Parameters of the group scenario.
@@ -105,6 +152,9 @@ pub struct GroupArgs {
     #[command(flatten)]
     #[serde(flatten)]
     pub common: Common,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub scale: Scale,
 }
 
 /// Runs the p2p scenario: user `2k` sends to user `2k+1`.
@@ -112,6 +162,7 @@ pub async fn p2p(args: &P2pArgs, out_dir: &Path) -> anyhow::Result<Report> {
     let common = &args.common;
     common.check()?;
     ensure!(args.pairs > 0, "--pairs must be positive");
+    args.scale.check(2 * args.pairs)?;
     let accounts = accounts("p2p", common, 2 * args.pairs, out_dir).await?;
     let seats = accounts
         .chunks_exact(2)
@@ -135,7 +186,7 @@ pub async fn p2p(args: &P2pArgs, out_dir: &Path) -> anyhow::Result<Report> {
         scenario: "p2p",
         seats,
     };
-    run::run(plan, common, serde_json::to_value(args)?).await
+    run::run(plan, common, &args.scale, out_dir, args).await
 }
 
 /// Runs the group scenario: in every group, the first member sends.
@@ -144,6 +195,7 @@ pub async fn group(args: &GroupArgs, out_dir: &Path) -> anyhow::Result<Report> {
     common.check()?;
     ensure!(args.groups > 0, "--groups must be positive");
     ensure!(args.size >= 2, "--size must be at least 2");
+    args.scale.check(args.groups * args.size)?;
     let accounts = accounts("group", common, args.groups * args.size, out_dir).await?;
     let ids = groups::create(
         &common.register,
@@ -174,7 +226,7 @@ pub async fn group(args: &GroupArgs, out_dir: &Path) -> anyhow::Result<Report> {
         scenario: "group",
         seats,
     };
-    run::run(plan, common, serde_json::to_value(args)?).await
+    run::run(plan, common, &args.scale, out_dir, args).await
 }
 
 /// `count` accounts with tokens, cached in `<out-dir>/<scenario>-tokens-<prefix>.json`.

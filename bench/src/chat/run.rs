@@ -1,34 +1,40 @@
 //! One run of a chat scenario: every connection logs in, then the senders
-//! send for `--seconds`, the run waits up to `--drain` for the acks and
-//! pushes still on their way, and every connection SYNCs its inbox and logs
-//! out. Each phase is bounded.
+//! send for `--seconds` from one agreed time, the run waits up to `--drain`
+//! for the acks and pushes still on their way, and every connection SYNCs
+//! its inbox and logs out. Each phase is bounded. The same steps drive a
+//! fleet in this process or one of worker processes ([`Fleet`]).
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::bail;
-use tokio::sync::{Semaphore, watch};
-use tokio::time::{Instant, sleep, sleep_until, timeout_at};
+use serde::Serialize;
+use tokio::time::{Instant, sleep};
 
-use super::Common;
-use super::member::{self, Outcome, Phase, Role, Setup, Shared, Target};
-use super::tally;
+use super::fleet::{Config, Fleet, Gathered, LOGIN_CONCURRENCY, Spec, Window};
+use super::local::Local;
+use super::member::{Counts, Role, Target};
+use super::progress::Progress;
+use super::workers::{self, Workers};
+use super::{Common, Scale, tally};
+use crate::idle::probe;
 use crate::idle::provision::Account;
+use crate::idle::wire::Dial;
 use crate::push::clock;
 use crate::report::Report;
 
-/// Connects + logins in progress at once (the access node's accept backlog
-/// and logic's login path are the limits, not the bench).
-const LOGIN_CONCURRENCY: usize = 256;
 /// How often the run looks at the counters while it waits.
 const POLL: Duration = Duration::from_millis(20);
-/// How long after the sending starts the first send may go (every
-/// connection hears of the start before it comes).
-const START_DELAY: Duration = Duration::from_millis(200);
+/// How long after the sending is decided the first send may go (every
+/// connection, in every process, hears of the start before it comes).
+const START_DELAY: Duration = Duration::from_millis(300);
 /// How long the connections have for SYNC and LOGOUT once told (each one's
 /// SYNC is bounded by 30 s, its LOGOUT by 5 s).
-const FINISH: Duration = Duration::from_secs(40);
+pub const FINISH: Duration = Duration::from_secs(40);
+/// Added to the login bound (for worker processes, their start too).
+const LOGIN_SLACK: Duration = Duration::from_secs(10);
+/// Added to every phase's bound for a worker's own deadline.
+const WORKER_SLACK: Duration = Duration::from_secs(30);
 
 /// One user's part: its account, where it sends, and who receives its messages.
 #[derive(Debug, Clone)]
@@ -50,6 +56,25 @@ pub struct Plan {
     pub seats: Vec<Seat>,
 }
 
+impl Plan {
+    /// What each seat's connection needs to run, in seat order.
+    fn specs(&self) -> Vec<Spec> {
+        self.seats
+            .iter()
+            .enumerate()
+            .map(|(index, seat)| Spec {
+                role: Role {
+                    index,
+                    user_id: seat.account.user_id,
+                    target: seat.target,
+                    fanout: seat.receivers.len() as u64,
+                },
+                token: seat.account.token.clone(),
+            })
+            .collect()
+    }
+}
+
 /// What [`tally`] needs to know of the run's timing.
 #[derive(Debug, Clone, Copy)]
 pub struct Timing {
@@ -64,102 +89,169 @@ pub struct Timing {
     pub drained: bool,
 }
 
-/// Runs `plan` and returns its report.
-pub async fn run(plan: Plan, common: &Common, config: serde_json::Value) -> anyhow::Result<Report> {
-    let setup = Arc::new(Setup {
-        access: common.access.clone(),
-        gateway: common.gateway,
+/// Runs `plan` in one fleet (this process, or `--workers` processes) and
+/// returns its report.
+pub async fn run(
+    plan: Plan,
+    common: &Common,
+    scale: &Scale,
+    out_dir: &Path,
+    config: &impl Serialize,
+) -> anyhow::Result<Report> {
+    let seats = plan.seats.len();
+    let workers = scale.workers(seats);
+    let per_fleet = seats.div_ceil(workers);
+    if let Some(limit) = probe::open_files_limit()
+        && limit < per_fleet as u64 + 64
+    {
+        eprintln!(
+            "warning: the open-files limit is {limit}, below {per_fleet} connections per process: \
+             run `ulimit -n 20000` first"
+        );
+    }
+    let fleet_config = Config {
+        dial: Dial {
+            access: common.access.clone(),
+            gateway: common.gateway,
+            source_ips: scale.sources.list(),
+        },
         rate: common.rate,
         body_bytes: common.body_bytes,
-        login_timeout: Duration::from_secs_f64(common.login_timeout),
+        login_timeout: common.login_timeout,
         nonce: clock::now_us(),
-        logins: Semaphore::new(LOGIN_CONCURRENCY),
-        shared: Shared::default(),
-    });
-    let shared = &setup.shared;
-    let (phase, phase_rx) = watch::channel(Phase::Login);
-    let mut tasks = Vec::with_capacity(plan.seats.len());
-    for (index, seat) in plan.seats.iter().enumerate() {
-        let role = Role {
-            index,
-            user_id: seat.account.user_id,
-            target: seat.target,
-            fanout: seat.receivers.len() as u64,
-        };
-        tasks.push(tokio::spawn(member::run(
-            setup.clone(),
-            role,
-            seat.account.token.clone(),
-            phase_rx.clone(),
-            Outcome::new()?,
-        )));
-    }
-    drop(phase_rx);
+    };
+    let bounds = Bounds::new(common, per_fleet);
+    let progress = Progress::new();
+    let specs = plan.specs();
+    let driven = if workers == 1 {
+        let fleet = Local::start(specs, fleet_config.setup());
+        drive(fleet, &plan, common, &bounds, &progress).await
+    } else {
+        let shares = workers::split(specs, workers);
+        let dir = out_dir.join("chat-workers");
+        let fleet = Workers::start(shares, &fleet_config, bounds.worker_deadline(), &dir)?;
+        drive(fleet, &plan, common, &bounds, &progress).await
+    };
+    progress.finish();
+    let (gathered, timing) = driven?;
+    let (outcomes, measures) = gathered.place(seats);
+    let config = serde_json::to_value(config)?;
+    let mut report = tally::report(&plan, &outcomes, &measures, timing, common.rate, config)?;
+    report.details["workers"] = workers.into();
+    report.details["source_ips"] = serde_json::to_value(&fleet_config.dial.source_ips)?;
+    Ok(report)
+}
 
+/// How long each phase may take.
+struct Bounds {
+    /// From the start until every login is answered.
+    login: Duration,
+    /// Seconds of sending.
+    seconds: f64,
+    /// Longest wait for stragglers after the sending, seconds.
+    drain: f64,
+}
+
+impl Bounds {
+    /// The bounds of a run with `per_fleet` connections in its largest
+    /// fleet (each fleet logs its connections in on its own).
+    fn new(common: &Common, per_fleet: usize) -> Bounds {
+        let rounds = u32::try_from(per_fleet.div_ceil(LOGIN_CONCURRENCY)).unwrap_or(u32::MAX);
+        Bounds {
+            login: Duration::from_secs_f64(common.login_timeout).saturating_mul(rounds)
+                + LOGIN_SLACK,
+            seconds: common.seconds,
+            drain: common.drain,
+        }
+    }
+
+    /// When a worker process gives up by itself: every phase's bound and then some.
+    fn worker_deadline(&self) -> Duration {
+        self.login
+            + START_DELAY
+            + Duration::from_secs_f64(self.seconds + self.drain)
+            + FINISH
+            + WORKER_SLACK
+    }
+}
+
+/// Drives `fleet` through the phases: every connection logged in, the
+/// sending from one agreed time, the stragglers, then SYNC and logout.
+async fn drive(
+    mut fleet: impl Fleet,
+    plan: &Plan,
+    common: &Common,
+    bounds: &Bounds,
+    progress: &Progress,
+) -> anyhow::Result<(Gathered, Timing)> {
     // 1. Logins.
     let total = plan.seats.len() as u64;
-    eprintln!("logging in {total} connections...");
-    let rounds = plan.seats.len().div_ceil(LOGIN_CONCURRENCY) as u32;
-    let login_bound = Instant::now() + setup.login_timeout * rounds + Duration::from_secs(5);
-    wait(login_bound, || {
-        shared.logged_in.load(Ordering::Relaxed) + shared.failed.load(Ordering::Relaxed) >= total
+    progress.phase("logging in", total);
+    wait(Instant::now() + bounds.login, || {
+        let c = fleet.counts();
+        let message = format!("logged in {} failed {}", c.logged_in, c.failed);
+        progress.show(c.answered(), total, message);
+        c.answered() >= total
     })
     .await;
-    let logged_in = shared.logged_in.load(Ordering::Relaxed);
-    if logged_in == 0 {
+    if fleet.counts().logged_in == 0 {
         bail!("no connection logged in");
     }
 
-    // 2. Sending.
-    let start = Instant::now() + START_DELAY;
-    let start_us = clock::now_us() + START_DELAY.as_micros() as u64;
-    let end = start + Duration::from_secs_f64(common.seconds);
-    eprintln!("{logged_in} logged in; sending for {} s...", common.seconds);
-    phase.send_replace(Phase::Send { start, end });
-    sleep_until(end).await;
+    // 2. Sending, from a time every connection hears of before it comes.
+    let window = Window::from_now(START_DELAY, common.seconds);
+    fleet.send(window).await;
+    let (start, end) = window.instants();
+    let tenths = (common.seconds * 10.0).ceil() as u64;
+    progress.phase("sending", tenths);
+    wait(end, || {
+        let tenth = (start.elapsed().as_secs_f64() * 10.0) as u64;
+        progress.show(tenth, tenths, traffic(&fleet.counts()));
+        false
+    })
+    .await;
 
     // 3. Stragglers.
-    let (drained, drain_secs) = stragglers(shared, end, common.drain).await;
+    progress.phase("draining", 0);
+    let (drained, drain_secs) = stragglers(end, common.drain, || {
+        let c = fleet.counts();
+        progress.show(c.delivered, c.expected, traffic(&c));
+        c.drained()
+    })
+    .await;
 
     // 4. SYNC every inbox, log out, collect.
-    eprintln!("syncing inboxes...");
-    phase.send_replace(Phase::Sync);
-    let finish_bound = Instant::now() + FINISH;
-    let mut outcomes = Vec::with_capacity(tasks.len());
-    for task in tasks {
-        let abort = task.abort_handle();
-        match timeout_at(finish_bound, task).await {
-            Ok(Ok(outcome)) => outcomes.push(Some(outcome)),
-            Ok(Err(_)) => outcomes.push(None),
-            Err(_) => {
-                abort.abort();
-                outcomes.push(None);
-            }
-        }
-    }
+    progress.phase("syncing", total);
+    fleet.sync().await;
+    let gathered = fleet.collect(Instant::now() + FINISH).await?;
     let timing = Timing {
-        start_us,
+        start_us: window.start_us,
         seconds: common.seconds,
         drain_secs,
         drained,
     };
-    tally::report(&plan, &outcomes, timing, common.rate, config)
+    Ok((gathered, timing))
 }
 
-/// Waits, up to `drain` seconds after `end`, for every send to be answered and
-/// every expected delivery to arrive; returns whether they did, and the seconds
-/// since `end`.
-pub async fn stragglers(shared: &Shared, end: Instant, drain: f64) -> (bool, f64) {
-    let drained = wait(end + Duration::from_secs_f64(drain), || {
-        shared.in_flight.load(Ordering::Relaxed) == 0
-            && shared.delivered.load(Ordering::Relaxed) >= shared.expected.load(Ordering::Relaxed)
-    })
-    .await;
+/// The traffic counts, for the progress line.
+fn traffic(c: &Counts) -> String {
+    format!(
+        "sent {} acked {} in flight {} delivered {}/{}",
+        c.sent, c.acked, c.in_flight, c.delivered, c.expected
+    )
+}
+
+/// Waits, up to `drain` seconds after `end`, until `drained` holds (every
+/// send answered and every expected delivery in); returns whether it did,
+/// and the seconds since `end`.
+pub async fn stragglers(end: Instant, drain: f64, drained: impl FnMut() -> bool) -> (bool, f64) {
+    let drained = wait(end + Duration::from_secs_f64(drain), drained).await;
     (drained, end.elapsed().as_secs_f64())
 }
 
-/// Waits until `done` holds (true) or `until` passes (false).
-pub async fn wait(until: Instant, done: impl Fn() -> bool) -> bool {
+/// Waits until `done` holds (true) or `until` passes (false), looking every
+/// few milliseconds.
+pub async fn wait(until: Instant, mut done: impl FnMut() -> bool) -> bool {
     loop {
         if done() {
             return true;

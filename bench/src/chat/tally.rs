@@ -4,9 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use super::measures::Measures;
 use super::member::Outcome;
 use super::run::{Plan, Timing};
 use crate::report::Report;
@@ -59,13 +59,13 @@ pub struct Totals {
 pub fn report(
     plan: &Plan,
     outcomes: &[Option<Outcome>],
+    measures: &Measures,
     timing: Timing,
     rate: f64,
     config: serde_json::Value,
 ) -> anyhow::Result<Report> {
     let mut totals = Totals::default();
-    let mut latency = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
-    let mut ack = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+    let (latency, ack) = (&measures.latency_us, &measures.ack_us);
     let mut last_push_us = 0;
     for (seat, outcome) in plan.seats.iter().zip(outcomes) {
         let Some(out) = outcome else {
@@ -96,8 +96,6 @@ pub fn report(
         totals.throttled += out.throttled;
         totals.delivered += out.pushed.len() as u64;
         totals.duplicated += out.duplicates;
-        latency.add(&out.latency_us)?;
-        ack.add(&out.ack_us)?;
         last_push_us = last_push_us.max(out.last_push_us);
         for id in &out.acked {
             for &r in &seat.receivers {
@@ -127,6 +125,7 @@ pub fn report(
         );
     }
     let mut report = Report {
+        charts: measures.charts(),
         scenario: plan.scenario.into(),
         config,
         figures: Vec::new(),
@@ -240,21 +239,25 @@ mod tests {
                 seat(4, None, Vec::new()),
             ],
         };
-        let mut sender = Outcome::new().unwrap();
-        sender.sent = 3;
-        sender.acked = vec![10, 11];
-        sender.unacked = 1;
+        let sender = Outcome {
+            sent: 3,
+            acked: vec![10, 11],
+            unacked: 1,
+            ..Outcome::default()
+        };
         // Receiver 2 got 10 by PUSH; 11 only by SYNC.
-        let mut pushed_and_synced = Outcome::new().unwrap();
+        let mut pushed_and_synced = Outcome::default();
         pushed_and_synced.pushed.extend([10]);
         pushed_and_synced.synced.extend([10, 11]);
         // Receiver 3 got 10 twice; 11 nowhere.
-        let mut lossy = Outcome::new().unwrap();
+        let mut lossy = Outcome::default();
         lossy.pushed.extend([10]);
         lossy.duplicates = 1;
         // Receiver 4 never logged in.
-        let mut absent = Outcome::new().unwrap();
-        absent.login_failure = Some("refused: BAD_TOKEN".into());
+        let absent = Outcome {
+            login_failure: Some("refused: BAD_TOKEN".into()),
+            ..Outcome::default()
+        };
         let outcomes = [sender, pushed_and_synced, lossy, absent].map(Some);
         let timing = Timing {
             start_us: 0,
@@ -262,7 +265,16 @@ mod tests {
             drain_secs: 0.0,
             drained: true,
         };
-        let report = report(&plan, &outcomes, timing, 1.0, serde_json::Value::Null).unwrap();
+        let measures = Measures::new().unwrap();
+        let report = report(
+            &plan,
+            &outcomes,
+            &measures,
+            timing,
+            1.0,
+            serde_json::Value::Null,
+        )
+        .unwrap();
         let totals = &report.details["totals"];
         let count = |name: &str| totals[name].as_u64().unwrap();
         assert_eq!(count("logged_in"), 3);

@@ -13,6 +13,7 @@
 mod events;
 pub(crate) mod probe;
 pub(crate) mod provision;
+pub(crate) mod track;
 pub(crate) mod wire;
 pub mod worker;
 
@@ -31,8 +32,9 @@ use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 
-use crate::report::Report;
+use crate::report::{Chart, Report, Series};
 use events::{Counts, Event, Summary};
+use track::Track;
 
 /// Most connections one worker process holds (the open-files limit here is 20,000).
 pub const PER_WORKER: usize = 19_000;
@@ -106,6 +108,10 @@ pub struct Args {
     /// Ignore cached tokens and log every account in again.
     #[arg(long)]
     pub fresh_tokens: bool,
+    /// Skip register: connection `i` logs in with the token `tok-<i+1>`, which
+    /// only the tokio baseline (`tokio-server`) accepts.
+    #[arg(long, conflicts_with = "fresh_tokens")]
+    pub baseline_tokens: bool,
 }
 
 impl Args {
@@ -166,19 +172,26 @@ pub async fn run(args: &Args, out_dir: &Path) -> anyhow::Result<Report> {
     progress.phase("provisioning", args.connections as u64);
     let flood_secs = args.connections as f64 / args.rate + args.login_timeout;
     let cache = out_dir.join(format!("idle-tokens-{}.json", args.user_prefix));
-    let (accounts, provisioned) = provision::accounts(
-        &provision::Plan {
-            register: &args.register,
-            prefix: &args.user_prefix,
-            count: args.connections,
-            concurrency: args.provision_concurrency,
-            valid_for: Duration::from_secs_f64(flood_secs + args.hold + 3600.0),
-            fresh: args.fresh_tokens,
-        },
-        &cache,
-        &progress.bar,
-    )
-    .await?;
+    let (accounts, provisioned) = if args.baseline_tokens {
+        (
+            provision::baseline_accounts(args.connections),
+            provision::Provisioned::default(),
+        )
+    } else {
+        provision::accounts(
+            &provision::Plan {
+                register: &args.register,
+                prefix: &args.user_prefix,
+                count: args.connections,
+                concurrency: args.provision_concurrency,
+                valid_for: Duration::from_secs_f64(flood_secs + args.hold + 3600.0),
+                fresh: args.fresh_tokens,
+            },
+            &cache,
+            &progress.bar,
+        )
+        .await?
+    };
     progress.bar.finish_and_clear();
     eprintln!(
         "accounts: {} cached, {} logged in through {} in {:.1} s",
@@ -220,7 +233,7 @@ pub async fn run(args: &Args, out_dir: &Path) -> anyhow::Result<Report> {
         stdins.push(stdin);
     }
     drop(tx);
-    let mut flood = Flood::new(workers);
+    let mut flood = Flood::new(workers, Track::start(pids));
     let started = Instant::now();
     progress.phase("logging in", args.connections as u64);
     let ramp_bound = started + Duration::from_secs_f64(flood_secs + 30.0);
@@ -265,6 +278,7 @@ pub async fn run(args: &Args, out_dir: &Path) -> anyhow::Result<Report> {
         .await;
 
     // 5. Close, collect, and read the memory once the connections are gone.
+    flood.track.stop();
     progress.phase("closing", args.connections as u64);
     for mut stdin in stdins {
         let _ = stdin.write_all(b"close\n").await;
@@ -291,7 +305,18 @@ pub async fn run(args: &Args, out_dir: &Path) -> anyhow::Result<Report> {
     };
 
     let summary = flood.summary()?;
+    let server = if args.baseline_tokens {
+        "tokio"
+    } else {
+        "access"
+    };
+    let mut charts = vec![Chart::latency_cdf(
+        "idle: connect+login latency",
+        vec![Series::latency_cdf(server, &summary.latency)],
+    )];
+    charts.extend(flood.track.charts("idle", server, "logged-in connections"));
     let mut report = Report {
+        charts,
         scenario: "idle".into(),
         config: serde_json::to_value(args)?,
         figures: Vec::new(),
@@ -452,6 +477,8 @@ fn spawn_worker(
 /// What the workers have said so far.
 #[derive(Debug)]
 struct Flood {
+    /// Connections and memory over time, sampled while pumping.
+    track: Track,
     counts: Vec<Counts>,
     ramp: Vec<Option<f64>>,
     summaries: Vec<Option<Summary>>,
@@ -468,8 +495,9 @@ struct Merged {
 }
 
 impl Flood {
-    fn new(workers: usize) -> Self {
+    fn new(workers: usize, track: Track) -> Self {
         Self {
+            track,
             counts: vec![Counts::default(); workers],
             ramp: vec![None; workers],
             summaries: vec![None; workers],
@@ -517,7 +545,8 @@ impl Flood {
         self.ramp.iter().flatten().copied().fold(0.0, f64::max)
     }
 
-    /// Takes in what the workers say until `until` or until `done` holds.
+    /// Takes in what the workers say until `until` or until `done` holds,
+    /// sampling the track whenever it is due.
     async fn pump(
         &mut self,
         rx: &mut mpsc::UnboundedReceiver<Heard>,
@@ -526,6 +555,7 @@ impl Flood {
         done: impl Fn(&Flood) -> bool,
     ) {
         while !done(self) {
+            let due = self.track.due();
             tokio::select! {
                 heard = rx.recv() => match heard {
                     Some(heard) => self.hear(heard),
@@ -539,6 +569,9 @@ impl Flood {
                     }
                 },
                 () = sleep_until(until) => return,
+                () = sleep_until(due.unwrap_or(until)), if due.is_some() => {
+                    self.track.sample(Instant::now(), self.totals().logged_in);
+                }
             }
             progress.show(self.totals());
         }

@@ -32,6 +32,19 @@ pub struct Account {
     pub expires_at_ms: i64,
 }
 
+/// Accounts the tokio baseline accepts without register: user `i+1` logs in
+/// with `tok-<i+1>`.
+pub fn baseline_accounts(count: usize) -> Vec<Account> {
+    (1..=count as u64)
+        .map(|id| Account {
+            name: format!("baseline-{id}"),
+            user_id: id,
+            token: format!("tok-{id}"),
+            expires_at_ms: i64::MAX,
+        })
+        .collect()
+}
+
 /// The cache file's content.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Cache {

@@ -2,13 +2,106 @@
 //! socket (bound to a chosen source address, so many addresses share the load
 //! of ephemeral ports), write one frame, read the next frame.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+use anyhow::ensure;
 use bytes::BytesMut;
 use fishchat_codec::pb::{self, Command};
 use fishchat_codec::{Body, DEFAULT_MAX_FRAME_LEN, Frame, FrameDecoder, encode_frame};
+use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
+
+/// Where client sockets come from: the source addresses they bind, round-robin
+/// (each address has its own ~28k ephemeral ports towards one server address).
+#[derive(Debug, Clone, Default, clap::Args, Serialize)]
+pub struct Sources {
+    /// Source addresses to bind client sockets to, round-robin (each gives
+    /// ~28k ephemeral ports).
+    #[arg(long, value_delimiter = ',', conflicts_with = "source_ip_count")]
+    pub source_ips: Vec<IpAddr>,
+    /// Use source addresses 127.0.0.2 .. 127.0.0.<K+1>.
+    #[arg(long)]
+    pub source_ip_count: Option<u8>,
+}
+
+impl Sources {
+    /// Refuses a count outside 1..=253 (127.0.0.2 ..= 127.0.0.254).
+    pub fn check(&self) -> anyhow::Result<()> {
+        ensure!(
+            self.source_ip_count.is_none_or(|k| (1..=253).contains(&k)),
+            "--source-ip-count must be 1..=253"
+        );
+        Ok(())
+    }
+
+    /// The addresses, in order; empty when the kernel is to choose.
+    pub fn list(&self) -> Vec<IpAddr> {
+        match self.source_ip_count {
+            Some(count) => loopback_sources(count),
+            None => self.source_ips.clone(),
+        }
+    }
+}
+
+/// The loopback source addresses 127.0.0.2 .. 127.0.0.<count+1>.
+pub fn loopback_sources(count: u8) -> Vec<IpAddr> {
+    (0..count)
+        .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2u8.saturating_add(i))))
+        .collect()
+}
+
+/// The source address of connection `index`: number `index mod count`, or
+/// none (the kernel chooses) when there are none.
+pub fn source_for(ips: &[IpAddr], index: usize) -> Option<IpAddr> {
+    ips.get(index.checked_rem(ips.len())?).copied()
+}
+
+/// Where a load generator's connection `i` goes and comes from: access node
+/// `i mod count` (or the one a gateway names) from source address `i mod
+/// count`. A worker process gets it as flags.
+#[derive(Debug, Clone, Default, PartialEq, clap::Args)]
+pub struct Dial {
+    /// Access nodes' client addresses; connection `i` uses number `i mod count`.
+    #[arg(long = "access")]
+    pub access: Vec<SocketAddr>,
+    /// Ask this gateway for an access node per connection instead.
+    #[arg(long)]
+    pub gateway: Option<SocketAddr>,
+    /// Source addresses; connection `i` binds number `i mod count`.
+    #[arg(long, value_delimiter = ',')]
+    pub source_ips: Vec<IpAddr>,
+}
+
+impl Dial {
+    /// Opens connection `index` (asking the gateway first when there is one).
+    pub async fn connect(&self, index: usize) -> Result<Wire, Failure> {
+        let source = source_for(&self.source_ips, index);
+        let target = match self.gateway {
+            Some(gateway) => lookup(gateway, source).await?,
+            None => *self
+                .access
+                .get(index.checked_rem(self.access.len()).unwrap_or(0))
+                .ok_or_else(|| Failure("no access address".into()))?,
+        };
+        Wire::connect(target, source).await
+    }
+
+    /// The flags that give a worker process this dial.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut args: Vec<String> = self
+            .access
+            .iter()
+            .map(|a| format!("--access={a}"))
+            .collect();
+        args.extend(self.gateway.map(|g| format!("--gateway={g}")));
+        if !self.source_ips.is_empty() {
+            let ips: Vec<String> = self.source_ips.iter().map(ToString::to_string).collect();
+            args.push(format!("--source-ips={}", ips.join(",")));
+        }
+        args
+    }
+}
 
 /// A client connection: the socket and what was read but not yet decoded.
 #[derive(Debug)]
@@ -144,4 +237,27 @@ pub fn kick_name(reason: i32) -> String {
         |_| format!("reason {reason}"),
         |r| r.as_str_name().to_owned(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_take_the_source_addresses_round_robin() {
+        let sources = Sources {
+            source_ips: Vec::new(),
+            source_ip_count: Some(2),
+        };
+        let ips = sources.list();
+        assert_eq!(ips, loopback_sources(2));
+        assert_eq!(source_for(&ips, 0), Some(IpAddr::from([127, 0, 0, 2])));
+        assert_eq!(source_for(&ips, 3), Some(IpAddr::from([127, 0, 0, 3])));
+        assert_eq!(source_for(&[], 3), None);
+        let too_many = Sources {
+            source_ip_count: Some(254),
+            ..Sources::default()
+        };
+        assert!(too_many.check().is_err());
+    }
 }

@@ -12,13 +12,16 @@ use tokio::time::{Instant, sleep, sleep_until};
 
 use super::client::Conn;
 use super::{ConnectArgs, add_percentiles, add_setup, fleet};
+use crate::idle::track::Readings;
 use crate::push::clock;
-use crate::report::Report;
+use crate::report::{Chart, Report, Series};
 
 /// PUBLISH packets encoded and written at once.
 const BATCH: usize = 64;
 /// How long the deliveries still on their way may take once all is published.
 const DRAIN: Duration = Duration::from_secs(10);
+/// The series label of every chart: the server measured.
+const SERVER: &str = "mosquitto";
 
 /// Parameters of `mqtt-fanout`.
 #[derive(Debug, Clone, clap::Args, Serialize)]
@@ -55,6 +58,7 @@ pub async fn run(args: &FanoutArgs) -> anyhow::Result<Report> {
         args.connect.plan(),
         args.connect.connections,
         args.connect.rate,
+        None,
     )
     .await;
     ensure!(
@@ -74,13 +78,16 @@ pub async fn run(args: &FanoutArgs) -> anyhow::Result<Report> {
     let delivered = &fleet.counters.delivered;
     let started = Instant::now();
     let first_publish_us = clock::now_us();
+    let mut readings = Readings::start();
     let mut sent = 0usize;
     let mut window_waits = 0u64;
     while sent < args.messages {
+        readings.poll(Instant::now(), delivered.load(Ordering::Relaxed));
         if args.publish_rate > 0.0 {
             sleep_until(started + Duration::from_secs_f64(sent as f64 / args.publish_rate)).await;
         }
         while sent as u64 > delivered.load(Ordering::Relaxed) + args.window {
+            readings.poll(Instant::now(), delivered.load(Ordering::Relaxed));
             window_waits += 1;
             sleep(Duration::from_millis(1)).await;
         }
@@ -100,11 +107,14 @@ pub async fn run(args: &FanoutArgs) -> anyhow::Result<Report> {
     let publish_secs = started.elapsed().as_secs_f64();
     let drain_bound = Instant::now() + DRAIN;
     while delivered.load(Ordering::Relaxed) < sent as u64 && Instant::now() < drain_bound {
+        readings.poll(Instant::now(), delivered.load(Ordering::Relaxed));
         sleep(Duration::from_millis(5)).await;
     }
+    let readings = readings.finish(Instant::now(), delivered.load(Ordering::Relaxed));
     let _ = publisher.send(super::codec::disconnect).await;
 
     let mut report = Report {
+        charts: Vec::new(),
         scenario: "mqtt-fanout".into(),
         config: serde_json::to_value(args)?,
         figures: Vec::new(),
@@ -125,6 +135,17 @@ pub async fn run(args: &FanoutArgs) -> anyhow::Result<Report> {
         "msgs/s",
     );
     add_percentiles(&mut report, "delivery latency", &closed.latency);
+    report.charts = vec![
+        Chart::latency_cdf(
+            "mqtt-fanout: delivery latency",
+            vec![Series::latency_cdf(SERVER, &closed.latency)],
+        ),
+        Chart::throughput(
+            "mqtt-fanout: deliveries per second",
+            "deliveries/s",
+            vec![Series::rates(SERVER, &readings)],
+        ),
+    ];
     report.add("held until close", closed.held as f64, "");
     for (kind, count) in setup_failures.iter().chain(&closed.failures) {
         report.add(&format!("failed: {kind}"), *count as f64, "");

@@ -16,6 +16,7 @@ use tokio::time::{Instant, sleep_until, timeout};
 
 use super::client::{Conn, Failure, unexpected};
 use super::codec::{self, Packet};
+use crate::idle::track::Track;
 use crate::push::clock;
 
 /// The largest latency recorded, in microseconds (10 minutes).
@@ -102,8 +103,9 @@ pub struct Closed {
 }
 
 /// Starts `count` subscribers at `rate` per second and waits until each has
-/// its SUBACK or has failed (bounded by count / rate + setup timeout + 30 s).
-pub async fn open(plan: Plan, count: usize, rate: f64) -> Fleet {
+/// its SUBACK or has failed (bounded by count / rate + setup timeout + 30 s),
+/// sampling the subscribers set up on `track` meanwhile.
+pub async fn open(plan: Plan, count: usize, rate: f64, mut track: Option<&mut Track>) -> Fleet {
     let plan = Arc::new(plan);
     let counters = Arc::new(Counters::default());
     let (stop, stop_rx) = watch::channel(false);
@@ -136,6 +138,7 @@ pub async fn open(plan: Plan, count: usize, rate: f64) -> Fleet {
     let mut answered = 0;
     let mut next_progress = Instant::now() + PROGRESS_EVERY;
     while answered < count {
+        let due = track.as_ref().and_then(|t| t.due());
         tokio::select! {
             heard = ready.recv() => match heard {
                 Some((index, Ok(us))) => {
@@ -152,6 +155,11 @@ pub async fn open(plan: Plan, count: usize, rate: f64) -> Fleet {
             () = sleep_until(next_progress) => {
                 eprintln!("subscribed {} failed {} of {count}", subscribed.len(), answered - subscribed.len());
                 next_progress += PROGRESS_EVERY;
+            }
+            () = sleep_until(due.unwrap_or(bound)), if due.is_some() => {
+                if let Some(track) = track.as_deref_mut() {
+                    track.sample(Instant::now(), counters.live.load(Ordering::Relaxed));
+                }
             }
             () = sleep_until(bound) => {
                 eprintln!("warning: {} subscribers gave no answer in time", count - answered);

@@ -7,14 +7,17 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::time::{Instant, sleep_until};
+use tokio::time::Instant;
 
 use super::{ConnectArgs, add_setup, fleet};
 use crate::idle::probe;
-use crate::report::Report;
+use crate::idle::track::Track;
+use crate::report::{Chart, Report, Series};
 
 /// Time between two memory readings after the flood.
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+/// The series label of every chart: the server measured.
+const SERVER: &str = "mosquitto";
 
 /// Parameters of `mqtt-idle`.
 #[derive(Debug, Clone, clap::Args, Serialize)]
@@ -50,22 +53,42 @@ pub async fn run(args: &IdleArgs) -> anyhow::Result<Report> {
         Some(probe::rss_median(&pids, 3, Duration::from_millis(500)).await?)
     };
 
+    let mut track = Track::start(&pids);
     let fleet = fleet::open(
         args.connect.plan(),
         args.connect.connections,
         args.connect.rate,
+        Some(&mut track),
     )
     .await;
+    let live = || fleet.counters.live.load(Ordering::Relaxed);
     let ramped_at = Instant::now();
-    sleep_until(ramped_at + Duration::from_secs_f64(args.settle)).await;
+    let settled = ramped_at + Duration::from_secs_f64(args.settle);
+    track.wait_until(settled, live).await;
     let rss_idle = if pids.is_empty() {
         None
     } else {
-        Some(probe::rss_median(&pids, args.samples, SAMPLE_EVERY).await?)
+        let mut readings = Vec::with_capacity(args.samples.max(1));
+        for i in 0..args.samples.max(1) {
+            track
+                .wait_until(settled + SAMPLE_EVERY.mul_f64(i as f64), live)
+                .await;
+            readings.push(probe::rss_sum(&pids)?);
+        }
+        Some((probe::median(&readings), readings))
     };
-    let held_at_measurement = fleet.counters.live.load(Ordering::Relaxed);
-    sleep_until(ramped_at + Duration::from_secs_f64(args.hold)).await;
+    let held_at_measurement = live();
+    track
+        .wait_until(ramped_at + Duration::from_secs_f64(args.hold), live)
+        .await;
+    track.stop();
+    let mut charts = vec![Chart::latency_cdf(
+        "mqtt-idle: connect+subscribe latency",
+        vec![Series::latency_cdf(SERVER, &fleet.setup)],
+    )];
+    charts.extend(track.charts("mqtt-idle", SERVER, "subscribers"));
     let mut report = Report {
+        charts,
         scenario: "mqtt-idle".into(),
         config: serde_json::to_value(args)?,
         figures: Vec::new(),

@@ -62,6 +62,18 @@ fn connect(broker: &Broker, connections: usize, prefix: &str) -> ConnectArgs {
     }
 }
 
+/// The names of the report's charts, and the points of each series of the named one.
+fn charts(report: &Report, name: &str) -> (Vec<String>, Vec<usize>) {
+    let names = report.charts.iter().map(|c| c.name.clone()).collect();
+    let points = report
+        .charts
+        .iter()
+        .filter(|c| c.name == name)
+        .flat_map(|c| c.series.iter().map(|s| s.points.len()))
+        .collect();
+    (names, points)
+}
+
 fn figure(report: &Report, name: &str) -> f64 {
     report
         .figures
@@ -90,6 +102,11 @@ async fn idle_and_fanout_run_against_a_real_mosquitto() {
     assert!(figure(&idle, "broker VmRSS idle (median)") > 0.0);
     // A keepalive of 1 s over a 3 s hold: every subscriber pinged and was answered.
     assert!(figure(&idle, "pingresps received") >= 200.0);
+    // Sampled once a second over a 3 s hold: a ramp and a memory point or more each second.
+    let (names, ramp) = charts(&idle, "ramp");
+    assert_eq!(names, ["latency-cdf", "ramp", "memory"]);
+    assert!(ramp.len() == 1 && ramp[0] >= 3, "{ramp:?}");
+    assert!(charts(&idle, "memory").1[0] >= 3);
 
     let fanout = run_fanout(&FanoutArgs {
         connect: connect(&broker, 50, "fanout"),
@@ -104,4 +121,7 @@ async fn idle_and_fanout_run_against_a_real_mosquitto() {
     assert_eq!(figure(&fanout, "messages delivered"), 1000.0);
     assert!(figure(&fanout, "deliveries per second") > 0.0);
     assert!(figure(&fanout, "delivery latency max") > 0.0);
+    let (names, cdf) = charts(&fanout, "latency-cdf");
+    assert_eq!(names, ["latency-cdf", "throughput"]);
+    assert!(cdf.len() == 1 && cdf[0] > 1, "{cdf:?}");
 }

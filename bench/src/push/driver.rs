@@ -39,6 +39,9 @@ pub struct Shape {
     /// One delivery naming all the batch's users (a group fan-out: one frame
     /// shared by all) instead of one delivery per user.
     pub shared_delivery: bool,
+    /// Deliveries (so frames) per user in one request: several frames queued on
+    /// a connection at once leave in one write.
+    pub frames_per_user: usize,
     /// Frames sent and not yet received beyond which streams wait.
     pub window: u64,
 }
@@ -89,6 +92,7 @@ pub async fn stream(
 ) -> anyhow::Result<Histogram<u64>> {
     let mut latency = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
     let per_request = shape.batch.min(users.len()).max(1);
+    let frames = (per_request * shape.frames_per_user.max(1)) as u64;
     let mut seq = 0u64;
     while Instant::now() < until {
         let issued = sent.issued.load(Ordering::Relaxed);
@@ -102,7 +106,7 @@ pub async fn stream(
             .collect();
         seq += 1;
         let request = request(&named, &shape, seq);
-        sent.issued.fetch_add(per_request as u64, Ordering::Relaxed);
+        sent.issued.fetch_add(frames, Ordering::Relaxed);
         let began = std::time::Instant::now();
         match client.push(request).await {
             Ok(reply) => {
@@ -114,13 +118,12 @@ pub async fn stream(
                 sent.absent
                     .fetch_add(reply.absent_user_ids.len() as u64, Ordering::Relaxed);
                 // Absent users get no frame: take them out of what is on its way.
-                let missing = per_request as u64
-                    - u64::from(reply.delivered_connections).min(per_request as u64);
+                let missing = frames - u64::from(reply.delivered_connections).min(frames);
                 sent.issued.fetch_sub(missing, Ordering::Relaxed);
             }
             Err(status) => {
                 sent.errors.fetch_add(1, Ordering::Relaxed);
-                sent.issued.fetch_sub(per_request as u64, Ordering::Relaxed);
+                sent.issued.fetch_sub(frames, Ordering::Relaxed);
                 if sent.errors.load(Ordering::Relaxed) == 1 {
                     eprintln!("push RPC failed: {status}");
                 }
@@ -143,17 +146,26 @@ fn request(users: &[u64], shape: &Shape, seq: u64) -> PushRequest {
             ..StoredMessage::default()
         })
         .collect();
+    let repeat = shape.frames_per_user.max(1);
     let deliveries = if shape.shared_delivery {
-        vec![Delivery {
-            user_ids: users.to_vec(),
-            messages,
-        }]
+        vec![
+            Delivery {
+                user_ids: users.to_vec(),
+                messages,
+            };
+            repeat
+        ]
     } else {
         users
             .iter()
-            .map(|&user| Delivery {
-                user_ids: vec![user],
-                messages: messages.clone(),
+            .flat_map(|&user| {
+                std::iter::repeat_n(
+                    Delivery {
+                        user_ids: vec![user],
+                        messages: messages.clone(),
+                    },
+                    repeat,
+                )
             })
             .collect()
     };

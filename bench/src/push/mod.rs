@@ -81,6 +81,11 @@ pub struct Args {
     /// group) instead of one delivery per user (like direct messages).
     #[arg(long)]
     pub shared_delivery: bool,
+    /// Deliveries per named user in each request, so that many frames wait
+    /// on each connection at once and leave in one write (1 = one frame per
+    /// connection per request, the direct-message case).
+    #[arg(long, default_value_t = 1)]
+    pub frames_per_user: usize,
     /// Concurrent push RPC streams, each on its own HTTP/2 connection.
     #[arg(long, default_value_t = 4)]
     pub streams: usize,

@@ -5,12 +5,11 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
 use serde::Serialize;
@@ -19,13 +18,13 @@ use tokio::time::{Instant, sleep, sleep_until};
 use super::driver::{self, Sent, Shape};
 use super::receiver::{self, Logins, Received, Shared};
 use super::{Args, Target, procstat};
+use crate::baseline::spawn::Spawned;
 use crate::idle::provision;
-use crate::report::Report;
+use crate::idle::track::Readings;
+use crate::report::{Chart, Report, Series};
 
 /// How long what was sent may take to arrive after the drive ends.
 const DRAIN: Duration = Duration::from_secs(5);
-/// How long a started baseline has to start listening.
-const BASELINE_START: Duration = Duration::from_secs(10);
 
 /// A server under test.
 struct Server {
@@ -56,6 +55,12 @@ struct Measured {
     server_cpu_secs: Option<f64>,
     server_threads_cpu_secs: BTreeMap<String, f64>,
     bench_cpu_secs: Option<f64>,
+    /// The latency CDF, for the report's chart (its data is in `charts`).
+    #[serde(skip)]
+    latency_cdf: Series,
+    /// Frames per second over the measured window, likewise.
+    #[serde(skip)]
+    throughput: Series,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -104,13 +109,13 @@ pub async fn run(args: &Args, out_dir: &Path) -> anyhow::Result<Report> {
                 None,
             ),
             None => {
-                let child = Baseline::start(args.tokio_port).await?;
+                let child = Spawned::start(args.tokio_port).await?;
                 (
                     Server {
                         name: "tokio",
                         client: child.client,
                         push: child.push.to_string(),
-                        pid: Some(child.child.id()),
+                        pid: Some(child.pid()),
                         tokens,
                     },
                     Some(child),
@@ -150,51 +155,6 @@ async fn access(args: &Args, out_dir: &Path) -> anyhow::Result<Server> {
         pid: args.server_pid,
         tokens: accounts.into_iter().map(|a| a.token).collect(),
     })
-}
-
-/// A baseline server started as a child process, killed when dropped.
-struct Baseline {
-    child: Child,
-    client: SocketAddr,
-    push: SocketAddr,
-}
-
-impl Baseline {
-    async fn start(port: u16) -> anyhow::Result<Baseline> {
-        let client = SocketAddr::from(([127, 0, 0, 1], port));
-        let push = SocketAddr::from(([127, 0, 0, 1], port.wrapping_add(1)));
-        let child = Command::new(std::env::current_exe().context("this executable")?)
-            .args(["tokio-server", "--listen", &client.to_string()])
-            .args(["--push-listen", &push.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .context("start tokio-server")?;
-        let baseline = Baseline {
-            child,
-            client,
-            push,
-        };
-        let until = Instant::now() + BASELINE_START;
-        while tokio::net::TcpStream::connect(push).await.is_err()
-            || tokio::net::TcpStream::connect(client).await.is_err()
-        {
-            if Instant::now() >= until {
-                bail!(
-                    "tokio-server did not listen on {client} and {push} within {BASELINE_START:?}"
-                );
-            }
-            sleep(Duration::from_millis(50)).await;
-        }
-        Ok(baseline)
-    }
-}
-
-impl Drop for Baseline {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Logs the connections in, drives, drains, closes.
@@ -294,6 +254,7 @@ async fn measure(server: &Server, args: &Args) -> anyhow::Result<Measured> {
     measured.login_failures = logins.failures;
     // Only messages received while measuring were recorded.
     measured.latency_ms = Percentiles::of_us(&latency);
+    measured.latency_cdf = Series::latency_cdf(server.name, &latency);
     Ok(measured)
 }
 
@@ -312,6 +273,7 @@ async fn drive(
         messages: args.messages,
         body_bytes: args.body_bytes,
         shared_delivery: args.shared_delivery,
+        frames_per_user: args.frames_per_user,
         window: args.window,
     };
     let sent = Arc::new(Sent::default());
@@ -334,9 +296,15 @@ async fn drive(
     sleep_until(started + Duration::from_secs_f64(args.warmup)).await;
     let before = Snapshot::take(pid.as_deref(), shared, &sent);
     shared.measuring.store(true, Ordering::Relaxed);
+    let mut readings = Readings::start();
+    while readings.due() < end {
+        sleep_until(readings.due()).await;
+        readings.poll(Instant::now(), shared.frames.load(Ordering::Relaxed));
+    }
     sleep_until(end).await;
     shared.measuring.store(false, Ordering::Relaxed);
     let after = Snapshot::take(pid.as_deref(), shared, &sent);
+    let throughput = Series::rates(server.name, &readings.finish(after.at, after.frames));
     let mut rpc_latency = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
     for stream in streams {
         rpc_latency.add(stream.await??)?;
@@ -367,6 +335,8 @@ async fn drive(
             server_cpu_secs: after.cpu.zip(before.cpu).map(|(a, b)| a - b),
             server_threads_cpu_secs: procstat::delta(&before.threads, &after.threads),
             bench_cpu_secs: after.bench_cpu.zip(before.bench_cpu).map(|(a, b)| a - b),
+            latency_cdf: Series::default(),
+            throughput,
         },
         sent,
     ))
@@ -398,6 +368,20 @@ impl Snapshot {
 /// The table and JSON of the run.
 fn report(args: &Args, measured: &[(&str, Measured)]) -> Report {
     let mut report = Report {
+        charts: vec![
+            Chart::latency_cdf(
+                "push: delivery latency",
+                measured
+                    .iter()
+                    .map(|(_, m)| m.latency_cdf.clone())
+                    .collect(),
+            ),
+            Chart::throughput(
+                "push: frames delivered per second",
+                "frames/s",
+                measured.iter().map(|(_, m)| m.throughput.clone()).collect(),
+            ),
+        ],
         scenario: "push".into(),
         config: serde_json::to_value(args).unwrap_or_default(),
         figures: Vec::new(),

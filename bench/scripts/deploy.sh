@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# A private FishChat deployment for one bench run, on servers that are already running:
+#
+#   bench/scripts/deploy.sh up DIR [ACCESS_NODES]   start register, manager, logic, msg_job and
+#                                                  ACCESS_NODES (default 1) access nodes
+#   bench/scripts/deploy.sh down DIR                stop them (SIGTERM, then SIGKILL)
+#
+# Everything is named after DIR's base name (etcd namespace, Redis key prefix, MongoDB database,
+# Kafka topics and consumer group), so runs never see each other's data. Register hashes with a
+# cheap argon2 cost so that tens of thousands of bench accounts take seconds. Each access node gets
+# `ulimit -n` at the hard limit. Writes DIR/env, to `source`: REGISTER, ACCESS (comma-separated
+# client addresses), PUSH (the first node's Push gRPC), ACCESS_PIDS (space-separated),
+# ACCESS_METRICS (comma-separated), and DIR/<service>.log and .pid.
+#
+# Servers from the environment, as the tests read them: FISHCHAT_ETCD (host:port, default
+# 127.0.0.1:2379), FISHCHAT_REDIS (redis://127.0.0.1:6379), FISHCHAT_KAFKA (127.0.0.1:9092),
+# FISHCHAT_MONGO (mongodb://127.0.0.1:27017/?directConnection=true). Binaries from BIN (default
+# target/release). Ports from BASE_PORT (default 17300): services BASE+10.., access node k
+# (0-based) clients BASE+40+10k, gRPC BASE+41+10k, metrics BASE+2041+10k.
+set -euo pipefail
+
+usage() { echo "usage: $0 up DIR [ACCESS_NODES] | down DIR" >&2; exit 2; }
+[[ $# -ge 2 ]] || usage
+action=$1 dir=$2 nodes=${3:-1}
+[[ $nodes =~ ^[1-9][0-9]*$ ]] || usage
+mkdir -p "$dir"
+dir=$(cd "$dir" && pwd)
+name=$(basename "$dir" | tr -c 'a-zA-Z0-9\n' '-')
+
+stop_all() {
+    local f pid
+    for f in "$dir"/*.pid; do
+        [[ -e $f ]] || continue
+        pid=$(cat "$f")
+        kill "$pid" 2>/dev/null || true
+    done
+    for f in "$dir"/*.pid; do
+        [[ -e $f ]] || continue
+        pid=$(cat "$f")
+        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null || true
+        rm -f "$f"
+    done
+}
+
+if [[ $action == down ]]; then
+    stop_all
+    exit 0
+fi
+[[ $action == up ]] || usage
+
+bin=${BIN:-target/release}
+base=${BASE_PORT:-17300}
+etcd=${FISHCHAT_ETCD:-127.0.0.1:2379}
+redis=${FISHCHAT_REDIS:-redis://127.0.0.1:6379}
+kafka=${FISHCHAT_KAFKA:-127.0.0.1:9092}
+mongo=${FISHCHAT_MONGO:-mongodb://127.0.0.1:27017/?directConnection=true}
+export FISHCHAT_ETCD_NAMESPACE=/$name
+etcd_list="[\"$etcd\"]"
+
+# start <service> <binary> VAR=value...: in the background, logging to DIR/<service>.log.
+start() {
+    local svc=$1 binary=$2
+    shift 2
+    env "$@" "$bin/$binary" </dev/null >>"$dir/$svc.log" 2>&1 &
+    echo $! >"$dir/$svc.pid"
+}
+
+# wait_port <service> <port>: until 127.0.0.1:<port> accepts (60 s), or the service died.
+wait_port() {
+    local svc=$1 port=$2
+    for _ in $(seq 600); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+        kill -0 "$(cat "$dir/$svc.pid")" 2>/dev/null || { echo "$svc exited; see $dir/$svc.log" >&2; stop_all; exit 1; }
+        sleep 0.1
+    done
+    echo "$svc does not listen on $port after 60 s; see $dir/$svc.log" >&2
+    stop_all
+    exit 1
+}
+
+start register fishchat-register \
+    FISHCHAT_REGISTER_GRPC_LISTEN=127.0.0.1:$((base + 10)) FISHCHAT_REGISTER_HTTP_LISTEN=127.0.0.1:$((base + 1010)) \
+    FISHCHAT_REGISTER_NODE_ID="$name-register" FISHCHAT_REGISTER_ETCD_ENDPOINTS="$etcd_list" \
+    FISHCHAT_REGISTER_REDIS_URL="$redis" FISHCHAT_REGISTER_KEY_PREFIX="$name:" \
+    FISHCHAT_REGISTER_MONGO_URL="$mongo" FISHCHAT_REGISTER_DATABASE="$name" \
+    FISHCHAT_REGISTER_ARGON2_MEMORY_KIB=1024 FISHCHAT_REGISTER_ARGON2_ITERATIONS=1
+start manager fishchat-manager \
+    FISHCHAT_MANAGER_GRPC_LISTEN=127.0.0.1:$((base + 20)) FISHCHAT_MANAGER_NODE_ID="$name-manager" \
+    FISHCHAT_MANAGER_ETCD_ENDPOINTS="$etcd_list" FISHCHAT_MANAGER_MONGO_URL="$mongo" FISHCHAT_MANAGER_DATABASE="$name"
+start logic fishchat-logic \
+    FISHCHAT_LOGIC_GRPC_LISTEN=127.0.0.1:$((base + 30)) FISHCHAT_LOGIC_NODE_ID="$name-logic" \
+    FISHCHAT_LOGIC_ETCD_ENDPOINTS="$etcd_list" FISHCHAT_LOGIC_REDIS_URL="$redis" FISHCHAT_LOGIC_KEY_PREFIX="$name:" \
+    FISHCHAT_LOGIC_KAFKA_BROKERS="$kafka" FISHCHAT_LOGIC_P2P_TOPIC="$name.p2p" FISHCHAT_LOGIC_GROUP_TOPIC="$name.group"
+wait_port register $((base + 1010))
+wait_port manager $((base + 20))
+wait_port logic $((base + 30))
+start msg_job fishchat-msg-job \
+    FISHCHAT_MSG_JOB_GRPC_LISTEN=127.0.0.1:$((base + 35)) FISHCHAT_MSG_JOB_NODE_ID="$name-msg-job" \
+    FISHCHAT_MSG_JOB_ETCD_ENDPOINTS="$etcd_list" FISHCHAT_MSG_JOB_REGISTER_ADDR=http://127.0.0.1:$((base + 10)) \
+    FISHCHAT_MSG_JOB_KAFKA_BROKERS="$kafka" FISHCHAT_MSG_JOB_GROUP_ID="$name-msg-job" \
+    FISHCHAT_MSG_JOB_P2P_TOPIC="$name.p2p" FISHCHAT_MSG_JOB_GROUP_TOPIC="$name.group" \
+    FISHCHAT_MSG_JOB_MONGO_URL="$mongo" FISHCHAT_MSG_JOB_DATABASE="$name"
+ulimit -n "$(ulimit -Hn)"
+access=() pids=() metrics=()
+for ((k = 0; k < nodes; k++)); do
+    client=$((base + 40 + 10 * k)) grpc=$((base + 41 + 10 * k)) metric=$((base + 2041 + 10 * k))
+    start "access-$k" fishchat-access \
+        FISHCHAT_ACCESS_NODE_ID="$name-access-$k" FISHCHAT_ACCESS_ETCD_ENDPOINTS="$etcd_list" \
+        FISHCHAT_ACCESS_CLIENT_LISTEN=127.0.0.1:$client FISHCHAT_ACCESS_GRPC_LISTEN=127.0.0.1:$grpc \
+        FISHCHAT_ACCESS_METRICS_LISTEN=127.0.0.1:$metric
+    access+=("127.0.0.1:$client") metrics+=("127.0.0.1:$metric") pids+=("$(cat "$dir/access-$k.pid")")
+done
+wait_port msg_job $((base + 35))
+for ((k = 0; k < nodes; k++)); do
+    wait_port "access-$k" $((base + 40 + 10 * k))
+done
+{
+    echo "REGISTER=http://127.0.0.1:$((base + 1010))"
+    echo "ACCESS=$(IFS=,; echo "${access[*]}")"
+    echo "PUSH=127.0.0.1:$((base + 41))"
+    echo "ACCESS_PIDS='${pids[*]}'"
+    echo "ACCESS_METRICS=$(IFS=,; echo "${metrics[*]}")"
+    echo "NAME=$name"
+} >"$dir/env"
+cat "$dir/env"
