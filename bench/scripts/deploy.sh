@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A private FishChat deployment for one bench run, on servers that are already running:
 #
-#   bench/scripts/deploy.sh up DIR [ACCESS_NODES]   start register, manager, logic, msg_job and
-#                                                  ACCESS_NODES (default 1) access nodes
+#   bench/scripts/deploy.sh up DIR [ACCESS_NODES]   start register, manager, logic, MSG_JOBS (env,
+#                                                  default 1) msg_job instances and ACCESS_NODES
+#                                                  (default 1) access nodes
 #   bench/scripts/deploy.sh down DIR                stop them (SIGTERM, then SIGKILL)
 #
 # Everything is named after DIR's base name (etcd namespace, Redis key prefix, MongoDB database,
@@ -15,7 +16,7 @@
 # Servers from the environment, as the tests read them: FISHCHAT_ETCD (host:port, default
 # 127.0.0.1:2379), FISHCHAT_REDIS (redis://127.0.0.1:6379), FISHCHAT_KAFKA (127.0.0.1:9092),
 # FISHCHAT_MONGO (mongodb://127.0.0.1:27017/?directConnection=true). Binaries from BIN (default
-# target/release). Ports from BASE_PORT (default 17300): services BASE+10.., access node k
+# target/release). Ports from BASE_PORT (default 17300): services BASE+10.., msg_job j BASE+1100+j, access node k
 # (0-based) clients BASE+40+10k, gRPC BASE+41+10k, metrics BASE+2041+10k.
 set -euo pipefail
 
@@ -95,12 +96,15 @@ start logic fishchat-logic \
 wait_port register $((base + 1010))
 wait_port manager $((base + 20))
 wait_port logic $((base + 30))
-start msg_job fishchat-msg-job \
-    FISHCHAT_MSG_JOB_GRPC_LISTEN=127.0.0.1:$((base + 35)) FISHCHAT_MSG_JOB_NODE_ID="$name-msg-job" \
-    FISHCHAT_MSG_JOB_ETCD_ENDPOINTS="$etcd_list" FISHCHAT_MSG_JOB_REGISTER_ADDR=http://127.0.0.1:$((base + 10)) \
-    FISHCHAT_MSG_JOB_KAFKA_BROKERS="$kafka" FISHCHAT_MSG_JOB_GROUP_ID="$name-msg-job" \
-    FISHCHAT_MSG_JOB_P2P_TOPIC="$name.p2p" FISHCHAT_MSG_JOB_GROUP_TOPIC="$name.group" \
-    FISHCHAT_MSG_JOB_MONGO_URL="$mongo" FISHCHAT_MSG_JOB_DATABASE="$name"
+# MSG_JOBS instances (default 1) share the topics' partitions as one consumer group.
+for ((j = 0; j < ${MSG_JOBS:-1}; j++)); do
+    start "msg_job-$j" fishchat-msg-job \
+        FISHCHAT_MSG_JOB_GRPC_LISTEN=127.0.0.1:$((base + 1100 + j)) FISHCHAT_MSG_JOB_NODE_ID="$name-msg-job-$j" \
+        FISHCHAT_MSG_JOB_ETCD_ENDPOINTS="$etcd_list" FISHCHAT_MSG_JOB_REGISTER_ADDR=http://127.0.0.1:$((base + 10)) \
+        FISHCHAT_MSG_JOB_KAFKA_BROKERS="$kafka" FISHCHAT_MSG_JOB_GROUP_ID="$name-msg-job" \
+        FISHCHAT_MSG_JOB_P2P_TOPIC="$name.p2p" FISHCHAT_MSG_JOB_GROUP_TOPIC="$name.group" \
+        FISHCHAT_MSG_JOB_MONGO_URL="$mongo" FISHCHAT_MSG_JOB_DATABASE="$name"
+done
 ulimit -n "$(ulimit -Hn)"
 access=() pids=() metrics=()
 for ((k = 0; k < nodes; k++)); do
@@ -111,7 +115,9 @@ for ((k = 0; k < nodes; k++)); do
         FISHCHAT_ACCESS_METRICS_LISTEN=127.0.0.1:$metric
     access+=("127.0.0.1:$client") metrics+=("127.0.0.1:$metric") pids+=("$(cat "$dir/access-$k.pid")")
 done
-wait_port msg_job $((base + 35))
+for ((j = 0; j < ${MSG_JOBS:-1}; j++)); do
+    wait_port "msg_job-$j" $((base + 1100 + j))
+done
 for ((k = 0; k < nodes; k++)); do
     wait_port "access-$k" $((base + 40 + 10 * k))
 done

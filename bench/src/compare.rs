@@ -148,17 +148,21 @@ pub async fn run(args: &Args, out_dir: &Path) -> anyhow::Result<Report> {
         "connection counts must be positive"
     );
     let dir = out_dir.join("compare");
+    // The idle load shape, the same for every server.
+    let shape = [
+        format!("--connections={}", args.connections),
+        format!("--rate={}", args.rate),
+        format!("--hold={}", args.hold),
+        format!("--source-ip-count={}", args.source_ip_count),
+    ];
     let idle_flags = |server: SocketAddr, pid: u32| -> Vec<String> {
         let mut flags = vec![
             format!("--access={server}"),
             format!("--access-pid={pid}"),
             format!("--register={}", args.register),
             format!("--user-prefix={}-idle", args.user_prefix),
-            format!("--connections={}", args.connections),
-            format!("--rate={}", args.rate),
-            format!("--hold={}", args.hold),
-            format!("--source-ip-count={}", args.source_ip_count),
         ];
+        flags.extend(shape.iter().cloned());
         if server != args.access {
             flags.push("--baseline-tokens".into());
         }
@@ -188,14 +192,11 @@ pub async fn run(args: &Args, out_dir: &Path) -> anyhow::Result<Report> {
     if !args.without_mosquitto {
         eprintln!("== idle: mosquitto");
         let broker = Mosquitto::start(args, dir.join("mosquitto-idle"))?;
-        let flags = [
+        let mut flags = vec![
             format!("--broker=127.0.0.1:{}", args.mosquitto_port),
             format!("--broker-pid={}", broker.pid),
-            format!("--connections={}", args.connections),
-            format!("--rate={}", args.rate),
-            format!("--hold={}", args.hold),
-            format!("--source-ip-count={}", args.source_ip_count),
         ];
+        flags.extend(shape.iter().cloned());
         let report = mqtt::run_idle(&part_args("mqtt-idle", &flags)?).await?;
         parts.push(save(report, "idle-mosquitto", &dir)?);
     }

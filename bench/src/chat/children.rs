@@ -1,7 +1,8 @@
 //! Worker processes of this program: each started as `<this program>
 //! <hidden subcommand> <flags>`, told things on its stdin, heard on its
 //! stdout one JSON line at a time. Nothing here knows a scenario: the chat
-//! scenarios use it, and any other scenario with workers can.
+//! scenarios and the idle scenario use it, and any other scenario with
+//! workers can.
 
 use std::ffi::OsString;
 use std::process::Stdio;

@@ -17,24 +17,26 @@ pub(crate) mod track;
 pub(crate) mod wire;
 pub mod worker;
 
+use std::ffi::OsString;
 use std::io::{IsTerminal as _, Write as _};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin, Command};
+use tokio::io::AsyncWriteExt;
+use tokio::process::{Child, ChildStdin};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 
+use crate::chat::children::{self, Heard};
 use crate::report::{Chart, Report, Series};
 use events::{Counts, Event, Summary};
 use track::Track;
+use wire::{Dial, Sources};
 
 /// Most connections one worker process holds (the open-files limit here is 20,000).
 pub const PER_WORKER: usize = 19_000;
@@ -74,13 +76,10 @@ pub struct Args {
     /// Worker processes [default: connections / 19,000, rounded up].
     #[arg(long)]
     pub workers: Option<usize>,
-    /// Source addresses to bind client sockets to, round-robin (each gives
-    /// ~28k ephemeral ports).
-    #[arg(long, value_delimiter = ',', conflicts_with = "source_ip_count")]
-    pub source_ips: Vec<IpAddr>,
-    /// Use source addresses 127.0.0.2 .. 127.0.0.<K+1>.
-    #[arg(long)]
-    pub source_ip_count: Option<u8>,
+    /// Where client sockets come from.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub sources: Sources,
     /// An access process to read VmRSS of (repeatable; summed).
     #[arg(long = "access-pid")]
     pub access_pid: Vec<u32>,
@@ -115,15 +114,6 @@ pub struct Args {
 }
 
 impl Args {
-    fn source_ips(&self) -> Vec<IpAddr> {
-        match self.source_ip_count {
-            Some(count) => (0..count)
-                .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2u8.saturating_add(i))))
-                .collect(),
-            None => self.source_ips.clone(),
-        }
-    }
-
     fn workers(&self) -> usize {
         self.workers
             .unwrap_or_else(|| self.connections.div_ceil(PER_WORKER))
@@ -139,10 +129,7 @@ impl Args {
             self.hold >= 0.0 && self.settle >= 0.0,
             "--hold and --settle must not be negative"
         );
-        ensure!(
-            self.source_ip_count.is_none_or(|k| (1..=253).contains(&k)),
-            "--source-ip-count must be 1..=253"
-        );
+        self.sources.check()?;
         let workers = self.workers();
         ensure!(workers <= self.connections, "more workers than connections");
         ensure!(
@@ -369,7 +356,7 @@ pub async fn run(args: &Args, out_dir: &Path) -> anyhow::Result<Report> {
     }
     report.details = serde_json::json!({
         "workers": workers,
-        "source_ips": args.source_ips(),
+        "source_ips": args.sources.list(),
         "provisioning": provisioned,
         "ramp_secs_by_worker": flood.ramp,
         "ramp_wall_secs": ramp_wall,
@@ -411,67 +398,41 @@ fn write_tokens(
     Ok(path)
 }
 
-/// What the parent hears from its workers.
-#[derive(Debug)]
-enum Heard {
-    Event(usize, Event),
-    Exited(usize),
-}
-
-/// Starts worker `k` as `<this program> idle-worker ...` and forwards its stdout lines.
+/// Starts worker `k` as `<this program> idle-worker ...`; what it prints
+/// arrives on `heard`.
 fn spawn_worker(
     args: &Args,
     tokens: &Path,
     rate: f64,
     deadline: f64,
     k: usize,
-    heard: mpsc::UnboundedSender<Heard>,
+    heard: mpsc::UnboundedSender<Heard<Event>>,
 ) -> anyhow::Result<(Child, ChildStdin)> {
-    let exe = std::env::current_exe().context("this program's path")?;
-    let mut command = Command::new(exe);
-    command
-        .arg("idle-worker")
-        .arg("--tokens")
-        .arg(tokens)
-        .arg(format!("--rate={rate}"))
-        .arg(format!("--ping-interval={}", args.ping_interval))
-        .arg(format!("--login-timeout={}", args.login_timeout))
-        .arg(format!("--device-id={}", args.device_id))
-        .arg(format!("--deadline={deadline}"));
-    for access in &args.access {
-        command.arg(format!("--access={access}"));
-    }
-    if let Some(gateway) = args.gateway {
-        command.arg(format!("--gateway={gateway}"));
-    }
-    let ips = args.source_ips();
-    if !ips.is_empty() {
-        let list: Vec<String> = ips.iter().map(ToString::to_string).collect();
-        command.arg(format!("--source-ips={}", list.join(",")));
-    }
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .context("start a worker")?;
-    let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-        bail!("a worker's pipes are missing");
+    children::spawn(k, worker_argv(args, tokens, rate, deadline), heard)
+}
+
+/// The command line of a worker: its share of the tokens and of the rate,
+/// and where its connections go and come from.
+fn worker_argv(args: &Args, tokens: &Path, rate: f64, deadline: f64) -> Vec<OsString> {
+    let dial = Dial {
+        access: args.access.clone(),
+        gateway: args.gateway,
+        source_ips: args.sources.list(),
     };
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(stdout).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            match serde_json::from_str(&line) {
-                Ok(event) => {
-                    let _ = heard.send(Heard::Event(k, event));
-                }
-                Err(_) => eprintln!("worker {k}: {line}"),
-            }
-        }
-        let _ = heard.send(Heard::Exited(k));
-    });
-    Ok((child, stdin))
+    let mut argv: Vec<OsString> = vec!["idle-worker".into(), "--tokens".into(), tokens.into()];
+    argv.extend(
+        [
+            format!("--rate={rate}"),
+            format!("--ping-interval={}", args.ping_interval),
+            format!("--login-timeout={}", args.login_timeout),
+            format!("--device-id={}", args.device_id),
+            format!("--deadline={deadline}"),
+        ]
+        .into_iter()
+        .chain(dial.to_args())
+        .map(OsString::from),
+    );
+    argv
 }
 
 /// What the workers have said so far.
@@ -505,7 +466,7 @@ impl Flood {
         }
     }
 
-    fn hear(&mut self, heard: Heard) {
+    fn hear(&mut self, heard: Heard<Event>) {
         match heard {
             Heard::Event(k, Event::Progress(counts)) => self.counts[k] = counts,
             Heard::Event(k, Event::Ramped { counts, ramp_secs }) => {
@@ -549,7 +510,7 @@ impl Flood {
     /// sampling the track whenever it is due.
     async fn pump(
         &mut self,
-        rx: &mut mpsc::UnboundedReceiver<Heard>,
+        rx: &mut mpsc::UnboundedReceiver<Heard<Event>>,
         progress: &Progress,
         until: Instant,
         done: impl Fn(&Flood) -> bool,
@@ -653,5 +614,66 @@ impl Progress {
                 phase.0, counts.started, counts.logged_in, counts.failed
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Idle {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    #[derive(Parser)]
+    struct IdleWorker {
+        #[command(flatten)]
+        args: worker::Args,
+    }
+
+    #[test]
+    fn a_worker_reads_back_what_the_parent_passes() {
+        let parent = Idle::try_parse_from([
+            "idle",
+            "--access=127.0.0.1:1",
+            "--access=127.0.0.1:2",
+            "--source-ip-count=2",
+            "--device-id=dev",
+        ])
+        .expect("idle flags")
+        .args;
+        let argv = worker_argv(&parent, Path::new("/tmp/w.tokens"), 12.5, 60.0);
+        let worker = IdleWorker::try_parse_from(argv).expect("worker flags").args;
+        assert_eq!(
+            worker.dial,
+            Dial {
+                access: parent.access.clone(),
+                gateway: None,
+                source_ips: wire::loopback_sources(2),
+            }
+        );
+        assert_eq!(worker.tokens, Path::new("/tmp/w.tokens"));
+        assert_eq!(worker.rate, 12.5);
+        assert_eq!(worker.deadline, 60.0);
+        assert_eq!(worker.device_id, "dev");
+        assert_eq!(worker.ping_interval, parent.ping_interval);
+        assert_eq!(worker.login_timeout, parent.login_timeout);
+    }
+
+    #[test]
+    fn source_flags_are_checked() {
+        let parse = |flags: &[&str]| {
+            Idle::try_parse_from(["idle", "--access=127.0.0.1:1"].iter().chain(flags))
+                .map(|idle| idle.args)
+        };
+        let too_many = parse(&["--source-ip-count=254"]).expect("parses");
+        assert!(too_many.check().is_err());
+        assert!(parse(&["--source-ip-count=2", "--source-ips=127.0.0.9"]).is_err());
+        let listed = parse(&["--source-ips=127.0.0.9,127.0.0.10"]).expect("parses");
+        assert_eq!(listed.sources.list().len(), 2);
     }
 }

@@ -8,7 +8,6 @@
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
-use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,13 +15,12 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use fishchat_codec::Body;
 use fishchat_codec::pb::{self, Command};
-use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until, timeout};
 
 use super::events::{self, Counts, Event, Summary};
-use super::wire::{self, Failure, Wire};
+use super::wire::{self, Dial, Failure, Wire};
 
 /// How often progress is reported.
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
@@ -30,20 +28,14 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 const LOGOUT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Parameters of one worker, set by the parent.
-#[derive(Debug, Clone, clap::Args, Serialize)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     /// File of `<index> <token>` lines: this worker's connections.
     #[arg(long)]
     pub tokens: PathBuf,
-    /// Access nodes' client addresses; connection `i` uses number `i mod count`.
-    #[arg(long = "access")]
-    pub access: Vec<SocketAddr>,
-    /// Ask this gateway for an access node per connection instead.
-    #[arg(long)]
-    pub gateway: Option<SocketAddr>,
-    /// Source addresses; connection `i` binds number `i mod count`.
-    #[arg(long, value_delimiter = ',')]
-    pub source_ips: Vec<IpAddr>,
+    /// Where connection `i` goes and comes from.
+    #[command(flatten)]
+    pub dial: Dial,
     /// Connections opened per second by this worker.
     #[arg(long)]
     pub rate: f64,
@@ -76,9 +68,7 @@ enum Note {
 /// What every connection task shares.
 #[derive(Debug)]
 struct Plan {
-    access: Vec<SocketAddr>,
-    gateway: Option<SocketAddr>,
-    source_ips: Vec<IpAddr>,
+    dial: Dial,
     ping_interval: Duration,
     login_timeout: Duration,
     device_id: String,
@@ -87,13 +77,11 @@ struct Plan {
 /// Runs the worker to the end.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let tokens = read_tokens(&args)?;
-    if args.access.is_empty() && args.gateway.is_none() {
+    if args.dial.access.is_empty() && args.dial.gateway.is_none() {
         bail!("give --access or --gateway");
     }
     let plan = Arc::new(Plan {
-        access: args.access.clone(),
-        gateway: args.gateway,
-        source_ips: args.source_ips.clone(),
+        dial: args.dial.clone(),
         ping_interval: secs(args.ping_interval, "--ping-interval")?,
         login_timeout: secs(args.login_timeout, "--login-timeout")?,
         device_id: args.device_id.clone(),
@@ -117,7 +105,7 @@ fn secs(value: f64, flag: &str) -> anyhow::Result<Duration> {
     Duration::try_from_secs_f64(value).with_context(|| format!("{flag} {value}"))
 }
 
-fn read_tokens(args: &Args) -> anyhow::Result<Vec<(u64, String)>> {
+fn read_tokens(args: &Args) -> anyhow::Result<Vec<(usize, String)>> {
     let text = std::fs::read_to_string(&args.tokens)
         .with_context(|| format!("read {}", args.tokens.display()))?;
     text.lines()
@@ -145,7 +133,7 @@ async fn watch_parent(close: watch::Sender<bool>) {
 
 /// Starts one connection every `period` until all are started or the run closes.
 async fn open_all(
-    tokens: Vec<(u64, String)>,
+    tokens: Vec<(usize, String)>,
     plan: Arc<Plan>,
     period: Duration,
     notes: mpsc::UnboundedSender<Note>,
@@ -170,7 +158,7 @@ async fn open_all(
 /// One connection's life: connect, log in, hold with PINGs, log out.
 async fn connection(
     plan: Arc<Plan>,
-    index: u64,
+    index: usize,
     token: String,
     notes: mpsc::UnboundedSender<Note>,
     mut close: watch::Receiver<bool>,
@@ -232,13 +220,8 @@ async fn closed(close: &mut watch::Receiver<bool>) {
 }
 
 /// Connects (through the gateway when asked) and logs in with `token`.
-async fn log_in(plan: &Plan, index: u64, token: String) -> Result<Wire, Failure> {
-    let source = pick(&plan.source_ips, index).copied();
-    let target = match plan.gateway {
-        Some(gateway) => wire::lookup(gateway, source).await?,
-        None => *pick(&plan.access, index).ok_or_else(|| Failure("no access node".into()))?,
-    };
-    let mut wire = Wire::connect(target, source).await?;
+async fn log_in(plan: &Plan, index: usize, token: String) -> Result<Wire, Failure> {
+    let mut wire = plan.dial.connect(index).await?;
     let login = pb::LoginRequest {
         token,
         device_id: plan.device_id.clone(),
@@ -256,13 +239,6 @@ async fn log_in(plan: &Plan, index: u64, token: String) -> Result<Wire, Failure>
             _ => {}
         }
     }
-}
-
-fn pick<T>(items: &[T], index: u64) -> Option<&T> {
-    if items.is_empty() {
-        return None;
-    }
-    items.get((index % items.len() as u64) as usize)
 }
 
 /// Counts what the connections report and prints progress, then the summary
@@ -344,6 +320,8 @@ fn emit(event: &Event) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
+
     use bytes::BytesMut;
     use fishchat_codec::{DEFAULT_MAX_FRAME_LEN, FrameDecoder, encode_frame};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -417,9 +395,11 @@ mod tests {
 
     fn plan(access: SocketAddr) -> Arc<Plan> {
         Arc::new(Plan {
-            access: vec![access],
-            gateway: None,
-            source_ips: vec!["127.0.0.2".parse().expect("ip")],
+            dial: Dial {
+                access: vec![access],
+                gateway: None,
+                source_ips: vec!["127.0.0.2".parse().expect("ip")],
+            },
             ping_interval: Duration::from_millis(20),
             login_timeout: Duration::from_secs(5),
             device_id: "d".into(),
