@@ -156,6 +156,9 @@ impl AccessNode {
 /// One listener per loop on the same address (SO_REUSEPORT: the kernel spreads
 /// new connections across them). With port 0, the first picks the port.
 fn bind_listeners(addr: SocketAddr, count: usize) -> io::Result<Vec<mio::net::TcpListener>> {
+    if addr.port() != 0 {
+        ensure_unused(addr)?;
+    }
     let mut listeners = Vec::with_capacity(count);
     let mut addr = addr;
     for _ in 0..count {
@@ -172,6 +175,21 @@ fn bind_listeners(addr: SocketAddr, count: usize) -> io::Result<Vec<mio::net::Tc
     Ok(listeners)
 }
 
+/// Fails when another socket listens on `addr`. SO_REUSEPORT would let this
+/// node bind beside a leftover node of the same user, and the kernel would
+/// then silently split the clients between them; a plain bind (with
+/// SO_REUSEADDR, so connections in TIME_WAIT do not count) is refused instead.
+fn ensure_unused(addr: SocketAddr) -> io::Result<()> {
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    probe.set_reuse_address(true)?;
+    probe.bind(&addr.into()).map_err(|err| {
+        io::Error::new(
+            err.kind(),
+            format!("client address {addr} is already in use by another process: {err}"),
+        )
+    })
+}
+
 /// Connection ids start from the clock, so a restarted node with the same id
 /// never reuses one a stale session in Redis may still name.
 fn first_conn_id() -> u64 {
@@ -179,4 +197,21 @@ fn first_conn_id() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map_or(1, |d| d.as_millis() as u64);
     ms << 16
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_address_in_use_is_refused_not_shared() {
+        let first = bind_listeners("127.0.0.1:0".parse().expect("address"), 2).expect("bound");
+        let taken = first[0].local_addr().expect("address");
+        let err = bind_listeners(taken, 2).expect_err("the port is taken");
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        assert!(err.to_string().contains("already in use"), "{err}");
+        drop(first);
+        // Once the first node is gone the address binds again.
+        bind_listeners(taken, 2).expect("free again");
+    }
 }

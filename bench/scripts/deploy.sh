@@ -59,6 +59,18 @@ mongo=${FISHCHAT_MONGO:-mongodb://127.0.0.1:27017/?directConnection=true}
 export FISHCHAT_ETCD_NAMESPACE=/$name
 etcd_list="[\"$etcd\"]"
 
+# Every port must be free before anything starts: the access node's client port is opened with
+# SO_REUSEPORT, so a leftover node on it would silently share the clients.
+ports=($((base + 10)) $((base + 1010)) $((base + 20)) $((base + 30)))
+for ((j = 0; j < ${MSG_JOBS:-1}; j++)); do ports+=($((base + 1100 + j))); done
+for ((k = 0; k < nodes; k++)); do ports+=($((base + 40 + 10 * k)) $((base + 41 + 10 * k)) $((base + 2041 + 10 * k))); done
+for port in "${ports[@]}"; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        echo "port $port is in use: stop the deployment holding it (deploy.sh down ITS_DIR) or set BASE_PORT" >&2
+        exit 1
+    fi
+done
+
 # start <service> <binary> VAR=value...: in the background, logging to DIR/<service>.log.
 start() {
     local svc=$1 binary=$2

@@ -187,7 +187,9 @@ impl Report {
         let width = self.figures.iter().map(|f| f.name.len()).max().unwrap_or(0);
         println!("{} {}", self.scenario, self.config);
         for f in &self.figures {
-            println!("  {:<width$}  {:>16.2} {}", f.name, f.value, f.unit);
+            // A ratio such as 0.0204 would read 0.02 at two decimals.
+            let decimals = if f.unit == "x" { 4 } else { 2 };
+            println!("  {:<width$}  {:>16.decimals$} {}", f.name, f.value, f.unit);
         }
     }
 

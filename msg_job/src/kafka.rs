@@ -65,6 +65,7 @@ pub fn consumer(
     group_id: &str,
     instance_id: Option<&str>,
     topics: &[String],
+    fetch_wait_ms: u64,
 ) -> Result<StreamConsumer, KafkaError> {
     let mut config = ClientConfig::new();
     config
@@ -76,9 +77,9 @@ pub fn consumer(
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "false")
         .set("session.timeout.ms", "10000")
-        // The broker may hold a fetch this long waiting for data; librdkafka's
-        // 500 ms default put a half-second floor under every delivery.
-        .set("fetch.wait.max.ms", "10");
+        // The broker may hold a fetch this long waiting for data (see the
+        // `fetch_wait_ms` setting for the trade-off).
+        .set("fetch.wait.max.ms", fetch_wait_ms.to_string());
     if let Some(instance) = instance_id {
         config.set("group.instance.id", instance);
     }

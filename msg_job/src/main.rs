@@ -125,6 +125,7 @@ async fn main() -> anyhow::Result<()> {
         &config.group_id,
         Some(&config.node_id),
         &topics,
+        config.fetch_wait_ms,
     )?;
     let batch = BatchConfig {
         max_messages: config.batch_size.max(1),

@@ -109,7 +109,7 @@ where
     P: Pusher + 'static,
 {
     let consumer =
-        kafka::consumer(&fishchat_e2e::kafka_brokers(), group, None, topics).expect("consumer");
+        kafka::consumer(&fishchat_e2e::kafka_brokers(), group, None, topics, 10).expect("consumer");
     let batch = BatchConfig {
         max_messages,
         linger: Duration::from_millis(20),
