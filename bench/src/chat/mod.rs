@@ -17,7 +17,7 @@ mod groups;
 mod local;
 mod measures;
 mod member;
-mod progress;
+pub(crate) mod progress;
 mod run;
 mod tally;
 pub mod worker;

@@ -16,13 +16,14 @@ use tokio::time::{Instant, sleep_until, timeout};
 
 use super::client::{Conn, Failure, unexpected};
 use super::codec::{self, Packet};
+use crate::chat::progress::Progress;
 use crate::idle::track::Track;
 use crate::push::clock;
 
 /// The largest latency recorded, in microseconds (10 minutes).
 const MAX_LATENCY_US: u64 = 600_000_000;
-/// How often a progress line is printed while connecting.
-const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+/// How often the progress bar is updated while connecting.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 /// Time the subscribers get to send DISCONNECT and finish once told to stop.
 const CLOSE_GRACE: Duration = Duration::from_secs(20);
 
@@ -136,6 +137,8 @@ pub async fn open(plan: Plan, count: usize, rate: f64, mut track: Option<&mut Tr
     let mut subscribed = Vec::with_capacity(count);
     let mut failures = BTreeMap::new();
     let mut answered = 0;
+    let progress = Progress::new();
+    progress.phase("subscribing", count as u64);
     let mut next_progress = Instant::now() + PROGRESS_EVERY;
     while answered < count {
         let due = track.as_ref().and_then(|t| t.due());
@@ -153,7 +156,8 @@ pub async fn open(plan: Plan, count: usize, rate: f64, mut track: Option<&mut Tr
                 None => break,
             },
             () = sleep_until(next_progress) => {
-                eprintln!("subscribed {} failed {} of {count}", subscribed.len(), answered - subscribed.len());
+                let failed = answered - subscribed.len();
+                progress.show(answered as u64, count as u64, format!("failed {failed}"));
                 next_progress += PROGRESS_EVERY;
             }
             () = sleep_until(due.unwrap_or(bound)), if due.is_some() => {
@@ -167,6 +171,7 @@ pub async fn open(plan: Plan, count: usize, rate: f64, mut track: Option<&mut Tr
             }
         }
     }
+    progress.finish();
     let ramp_secs = started.elapsed().as_secs_f64();
     let handles = spawner.await.unwrap_or_default();
     subscribed.sort_unstable();
