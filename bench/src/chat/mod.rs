@@ -17,7 +17,6 @@ mod groups;
 mod local;
 mod measures;
 mod member;
-pub(crate) mod progress;
 mod run;
 mod tally;
 pub mod worker;

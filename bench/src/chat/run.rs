@@ -14,12 +14,12 @@ use tokio::time::{Instant, sleep};
 use super::fleet::{Config, Fleet, Gathered, LOGIN_CONCURRENCY, Spec, Window};
 use super::local::Local;
 use super::member::{Counts, Role, Target};
-use super::progress::Progress;
 use super::workers::{self, Workers};
 use super::{Common, Scale, tally};
 use crate::idle::probe;
 use crate::idle::provision::Account;
 use crate::idle::wire::Dial;
+use crate::progress::Progress;
 use crate::push::clock;
 use crate::report::Report;
 

@@ -18,14 +18,13 @@ pub(crate) mod wire;
 pub mod worker;
 
 use std::ffi::OsString;
-use std::io::{IsTerminal as _, Write as _};
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use hdrhistogram::Histogram;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, ChildStdin};
@@ -33,6 +32,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 
 use crate::chat::children::{self, Heard};
+use crate::progress::Progress;
 use crate::report::{Chart, Report, Series};
 use events::{Counts, Event, Summary};
 use track::Track;
@@ -44,8 +44,6 @@ pub const PER_WORKER: usize = 19_000;
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 /// Extra time a worker is given to close everything before it is killed.
 const CLOSE_GRACE: Duration = Duration::from_secs(20);
-/// How often a plain progress line is printed when stderr is not a terminal.
-const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 /// Parameters of the idle scenario.
 #[derive(Debug, Clone, clap::Args, Serialize)]
@@ -175,15 +173,22 @@ pub async fn run(args: &Args, out_dir: &Path) -> anyhow::Result<Report> {
                 fresh: args.fresh_tokens,
             },
             &cache,
-            &progress.bar,
+            progress.bar(),
         )
         .await?
     };
-    progress.bar.finish_and_clear();
-    eprintln!(
-        "accounts: {} cached, {} logged in through {} in {:.1} s",
-        provisioned.cached, provisioned.logged_in, args.register, provisioned.secs
-    );
+    progress.finish();
+    if args.baseline_tokens {
+        eprintln!(
+            "accounts: baseline tokens tok-1 .. tok-{}",
+            args.connections
+        );
+    } else {
+        eprintln!(
+            "accounts: {} cached, {} logged in through {} in {:.1} s",
+            provisioned.cached, provisioned.logged_in, args.register, provisioned.secs
+        );
+    }
 
     // 2. The access processes before.
     let http = reqwest::Client::builder()
@@ -283,7 +288,7 @@ pub async fn run(args: &Args, out_dir: &Path) -> anyhow::Result<Report> {
             let _ = child.kill().await;
         }
     }
-    progress.bar.finish_and_clear();
+    progress.finish();
     let rss_closed = if pids.is_empty() {
         None
     } else {
@@ -534,7 +539,14 @@ impl Flood {
                     self.track.sample(Instant::now(), self.totals().logged_in);
                 }
             }
-            progress.show(self.totals());
+            let counts = self.totals();
+            progress.update(
+                counts.logged_in + counts.failed,
+                format!(
+                    "started {} logged in {} failed {}",
+                    counts.started, counts.logged_in, counts.failed
+                ),
+            );
         }
     }
 
@@ -560,60 +572,6 @@ impl Flood {
             merged.held += summary.held;
         }
         Ok(merged)
-    }
-}
-
-/// The progress bar on a terminal, or a plain line every few seconds elsewhere.
-struct Progress {
-    bar: ProgressBar,
-    plain: bool,
-    phase: std::sync::Mutex<(&'static str, std::time::Instant)>,
-}
-
-impl Progress {
-    fn new() -> Self {
-        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(4));
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{prefix:>12} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        Self {
-            bar,
-            plain: !std::io::stderr().is_terminal(),
-            phase: std::sync::Mutex::new(("", std::time::Instant::now())),
-        }
-    }
-
-    fn phase(&self, name: &'static str, len: u64) {
-        self.bar.reset();
-        self.bar.set_prefix(name);
-        self.bar.set_length(len);
-        if let Ok(mut phase) = self.phase.lock() {
-            *phase = (name, std::time::Instant::now());
-        }
-        if self.plain {
-            eprintln!("{name}...");
-        }
-    }
-
-    fn show(&self, counts: Counts) {
-        self.bar.set_position(counts.logged_in + counts.failed);
-        self.bar.set_message(format!(
-            "started {} logged in {} failed {}",
-            counts.started, counts.logged_in, counts.failed
-        ));
-        if self.plain
-            && let Ok(mut phase) = self.phase.lock()
-            && phase.1.elapsed() >= PLAIN_PROGRESS_EVERY
-        {
-            phase.1 = std::time::Instant::now();
-            eprintln!(
-                "{}: started {} logged in {} failed {}",
-                phase.0, counts.started, counts.logged_in, counts.failed
-            );
-        }
     }
 }
 

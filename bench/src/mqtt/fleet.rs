@@ -16,8 +16,8 @@ use tokio::time::{Instant, sleep_until, timeout};
 
 use super::client::{Conn, Failure, unexpected};
 use super::codec::{self, Packet};
-use crate::chat::progress::Progress;
 use crate::idle::track::Track;
+use crate::progress::Progress;
 use crate::push::clock;
 
 /// The largest latency recorded, in microseconds (10 minutes).

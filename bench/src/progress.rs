@@ -1,6 +1,6 @@
-//! Where a chat run is, for the person watching: a bar per phase on a
-//! terminal, or a plain line every few seconds when stderr is not one (a CI
-//! log, a file).
+//! Where a run is, for the person watching: a bar per phase on a terminal,
+//! or a plain line every few seconds when stderr is not one (a CI log, a
+//! file). Shared by every scenario that takes long.
 
 use std::cell::Cell;
 use std::io::IsTerminal as _;
@@ -51,12 +51,23 @@ impl Progress {
     /// Shows `pos` of `len` and what else is worth saying.
     pub fn show(&self, pos: u64, len: u64, message: String) {
         self.bar.set_length(len);
+        self.update(pos, message);
+    }
+
+    /// Shows `pos` of the phase's length and what else is worth saying.
+    pub fn update(&self, pos: u64, message: String) {
+        let len = self.bar.length().unwrap_or(pos);
         self.bar.set_position(pos.min(len));
         if self.plain && self.printed.get().elapsed() >= PLAIN_EVERY {
             self.printed.set(std::time::Instant::now());
             eprintln!("{}: {pos}/{len} {message}", self.name.get());
         }
         self.bar.set_message(message);
+    }
+
+    /// The bar itself, for a step that draws its own progress.
+    pub fn bar(&self) -> &ProgressBar {
+        &self.bar
     }
 
     /// Clears the bar once the run is over.
