@@ -12,6 +12,7 @@ mod plot;
 mod progress;
 mod push;
 mod report;
+mod wait;
 
 use std::path::PathBuf;
 

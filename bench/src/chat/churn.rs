@@ -21,10 +21,11 @@ use tokio::time::{Instant, interval_at, sleep, sleep_until, timeout};
 use super::Common;
 use super::local::join;
 use super::member::{self, Outcome, Phase, Role, Setup, Shared, Target};
-use super::run::{stragglers, wait};
-use crate::idle::wire::{self, Dial, Failure, Wire};
+use super::run::stragglers;
+use crate::idle::wire::{self, Failure, Wire};
 use crate::push::clock;
 use crate::report::Report;
+use crate::wait;
 
 /// Connects + logins in progress at once.
 const LOGIN_CONCURRENCY: usize = 64;
@@ -140,11 +141,7 @@ pub async fn churn(args: &ChurnArgs, out_dir: &std::path::Path) -> anyhow::Resul
     );
     let accounts = super::accounts("churn", common, 2 * args.pairs, out_dir).await?;
     let setup = Arc::new(Setup {
-        dial: Dial {
-            access: common.access.clone(),
-            gateway: common.gateway,
-            source_ips: Vec::new(),
-        },
+        dial: common.endpoints.dial(Vec::new()),
         rate: common.rate,
         body_bytes: common.body_bytes,
         login_timeout: Duration::from_secs_f64(common.login_timeout),
@@ -191,7 +188,7 @@ pub async fn churn(args: &ChurnArgs, out_dir: &std::path::Path) -> anyhow::Resul
     eprintln!("logging in {total} connections...");
     let rounds = accounts.len().div_ceil(LOGIN_CONCURRENCY) as u32;
     let login_bound = Instant::now() + setup.login_timeout * rounds + Duration::from_secs(5);
-    wait(login_bound, || shared.counts().answered() >= total).await;
+    wait::until(login_bound, || shared.counts().answered() >= total).await;
     let logged_in = shared.counts().logged_in;
     if logged_in < total {
         bail!("only {logged_in} of {total} connections logged in");

@@ -22,7 +22,6 @@ mod tally;
 pub mod worker;
 mod workers;
 
-use std::net::SocketAddr;
 use std::path::Path;
 
 use anyhow::ensure;
@@ -30,7 +29,7 @@ use serde::Serialize;
 
 use crate::idle::PER_WORKER;
 use crate::idle::provision;
-use crate::idle::wire::Sources;
+use crate::idle::wire::{Endpoints, Sources};
 use crate::report::Report;
 pub use churn::{ChurnArgs, churn};
 use member::Target;
@@ -39,15 +38,10 @@ use run::{Plan, Seat};
 /// What both scenarios take.
 #[derive(Debug, Clone, clap::Args, Serialize)]
 pub struct Common {
-    /// An access node's client address (repeatable; connections go round-robin).
-    #[arg(long = "access", required_unless_present = "gateway")]
-    pub access: Vec<SocketAddr>,
-    /// Ask this gateway (TCP, GATEWAY_LOOKUP) for an access node per connection instead.
-    #[arg(long, conflicts_with = "access")]
-    pub gateway: Option<SocketAddr>,
-    /// The register HTTP API, for accounts, tokens and groups.
-    #[arg(long, default_value = "http://127.0.0.1:8010")]
-    pub register: String,
+    /// Access nodes (or a gateway) and register.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub endpoints: Endpoints,
     /// Messages per second each sender sends.
     #[arg(long, default_value_t = 10.0)]
     pub rate: f64,
@@ -197,7 +191,7 @@ pub async fn group(args: &GroupArgs, out_dir: &Path) -> anyhow::Result<Report> {
     args.scale.check(args.groups * args.size)?;
     let accounts = accounts("group", common, args.groups * args.size, out_dir).await?;
     let ids = groups::create(
-        &common.register,
+        &common.endpoints.register,
         &common.user_prefix,
         &accounts,
         args.size,
@@ -237,9 +231,9 @@ async fn accounts(
 ) -> anyhow::Result<Vec<provision::Account>> {
     let cache = out_dir.join(format!("{scenario}-tokens-{}.json", common.user_prefix));
     let run_secs = common.login_timeout + common.seconds + common.drain + 600.0;
-    let (accounts, provisioned) = provision::accounts(
+    let (accounts, _) = provision::accounts(
         &provision::Plan {
-            register: &common.register,
+            register: &common.endpoints.register,
             prefix: &common.user_prefix,
             count,
             concurrency: common.provision_concurrency,
@@ -250,9 +244,5 @@ async fn accounts(
         &indicatif::ProgressBar::hidden(),
     )
     .await?;
-    eprintln!(
-        "accounts: {} cached, {} logged in through {} in {:.1} s",
-        provisioned.cached, provisioned.logged_in, common.register, provisioned.secs
-    );
     Ok(accounts)
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 use serde::Serialize;
-use tokio::time::{Instant, sleep};
+use tokio::time::Instant;
 
 use super::fleet::{Config, Fleet, Gathered, LOGIN_CONCURRENCY, Spec, Window};
 use super::local::Local;
@@ -18,13 +18,11 @@ use super::workers::{self, Workers};
 use super::{Common, Scale, tally};
 use crate::idle::probe;
 use crate::idle::provision::Account;
-use crate::idle::wire::Dial;
 use crate::progress::Progress;
 use crate::push::clock;
 use crate::report::Report;
+use crate::wait;
 
-/// How often the run looks at the counters while it waits.
-const POLL: Duration = Duration::from_millis(20);
 /// How long after the sending is decided the first send may go (every
 /// connection, in every process, hears of the start before it comes).
 const START_DELAY: Duration = Duration::from_millis(300);
@@ -110,11 +108,7 @@ pub async fn run(
         );
     }
     let fleet_config = Config {
-        dial: Dial {
-            access: common.access.clone(),
-            gateway: common.gateway,
-            source_ips: scale.sources.list(),
-        },
+        dial: common.endpoints.dial(scale.sources.list()),
         rate: common.rate,
         body_bytes: common.body_bytes,
         login_timeout: common.login_timeout,
@@ -187,7 +181,7 @@ async fn drive(
     // 1. Logins.
     let total = plan.seats.len() as u64;
     progress.phase("logging in", total);
-    wait(Instant::now() + bounds.login, || {
+    wait::until(Instant::now() + bounds.login, || {
         let c = fleet.counts();
         let message = format!("logged in {} failed {}", c.logged_in, c.failed);
         progress.show(c.answered(), total, message);
@@ -204,7 +198,7 @@ async fn drive(
     let (start, end) = window.instants();
     let tenths = (common.seconds * 10.0).ceil() as u64;
     progress.phase("sending", tenths);
-    wait(end, || {
+    wait::until(end, || {
         let tenth = (start.elapsed().as_secs_f64() * 10.0) as u64;
         progress.show(tenth, tenths, traffic(&fleet.counts()));
         false
@@ -245,20 +239,6 @@ fn traffic(c: &Counts) -> String {
 /// send answered and every expected delivery in); returns whether it did,
 /// and the seconds since `end`.
 pub async fn stragglers(end: Instant, drain: f64, drained: impl FnMut() -> bool) -> (bool, f64) {
-    let drained = wait(end + Duration::from_secs_f64(drain), drained).await;
+    let drained = wait::until(end + Duration::from_secs_f64(drain), drained).await;
     (drained, end.elapsed().as_secs_f64())
-}
-
-/// Waits until `done` holds (true) or `until` passes (false), looking every
-/// few milliseconds.
-pub async fn wait(until: Instant, mut done: impl FnMut() -> bool) -> bool {
-    loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() >= until {
-            return false;
-        }
-        sleep(POLL).await;
-    }
 }

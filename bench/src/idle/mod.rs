@@ -19,7 +19,6 @@ pub mod worker;
 
 use std::ffi::OsString;
 use std::io::Write as _;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -36,7 +35,7 @@ use crate::progress::Progress;
 use crate::report::{Chart, Report, Series};
 use events::{Counts, Event, Summary};
 use track::Track;
-use wire::{Dial, Sources};
+use wire::{Endpoints, Sources};
 
 /// Most connections one worker process holds (the open-files limit here is 20,000).
 pub const PER_WORKER: usize = 19_000;
@@ -48,15 +47,10 @@ const CLOSE_GRACE: Duration = Duration::from_secs(20);
 /// Parameters of the idle scenario.
 #[derive(Debug, Clone, clap::Args, Serialize)]
 pub struct Args {
-    /// An access node's client address (repeatable; connections go round-robin).
-    #[arg(long = "access", required_unless_present = "gateway")]
-    pub access: Vec<SocketAddr>,
-    /// Ask this gateway (TCP, GATEWAY_LOOKUP) for an access node per connection instead.
-    #[arg(long, conflicts_with = "access")]
-    pub gateway: Option<SocketAddr>,
-    /// The register HTTP API, for accounts and tokens.
-    #[arg(long, default_value = "http://127.0.0.1:8010")]
-    pub register: String,
+    /// Access nodes (or a gateway) and register.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub endpoints: Endpoints,
     /// Connections to open and log in.
     #[arg(long, default_value_t = 1000)]
     pub connections: usize,
@@ -165,7 +159,7 @@ pub async fn run(args: &Args, out_dir: &Path) -> anyhow::Result<Report> {
     } else {
         provision::accounts(
             &provision::Plan {
-                register: &args.register,
+                register: &args.endpoints.register,
                 prefix: &args.user_prefix,
                 count: args.connections,
                 concurrency: args.provision_concurrency,
@@ -182,11 +176,6 @@ pub async fn run(args: &Args, out_dir: &Path) -> anyhow::Result<Report> {
         eprintln!(
             "accounts: baseline tokens tok-1 .. tok-{}",
             args.connections
-        );
-    } else {
-        eprintln!(
-            "accounts: {} cached, {} logged in through {} in {:.1} s",
-            provisioned.cached, provisioned.logged_in, args.register, provisioned.secs
         );
     }
 
@@ -340,15 +329,13 @@ pub async fn run(args: &Args, out_dir: &Path) -> anyhow::Result<Report> {
         report.add("access connections gauge before", before, "");
         report.add("access connections gauge at measurement", after, "");
     }
-    if let (Some((before, _)), Some((after, _))) = (&rss_before, &rss_after) {
-        report.add("access VmRSS before", *before as f64, "bytes");
-        report.add("access VmRSS idle (median)", *after as f64, "bytes");
-        let held = measured.logged_in.max(1) as f64;
-        report.add(
-            "access VmRSS per connection",
-            (*after as f64 - *before as f64) / held,
-            "bytes",
-        );
+    if let (Some((before, _)), Some((idle, _))) = (&rss_before, &rss_after) {
+        probe::Memory {
+            before: *before,
+            idle: *idle,
+            held: measured.logged_in,
+        }
+        .add_to(&mut report, "access");
     }
     if let Some(closed) = rss_closed {
         report.add("access VmRSS after close", closed as f64, "bytes");
@@ -419,11 +406,7 @@ fn spawn_worker(
 /// The command line of a worker: its share of the tokens and of the rate,
 /// and where its connections go and come from.
 fn worker_argv(args: &Args, tokens: &Path, rate: f64, deadline: f64) -> Vec<OsString> {
-    let dial = Dial {
-        access: args.access.clone(),
-        gateway: args.gateway,
-        source_ips: args.sources.list(),
-    };
+    let dial = args.endpoints.dial(args.sources.list());
     let mut argv: Vec<OsString> = vec!["idle-worker".into(), "--tokens".into(), tokens.into()];
     argv.extend(
         [
@@ -580,6 +563,7 @@ mod tests {
     use clap::Parser;
 
     use super::*;
+    use crate::idle::wire::Dial;
 
     #[derive(Parser)]
     struct Idle {
@@ -609,7 +593,7 @@ mod tests {
         assert_eq!(
             worker.dial,
             Dial {
-                access: parent.access.clone(),
+                access: parent.endpoints.access.clone(),
                 gateway: None,
                 source_ips: wire::loopback_sources(2),
             }

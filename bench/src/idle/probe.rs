@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
+use crate::report::Report;
+
 /// The resident set of process `pid`, in bytes (`VmRSS`).
 pub fn rss(pid: u32) -> anyhow::Result<u64> {
     let path = format!("/proc/{pid}/status");
@@ -42,6 +44,36 @@ pub async fn rss_median(
         readings.push(rss_sum(pids)?);
     }
     Ok((median(&readings), readings))
+}
+
+/// What one server's memory did in an idle run, in bytes of VmRSS.
+#[derive(Debug, Clone, Copy)]
+pub struct Memory {
+    /// Before the flood (median of a few readings).
+    pub before: u64,
+    /// Idle after the flood (median of `--samples` readings).
+    pub idle: u64,
+    /// Connections held at the idle readings.
+    pub held: u64,
+}
+
+impl Memory {
+    /// Adds `<who> VmRSS before`, `... idle (median)` and `... per
+    /// connection`: the one definition of the idle figure, `(idle - before) /
+    /// held`, for every server measured.
+    pub fn add_to(&self, report: &mut Report, who: &str) {
+        report.add(&format!("{who} VmRSS before"), self.before as f64, "bytes");
+        report.add(
+            &format!("{who} VmRSS idle (median)"),
+            self.idle as f64,
+            "bytes",
+        );
+        report.add(
+            &format!("{who} VmRSS per connection"),
+            (self.idle as f64 - self.before as f64) / self.held.max(1) as f64,
+            "bytes",
+        );
+    }
 }
 
 /// The median (the lower middle one for an even count); 0 for none.
@@ -95,6 +127,36 @@ pub fn open_files_limit() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_per_connection_are_the_idle_growth_over_the_connections_held() {
+        let mut report = Report {
+            scenario: "idle".into(),
+            config: serde_json::Value::Null,
+            figures: Vec::new(),
+            details: serde_json::Value::Null,
+            charts: Vec::new(),
+        };
+        Memory {
+            before: 10_000_000,
+            idle: 14_750_000,
+            held: 19_000,
+        }
+        .add_to(&mut report, "access");
+        let rows: Vec<(&str, f64)> = report
+            .figures
+            .iter()
+            .map(|f| (f.name.as_str(), f.value))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("access VmRSS before", 10_000_000.0),
+                ("access VmRSS idle (median)", 14_750_000.0),
+                ("access VmRSS per connection", 250.0),
+            ]
+        );
+    }
 
     #[test]
     fn vm_rss_is_read_from_a_status_text() {

@@ -146,7 +146,8 @@ pub struct Plan<'a> {
 }
 
 /// The accounts `<prefix>-0 .. <prefix>-<count-1>`, from `cache` where still
-/// valid, from the register API otherwise; the cache is rewritten.
+/// valid, from the register API otherwise; the cache is rewritten, and a line
+/// says where the accounts came from.
 pub async fn accounts(
     plan: &Plan<'_>,
     cache_path: &Path,
@@ -218,6 +219,11 @@ pub async fn accounts(
             accounts: kept,
         },
     )?;
+    eprintln!(
+        "accounts: {cached} cached, {} logged in through {} in {secs:.1} s",
+        missing.len(),
+        plan.register
+    );
     Ok((
         accounts,
         Provisioned {

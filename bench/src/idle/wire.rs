@@ -57,6 +57,32 @@ pub fn source_for(ips: &[IpAddr], index: usize) -> Option<IpAddr> {
     ips.get(index.checked_rem(ips.len())?).copied()
 }
 
+/// Where a scenario's clients connect, and the register API their accounts
+/// come from: the same flags for idle and the chat scenarios.
+#[derive(Debug, Clone, clap::Args, Serialize)]
+pub struct Endpoints {
+    /// An access node's client address (repeatable; connections go round-robin).
+    #[arg(long = "access", required_unless_present = "gateway")]
+    pub access: Vec<SocketAddr>,
+    /// Ask this gateway (TCP, GATEWAY_LOOKUP) for an access node per connection instead.
+    #[arg(long, conflicts_with = "access")]
+    pub gateway: Option<SocketAddr>,
+    /// The register HTTP API, for accounts, tokens (and groups).
+    #[arg(long, default_value = "http://127.0.0.1:8010")]
+    pub register: String,
+}
+
+impl Endpoints {
+    /// How connections reach these endpoints from `source_ips`.
+    pub fn dial(&self, source_ips: Vec<IpAddr>) -> Dial {
+        Dial {
+            access: self.access.clone(),
+            gateway: self.gateway,
+            source_ips,
+        }
+    }
+}
+
 /// Where a load generator's connection `i` goes and comes from: access node
 /// `i mod count` (or the one a gateway names) from source address `i mod
 /// count`. A worker process gets it as flags.

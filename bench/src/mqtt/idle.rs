@@ -110,13 +110,12 @@ pub async fn run(args: &IdleArgs) -> anyhow::Result<Report> {
         "",
     );
     if let (Some((before, _)), Some((idle, _))) = (&rss_before, &rss_idle) {
-        report.add("broker VmRSS before", *before as f64, "bytes");
-        report.add("broker VmRSS idle (median)", *idle as f64, "bytes");
-        report.add(
-            "broker VmRSS per connection",
-            (*idle as f64 - *before as f64) / held_at_measurement.max(1) as f64,
-            "bytes",
-        );
+        probe::Memory {
+            before: *before,
+            idle: *idle,
+            held: held_at_measurement,
+        }
+        .add_to(&mut report, "broker");
     }
     if let Some(closed) = rss_closed {
         report.add("broker VmRSS after close", closed as f64, "bytes");

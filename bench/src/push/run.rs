@@ -13,7 +13,7 @@ use anyhow::{Context, ensure};
 use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
 use serde::Serialize;
-use tokio::time::{Instant, sleep, sleep_until};
+use tokio::time::{Instant, sleep_until};
 
 use super::driver::{self, Sent, Shape};
 use super::receiver::{self, Logins, Received, Shared};
@@ -22,6 +22,7 @@ use crate::baseline::spawn::Spawned;
 use crate::idle::provision;
 use crate::idle::track::Readings;
 use crate::report::{Chart, Report, Series};
+use crate::wait;
 
 /// How long what was sent may take to arrive after the drive ends.
 const DRAIN: Duration = Duration::from_secs(5);
@@ -131,7 +132,7 @@ pub async fn run(args: &Args, out_dir: &Path) -> anyhow::Result<Report> {
 async fn access(args: &Args, out_dir: &Path) -> anyhow::Result<Server> {
     let cache = out_dir.join(format!("push-tokens-{}.json", args.user_prefix));
     let bar = ProgressBar::hidden();
-    let (accounts, provisioned) = provision::accounts(
+    let (accounts, _) = provision::accounts(
         &provision::Plan {
             register: &args.register,
             prefix: &args.user_prefix,
@@ -144,10 +145,6 @@ async fn access(args: &Args, out_dir: &Path) -> anyhow::Result<Server> {
         &bar,
     )
     .await?;
-    eprintln!(
-        "accounts: {} cached, {} logged in through {} in {:.1} s",
-        provisioned.cached, provisioned.logged_in, args.register, provisioned.secs
-    );
     Ok(Server {
         name: "access",
         client: args.access,
@@ -309,12 +306,10 @@ async fn drive(
     for stream in streams {
         rpc_latency.add(stream.await??)?;
     }
-    let drained = Instant::now() + DRAIN;
-    while shared.frames.load(Ordering::Relaxed) < sent.delivered.load(Ordering::Relaxed)
-        && Instant::now() < drained
-    {
-        sleep(Duration::from_millis(10)).await;
-    }
+    wait::until(Instant::now() + DRAIN, || {
+        shared.frames.load(Ordering::Relaxed) >= sent.delivered.load(Ordering::Relaxed)
+    })
+    .await;
     let secs = after.at.duration_since(before.at).as_secs_f64();
     let frames = (after.frames - before.frames) as f64;
     Ok((
