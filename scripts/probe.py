@@ -2,7 +2,7 @@
 """Readiness probes for the Kafka-protocol and MongoDB-protocol servers of the dev stack.
 
 Usage:
-    probe.py kafka HOST:PORT   # Kafka ApiVersions v0 request, expects error_code 0
+    probe.py kafka HOST:PORT   # Kafka ApiVersions v0, then Metadata v4 naming a live broker
     probe.py mongo HOST:PORT   # MongoDB OP_MSG {hello: 1, $db: "admin"}, expects ok == 1
 
 Exit status 0 when the server answered the request correctly; 1 with a one-line reason on
@@ -12,15 +12,18 @@ Why this exists: `scripts/stack` must not declare a server ready just because it
 open. A listening socket says nothing about whether the broker or the database has finished
 opening its storage, so the stack waits until each server answers a *real* protocol request.
 For etcd and Redis the Debian client tools (etcdctl, redis-cli) do that. For the other two there
-is no usable client on the machine: Debian's `kcat` (librdkafka 2.0.2) cannot talk to the tansu
-broker, and no MongoDB shell is packaged. Both wire protocols are simple enough to speak by hand,
-so this script does it with the Python standard library only (no pip install needed before the
-stack is up):
+is no quick client: Kafka's own tools take seconds of JVM start per call, and no MongoDB shell is
+packaged. Both wire protocols are simple enough to speak by hand, so this script does it with the
+Python standard library only (no pip install needed before the stack is up):
 
 - Kafka: ApiVersions (api_key 18) version 0 is the one request every Kafka broker must accept
   from any client before anything else, needs no topic and changes nothing. Its response header
   is always the non-flexible v0 header: int32 size, int32 correlation_id, then the body starting
-  with int16 error_code.
+  with int16 error_code. A broker answers it from its network layer alone, so it proves little
+  about the rest: the probe then sends Metadata v4 (api_key 3, the oldest version Kafka 4 still
+  accepts and the newest without flexible encoding) for no topic, which the broker answers from
+  its metadata image, and requires a broker list with at least one broker and a controller id.
+  A broker that accepts connections but resets them, errs or has no metadata yet fails.
 - MongoDB: `hello` is the handshake every driver sends first; it needs no authentication and no
   database. It is sent as OP_MSG (opcode 2013, MongoDB >= 3.6) with a single kind-0 body section,
   and the reply's BSON document is decoded to check its top-level `ok` field.
@@ -121,16 +124,61 @@ def probe_kafka(address):
         raise ProbeError(f"ApiVersions returned error_code {error_code}")
 
     # Body v0: error_code int16, api_keys array (int32 count, then api_key/min/max int16 each).
-    detail = ""
-    if len(body) >= 10:
-        (count,) = struct.unpack_from(">i", body, 6)
-        if 0 <= count and 10 + 6 * count <= len(body):
-            keys = [struct.unpack_from(">hhh", body, 10 + 6 * i) for i in range(count)]
-            detail = f", {count} APIs"
-            for key, low, high in keys:
-                if key == KAFKA_API_VERSIONS:
-                    detail += f" (ApiVersions v{low}-v{high})"
-    return f"kafka {address}: ApiVersions ok{detail}"
+    (count,) = struct.unpack_from(">i", body, 6)
+    if not 0 <= count <= (len(body) - 10) // 6:
+        raise ProbeError(f"ApiVersions: implausible API count {count}")
+    versions = {}
+    for i in range(count):
+        key, low, high = struct.unpack_from(">hhh", body, 10 + 6 * i)
+        versions[key] = (low, high)
+    low, high = versions.get(KAFKA_METADATA, (None, None))
+    if low is None or not low <= KAFKA_METADATA_VERSION <= high:
+        raise ProbeError(f"broker does not offer Metadata v{KAFKA_METADATA_VERSION} (offers {low}-{high})")
+
+    brokers, controller = kafka_metadata(address)
+    return f"kafka {address}: ApiVersions ok, {count} APIs; Metadata ok, brokers {brokers}, controller {controller}"
+
+
+KAFKA_METADATA = 3
+KAFKA_METADATA_VERSION = 4
+
+
+def kafka_metadata(address):
+    """Sends Metadata v4 for no topic; returns (broker ids, controller id) or raises."""
+    # Body v4: topics array (int32 count 0: none), allow_auto_topic_creation bool.
+    payload = struct.pack(
+        ">hhih", KAFKA_METADATA, KAFKA_METADATA_VERSION, KAFKA_CORRELATION_ID + 1, len(KAFKA_CLIENT_ID)
+    ) + KAFKA_CLIENT_ID + struct.pack(">ib", 0, 0)
+    with connect(address) as sock:
+        send_all(sock, struct.pack(">i", len(payload)) + payload, "Metadata request")
+        (size,) = struct.unpack(">i", recv_exact(sock, 4, "Metadata response size"))
+        if size < 8 or size > MAX_REPLY_BYTES:
+            raise ProbeError(f"implausible Metadata response size {size}")
+        body = recv_exact(sock, size, "Metadata response")
+
+    # correlation_id int32, throttle_time_ms int32, brokers array of (node_id int32,
+    # host string, port int32, rack nullable string), cluster_id nullable string,
+    # controller_id int32, topics array (empty here).
+    correlation_id, _throttle, count = struct.unpack_from(">iii", body, 0)
+    if correlation_id != KAFKA_CORRELATION_ID + 1:
+        raise ProbeError(f"Metadata correlation id mismatch: got {correlation_id}")
+    pos = 12
+    brokers = []
+    for _ in range(count):
+        (node_id,) = struct.unpack_from(">i", body, pos)
+        (host_len,) = struct.unpack_from(">h", body, pos + 4)
+        pos += 6 + max(host_len, 0) + 4
+        (rack_len,) = struct.unpack_from(">h", body, pos)
+        pos += 2 + max(rack_len, 0)
+        brokers.append(node_id)
+    (cluster_len,) = struct.unpack_from(">h", body, pos)
+    pos += 2 + max(cluster_len, 0)
+    (controller,) = struct.unpack_from(">i", body, pos)
+    if not brokers:
+        raise ProbeError("Metadata lists no live broker")
+    if controller < 0:
+        raise ProbeError("Metadata names no controller")
+    return brokers, controller
 
 
 # ---------------------------------------------------------------------------------------------

@@ -98,6 +98,10 @@ pub struct Cluster {
     common: Vec<(String, String)>,
 }
 
+fn msg_job_group(cluster: &str) -> String {
+    format!("{cluster}-msg-job")
+}
+
 fn env(service: &str, key: &str, value: impl ToString) -> (String, String) {
     (format!("FISHCHAT_{service}_{key}"), value.to_string())
 }
@@ -165,7 +169,7 @@ impl Cluster {
             // Stable across restarts: it is also the Kafka static member id.
             env("MSG_JOB", "NODE_ID", format!("{name}-msg-job-1")),
             env("MSG_JOB", "KAFKA_BROKERS", kafka_brokers()),
-            env("MSG_JOB", "GROUP_ID", format!("{name}-msg-job")),
+            env("MSG_JOB", "GROUP_ID", msg_job_group(&name)),
             env("MSG_JOB", "P2P_TOPIC", format!("{name}-p2p")),
             env("MSG_JOB", "GROUP_TOPIC", format!("{name}-group")),
             env("MSG_JOB", "PARTITIONS", 4),
@@ -202,6 +206,11 @@ impl Cluster {
         wait_healthy(&msg_job_addr.to_string(), START_DEADLINE).await;
         cluster.add_logic().await;
         cluster
+    }
+
+    /// The Kafka consumer group of this cluster's msg_job.
+    pub fn msg_job_group(&self) -> String {
+        msg_job_group(&self.name)
     }
 
     /// Starts one more logic node and waits until it is healthy.

@@ -11,6 +11,7 @@
 //! down server fails the run in seconds instead of hanging it.
 
 pub mod cluster;
+pub mod kafka_tool;
 pub mod services;
 
 use std::future::Future;
@@ -149,6 +150,22 @@ pub async fn kafka_admin() -> AdminClient<DefaultClientContext> {
         answered.map(|()| admin)
     })
     .await
+}
+
+/// How many members the broker counts in consumer `group` (DescribeGroups); 0 once the
+/// group is empty or gone.
+pub async fn kafka_group_members(group: &str) -> usize {
+    let admin = kafka_admin().await;
+    let group = group.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let list = admin
+            .inner()
+            .fetch_group_list(Some(&group), Duration::from_secs(5))
+            .unwrap_or_else(|err| panic!("describe group {group}: {err}"));
+        list.groups().iter().map(|g| g.members().len()).sum()
+    })
+    .await
+    .expect("the DescribeGroups call panicked")
 }
 
 /// Connects to MongoDB and proves it answers a `ping`.

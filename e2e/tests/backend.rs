@@ -429,9 +429,19 @@ async fn a_killed_logic_node_leaves_etcd_and_calls_keep_succeeding() {
     assert_eq!(got.len(), 70, "every acknowledged message stored once");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn msg_job_killed_midway_loses_and_duplicates_nothing() {
-    let mut cluster = Cluster::start("crash").await;
+/// How soon a restarted msg_job must be storing again. A static member restarted at once gets
+/// its partitions back without a rebalance, and a member the broker has already expelled
+/// rejoins an empty group, so either way the cost is the process's start (a debug build on a
+/// loaded machine: a few seconds), well inside the 10 s the broker would otherwise wait for
+/// the dead member's session.
+const RESUME_WITHIN: Duration = Duration::from_secs(10);
+
+/// msg_job is killed with -9 in the middle of 10,000 messages and started again, at once or
+/// only after the broker has expelled it from the group (`wait_for_expiry`): it resumes within
+/// [`RESUME_WITHIN`], and every acknowledged message is stored exactly once, in order, in both
+/// inboxes, and pushed to both users.
+async fn msg_job_crash_loses_and_duplicates_nothing(test: &str, wait_for_expiry: bool) {
+    let mut cluster = Cluster::start(test).await;
     const PAIRS: usize = 5;
     const EACH: usize = 2000;
     let mut pairs = Vec::new();
@@ -465,13 +475,38 @@ async fn msg_job_killed_midway_loses_and_duplicates_nothing() {
     )
     .await;
     cluster.msg_job.kill9();
+    if wait_for_expiry {
+        let group = cluster.msg_job_group();
+        wait_until(
+            Duration::from_secs(60),
+            "the broker to expel the killed member after its session timeout",
+            async || (fishchat_e2e::kafka_group_members(&group).await == 0).then_some(()),
+        )
+        .await;
+    }
+    let stored_before = inbox(&mut logic, first_recipient, 500).await.len();
     cluster.msg_job.restart();
+    let restarted = std::time::Instant::now();
+    wait_until(
+        RESUME_WITHIN,
+        "the restarted msg_job to store again",
+        async || {
+            (inbox(&mut logic, first_recipient, 500).await.len() > stored_before).then_some(())
+        },
+    )
+    .await;
+    eprintln!(
+        "msg_job resumed storing {:?} after its restart",
+        restarted.elapsed()
+    );
+
     for sender in senders {
         sender.await.unwrap();
     }
     let want: Vec<String> = (0..EACH).map(|i| format!("c{i}")).collect();
+    let last = format!("c{}", EACH - 1);
+    let mut stored = Vec::new();
     for &(from, to) in &pairs {
-        let last = format!("c{}", EACH - 1);
         for inbox_of in [to, from] {
             let got = inbox_once_holding(&mut logic, inbox_of, &last).await;
             let cmids: Vec<String> = got.iter().map(|m| m.client_msg_id.clone()).collect();
@@ -480,8 +515,35 @@ async fn msg_job_killed_midway_loses_and_duplicates_nothing() {
                 "inbox {inbox_of}: each message exactly once, in order"
             );
             assert_strictly_increasing(&got);
+            stored.extend(got.iter().map(|m| (inbox_of, m.seq)));
         }
     }
+    // Pushed after storing, so a push may repeat after the crash but none is missing.
+    wait_until(
+        Duration::from_secs(60),
+        "every stored message to be pushed to its owner",
+        async || {
+            let pushed: HashSet<(u64, u64)> = cluster
+                .pushed
+                .all()
+                .await
+                .iter()
+                .map(|(user, m)| (*user, m.seq))
+                .collect();
+            stored.iter().all(|s| pushed.contains(s)).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn msg_job_killed_and_restarted_at_once_loses_and_duplicates_nothing() {
+    msg_job_crash_loses_and_duplicates_nothing("crash", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn msg_job_restarted_after_its_session_expired_loses_and_duplicates_nothing() {
+    msg_job_crash_loses_and_duplicates_nothing("crash-expired", true).await;
 }
 
 async fn sessions_of(cluster: &Cluster, user: u64) -> Vec<fishchat_rpc::register::Session> {

@@ -148,7 +148,7 @@ async fn idempotent_produce_then_group_resumes_at_committed_offsets() {
     let producer: FutureProducer = kafka_config()
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        // Not snappy: tansu accepts snappy batches but never delivers them.
+        // The compression and linger logic uses, so the test covers the batches it sends.
         .set("compression.type", "lz4")
         .set("linger.ms", "5")
         .set("message.timeout.ms", "30000")

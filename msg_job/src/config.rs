@@ -27,10 +27,9 @@ pub struct Config {
     /// How long a batch waits for more records after its first one, in milliseconds.
     pub linger_ms: u64,
     /// Longest time the broker may hold an empty fetch, in milliseconds
-    /// (librdkafka's `fetch.wait.max.ms`). Apache Kafka answers a held fetch as
-    /// soon as data arrives, so there a large value costs nothing; tansu holds
-    /// it the whole time, so the value is a floor under delivery latency, and a
-    /// small one makes an idle consumer poll the broker that often.
+    /// (librdkafka's `fetch.wait.max.ms`). The broker answers a held fetch as
+    /// soon as a record arrives, so this adds no latency; it only sets how
+    /// often an idle consumer asks again.
     pub fetch_wait_ms: u64,
     /// The register service, for session lookups before a push.
     pub register_addr: String,
@@ -54,7 +53,7 @@ impl Default for Config {
             partitions: 8,
             batch_size: 500,
             linger_ms: 20,
-            fetch_wait_ms: 10,
+            fetch_wait_ms: 500,
             register_addr: "http://127.0.0.1:7010".to_owned(),
             mongo_url: "mongodb://127.0.0.1:27017/?directConnection=true".to_owned(),
             database: "fishchat".to_owned(),

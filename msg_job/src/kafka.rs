@@ -11,9 +11,15 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 /// How long topic creation may take before startup fails.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long the broker keeps a silent member's partitions before handing them
+/// to others: the outage a node that dies for good causes, and the window in
+/// which a restarted static member gets its partitions back without a rebalance.
+pub const SESSION_TIMEOUT_MS: u64 = 10_000;
+
 /// Creates each of `topics` with `partitions` partitions unless it exists.
 ///
-/// Topics are not auto-created on every broker (tansu never does), and a
+/// The stack's broker does not auto-create topics (a typo in a client's topic
+/// name must not make a topic with the default partition count), and a
 /// consumer subscribed to a missing topic would sit idle; "already exists" is
 /// the normal case after the first start.
 pub async fn ensure_topics(
@@ -53,13 +59,19 @@ pub async fn ensure_topics(
 /// with no committed offset starts at the earliest record so nothing produced
 /// before the first start is missed; only committed transactions are read.
 ///
-/// With an `instance_id` (the node id) the consumer is a static group member:
-/// a node restarted within the session timeout, even after `kill -9`, takes
-/// its old place and partitions at once instead of waiting for the broker to
-/// notice the dead member. (Measured on tansu 0.6: after `kill -9` of a
-/// dynamic member that led the group, its restarted successor was left with
-/// no partitions indefinitely.) The cost: partitions of a node that stops for
-/// good wait for the session timeout before another node takes them.
+/// Fetches are long polls: the broker holds an empty fetch up to
+/// `fetch_wait_ms` and answers as soon as one byte (`fetch.min.bytes`) is
+/// there, so an idle consumer sends about two fetches a second per broker and
+/// a new record is delivered at once.
+///
+/// With an `instance_id` (the node id) the consumer is a static group member.
+/// What that buys on Apache Kafka: a node restarted within the session timeout,
+/// even after `kill -9`, takes back its old member id and partitions at once,
+/// with no rebalance; a dynamic member's successor would join as a stranger
+/// and the whole group would wait out the dead member's session (10 s) before
+/// anyone consumed its partitions. The cost: a static member does not leave
+/// the group when it stops, so the partitions of a node stopped for good wait
+/// for the session timeout before another node takes them.
 pub fn consumer(
     brokers: &str,
     group_id: &str,
@@ -76,9 +88,8 @@ pub fn consumer(
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "false")
-        .set("session.timeout.ms", "10000")
-        // The broker may hold a fetch this long waiting for data (see the
-        // `fetch_wait_ms` setting for the trade-off).
+        .set("session.timeout.ms", SESSION_TIMEOUT_MS.to_string())
+        .set("fetch.min.bytes", "1")
         .set("fetch.wait.max.ms", fetch_wait_ms.to_string());
     if let Some(instance) = instance_id {
         config.set("group.instance.id", instance);

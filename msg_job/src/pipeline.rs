@@ -1,8 +1,8 @@
-//! The consume → store → commit → push loop.
+//! The consume → store → push → commit loop.
 //!
 //! Records are taken in batches (up to `max_messages`, or whatever arrived
-//! within `linger` of the first one), stored in offset order, committed
-//! synchronously, then pushed. A failed store is retried with backoff and
+//! within `linger` of the first one), stored in offset order, pushed, then
+//! committed synchronously. A failed store is retried with backoff and
 //! nothing is committed meanwhile; a crash anywhere before the commit makes
 //! Kafka redeliver the batch, which the idempotent store absorbs. Because each
 //! consumer stores a partition's records strictly in order, even two consumers
@@ -85,7 +85,7 @@ struct Record {
     payload: Option<Vec<u8>>,
 }
 
-/// The consume → store → commit → push loop over one consumer.
+/// The consume → store → push → commit loop over one consumer.
 pub struct Pipeline<S, P> {
     consumer: StreamConsumer,
     store: S,
@@ -156,7 +156,11 @@ impl<S: InboxStore, P: Pusher> Pipeline<S, P> {
         batch
     }
 
-    /// Stores, commits and pushes one batch; false when stopped before it could be stored.
+    /// Stores, pushes and commits one batch; false when stopped before it could be stored.
+    ///
+    /// The push comes before the commit so that a crash between them redelivers the batch
+    /// and pushes it again (with the seqs the store already gave it): a push may be repeated,
+    /// which clients absorb by seq, but a stored message is never left unpushed.
     async fn process(
         &self,
         batch: Vec<Record>,
@@ -202,22 +206,22 @@ impl<S: InboxStore, P: Pusher> Pipeline<S, P> {
             .stored_items
             .fetch_add(items.len() as u64, Ordering::Relaxed);
         let stored = started.elapsed();
-        self.commit(&next_offsets, batch.len());
-        let committed = started.elapsed();
         let outcome = self.pusher.push(deliveries(&items, &seqs)).await;
         let pushed = started.elapsed();
         self.stats
             .push_failures
             .fetch_add(outcome.failures, Ordering::Relaxed);
+        self.commit(&next_offsets, batch.len());
+        let committed = started.elapsed();
         tracing::debug!(
             records = batch.len(),
             items = items.len(),
             nodes = outcome.nodes_pushed,
             connections = outcome.delivered_connections,
             store_ms = stored.as_secs_f64() * 1e3,
-            commit_ms = (committed - stored).as_secs_f64() * 1e3,
-            push_ms = (pushed - committed).as_secs_f64() * 1e3,
-            "batch stored, committed and pushed"
+            push_ms = (pushed - stored).as_secs_f64() * 1e3,
+            commit_ms = (committed - pushed).as_secs_f64() * 1e3,
+            "batch stored, pushed and committed"
         );
         Ok(true)
     }
@@ -251,8 +255,7 @@ impl<S: InboxStore, P: Pusher> Pipeline<S, P> {
 
     /// Commits `next_offsets` synchronously; a failure only means redelivery.
     ///
-    /// The call blocks this worker thread for one broker round trip; the push
-    /// must not start before the commit is known, so nothing is lost by it.
+    /// The call blocks this worker thread for one broker round trip.
     fn commit(&self, next_offsets: &BTreeMap<(String, i32), i64>, records: usize) {
         let mut list = TopicPartitionList::new();
         for ((topic, partition), next) in next_offsets {

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use fishchat_e2e::{unique_name, wait_until};
+use fishchat_e2e::{kafka_tool, unique_name, wait_until};
 use fishchat_msg_job::push::NoPush;
 use fishchat_msg_job::{InboxStore, MemoryInbox, NewMessage, StoreError};
 
@@ -260,4 +260,55 @@ async fn a_failing_store_is_retried_and_nothing_is_committed_meanwhile() {
         assert_eq!(ids, (1..=100).collect::<Vec<_>>(), "inbox {inbox}");
     }
     assert_all_committed(&group_id, &topics).await;
+}
+
+/// What README tells operators to run (Kafka's own `kafka-consumer-groups`, which reads the
+/// group through the admin API) shows msg_job's group as it is: its live member on every
+/// partition and nothing to catch up while it runs; after it stops, the lag of what was
+/// produced since.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_see_the_group_its_members_committed_offsets_and_lag() {
+    let topics = topics("mj-ops", 1, 3).await;
+    let records: Vec<_> = (1..=90_u64)
+        .map(|id| p2p_record(&topics[0], &direct(id, 7, id % 11 + 1)))
+        .collect();
+    produce(&records).await;
+
+    let group_id = unique_name("mj-ops");
+    let store = Arc::new(MemoryInbox::new());
+    let running = start(&group_id, &topics, Arc::clone(&store), NoPush, 50);
+    let stats = Arc::clone(&running.stats);
+    wait_until(DEADLINE, "all 90 records committed", async || {
+        (stats.committed_records.load(Ordering::SeqCst) == 90).then_some(())
+    })
+    .await;
+    let group = group_id.clone();
+    let live = tokio::task::spawn_blocking(move || kafka_tool::describe_group(&group))
+        .await
+        .expect("describe the group");
+    assert_eq!(live.len(), 3, "one row per partition: {live:?}");
+    assert_eq!(live.iter().map(|p| p.end).sum::<i64>(), 90);
+    for partition in &live {
+        assert_eq!(partition.committed, Some(partition.end), "{partition:?}");
+        assert!(
+            partition.consumer.is_some(),
+            "no live member: {partition:?}"
+        );
+    }
+
+    running.stop().await;
+    produce(&records[..10]).await;
+    let group = group_id.clone();
+    let stopped = tokio::task::spawn_blocking(move || kafka_tool::describe_group(&group))
+        .await
+        .expect("describe the group");
+    let lag: i64 = stopped
+        .iter()
+        .map(|p| p.end - p.committed.unwrap_or(0))
+        .sum();
+    assert_eq!(lag, 10, "lag after 10 more records: {stopped:?}");
+    assert!(
+        stopped.iter().all(|p| p.consumer.is_none()),
+        "a stopped member still listed: {stopped:?}"
+    );
 }
