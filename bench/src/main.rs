@@ -9,6 +9,7 @@ mod compare;
 mod idle;
 mod mqtt;
 mod plot;
+mod procstat;
 mod progress;
 mod push;
 mod report;

@@ -66,6 +66,11 @@ pub struct Common {
     /// Ignore cached tokens and log every account in again.
     #[arg(long)]
     pub fresh_tokens: bool,
+    /// A process whose CPU the run reports, as NAME=PID (repeat it for every server and
+    /// service): CPU-seconds from the first send to the end of the drain, with its child
+    /// processes, and microseconds per acked message.
+    #[arg(long = "cpu", value_name = "NAME=PID")]
+    pub cpu: Vec<String>,
 }
 
 impl Common {

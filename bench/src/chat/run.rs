@@ -18,6 +18,7 @@ use super::workers::{self, Workers};
 use super::{Common, Scale, tally};
 use crate::idle::probe;
 use crate::idle::provision::Account;
+use crate::procstat::Watched;
 use crate::progress::Progress;
 use crate::push::clock;
 use crate::report::Report;
@@ -96,6 +97,7 @@ pub async fn run(
     out_dir: &Path,
     config: &impl Serialize,
 ) -> anyhow::Result<Report> {
+    let watched = Watched::parse(&common.cpu)?;
     let seats = plan.seats.len();
     let workers = scale.workers(seats);
     let per_fleet = seats.div_ceil(workers);
@@ -119,18 +121,26 @@ pub async fn run(
     let specs = plan.specs();
     let driven = if workers == 1 {
         let fleet = Local::start(specs, fleet_config.setup());
-        drive(fleet, &plan, common, &bounds, &progress).await
+        drive(fleet, &plan, common, &bounds, &progress, &watched).await
     } else {
         let shares = workers::split(specs, workers);
         let dir = out_dir.join("chat-workers");
         let fleet = Workers::start(shares, &fleet_config, bounds.worker_deadline(), &dir)?;
-        drive(fleet, &plan, common, &bounds, &progress).await
+        drive(fleet, &plan, common, &bounds, &progress, &watched).await
     };
     progress.finish();
-    let (gathered, timing) = driven?;
+    let (gathered, timing, cpu) = driven?;
     let (outcomes, measures) = gathered.place(seats);
     let config = serde_json::to_value(config)?;
     let mut report = tally::report(&plan, &outcomes, &measures, timing, common.rate, config)?;
+    let secs = timing.seconds + timing.drain_secs;
+    watched.add_to(
+        &mut report,
+        &cpu.before,
+        &cpu.after,
+        secs,
+        (cpu.acked as f64, "acked message"),
+    );
     report.details["workers"] = workers.into();
     report.details["source_ips"] = serde_json::to_value(&fleet_config.dial.source_ips)?;
     Ok(report)
@@ -169,6 +179,13 @@ impl Bounds {
     }
 }
 
+/// The watched processes' CPU over the sending and the drain, and the acks in that time.
+struct CpuSpent {
+    before: Vec<Option<f64>>,
+    after: Vec<Option<f64>>,
+    acked: u64,
+}
+
 /// Drives `fleet` through the phases: every connection logged in, the
 /// sending from one agreed time, the stragglers, then SYNC and logout.
 async fn drive(
@@ -177,7 +194,8 @@ async fn drive(
     common: &Common,
     bounds: &Bounds,
     progress: &Progress,
-) -> anyhow::Result<(Gathered, Timing)> {
+    watched: &Watched,
+) -> anyhow::Result<(Gathered, Timing, CpuSpent)> {
     // 1. Logins.
     let total = plan.seats.len() as u64;
     progress.phase("logging in", total);
@@ -194,6 +212,7 @@ async fn drive(
 
     // 2. Sending, from a time every connection hears of before it comes.
     let window = Window::from_now(START_DELAY, common.seconds);
+    let cpu_before = watched.sample();
     fleet.send(window).await;
     let (start, end) = window.instants();
     let tenths = (common.seconds * 10.0).ceil() as u64;
@@ -213,6 +232,11 @@ async fn drive(
         c.drained()
     })
     .await;
+    let cpu = CpuSpent {
+        before: cpu_before,
+        after: watched.sample(),
+        acked: fleet.counts().acked,
+    };
 
     // 4. SYNC every inbox, log out, collect.
     progress.phase("syncing", total);
@@ -224,7 +248,7 @@ async fn drive(
         drain_secs,
         drained,
     };
-    Ok((gathered, timing))
+    Ok((gathered, timing, cpu))
 }
 
 /// The traffic counts, for the progress line.

@@ -10,7 +10,6 @@
 
 pub(crate) mod clock;
 mod driver;
-mod procstat;
 mod receiver;
 mod run;
 

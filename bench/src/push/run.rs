@@ -17,10 +17,11 @@ use tokio::time::{Instant, sleep_until};
 
 use super::driver::{self, Sent, Shape};
 use super::receiver::{self, Logins, Received, Shared};
-use super::{Args, Target, procstat};
+use super::{Args, Target};
 use crate::baseline::spawn::Spawned;
 use crate::idle::provision;
 use crate::idle::track::Readings;
+use crate::procstat;
 use crate::report::{Chart, Report, Series};
 use crate::wait;
 
