@@ -11,7 +11,8 @@
 # cheap argon2 cost so that tens of thousands of bench accounts take seconds. Each access node gets
 # `ulimit -n` at the hard limit. Writes DIR/env, to `source`: REGISTER, ACCESS (comma-separated
 # client addresses), PUSH (the first node's Push gRPC), ACCESS_PIDS (space-separated),
-# ACCESS_METRICS (comma-separated), and DIR/<service>.log and .pid.
+# ACCESS_METRICS (comma-separated), CPU_ARGS (`--cpu NAME=PID` for each service and each server
+# of the stack in FISHCHAT_STACK_DIR, default .stack), and DIR/<service>.log and .pid.
 #
 # Servers from the environment, as the tests read them: FISHCHAT_ETCD (host:port, default
 # 127.0.0.1:2379), FISHCHAT_REDIS (redis://127.0.0.1:6379), FISHCHAT_KAFKA (127.0.0.1:9092),
@@ -133,7 +134,18 @@ done
 for ((k = 0; k < nodes; k++)); do
     wait_port "access-$k" $((base + 40 + 10 * k))
 done
+# --cpu NAME=PID for every process of the deployment and every server of the stack
+# (FISHCHAT_STACK_DIR's pid files, default .stack), for the chat scenarios' CPU table.
+cpu=()
+for f in "$dir"/*.pid; do
+    cpu+=("--cpu $(basename "$f" .pid)=$(cat "$f")")
+done
+for server in etcd redis kafka mongo; do
+    f=${FISHCHAT_STACK_DIR:-.stack}/run/$server.pid
+    [[ -f $f ]] && cpu+=("--cpu $server=$(cat "$f")")
+done
 {
+    echo "CPU_ARGS='${cpu[*]}'"
     echo "REGISTER=http://127.0.0.1:$((base + 1010))"
     echo "ACCESS=$(IFS=,; echo "${access[*]}")"
     echo "PUSH=127.0.0.1:$((base + 41))"
