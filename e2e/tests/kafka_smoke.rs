@@ -336,3 +336,54 @@ async fn idempotent_produce_then_group_resumes_at_committed_offsets() {
     // Best effort: topic names are unique per run, so a leftover topic harms nothing.
     let _ = admin.delete_topics(&[&topic], &options).await;
 }
+
+/// The `scripts/stack status` line for Kafka: (state, answers).
+fn stack_status_of_kafka(port: u16, stack_dir: &std::path::Path) -> (String, String) {
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/stack");
+    let output = std::process::Command::new(script)
+        .arg("status")
+        .env("FISHCHAT_KAFKA_PORT", port.to_string())
+        .env("FISHCHAT_STACK_DIR", stack_dir)
+        .output()
+        .expect("run scripts/stack status");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("kafka "))
+        .unwrap_or_else(|| panic!("no kafka line in:\n{stdout}"));
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    (fields[1].to_owned(), fields[fields.len() - 1].to_owned())
+}
+
+/// Readiness is a real request: a port that accepts connections and then drops every request
+/// (as a wedged broker did, alive and holding its port) is not a broker that answers; the real
+/// broker is.
+#[test]
+fn stack_status_tells_a_broker_that_fails_requests_from_a_healthy_one() {
+    let stack_dir = std::env::temp_dir().join(unique_name("stack-status"));
+    let wedged = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let wedged_port = wedged.local_addr().expect("its address").port();
+    std::thread::spawn(move || {
+        for stream in wedged.incoming().flatten() {
+            // Read the request, then close without answering.
+            let mut buf = [0u8; 64];
+            let _ = std::io::Read::read(&mut &stream, &mut buf);
+        }
+    });
+    assert_eq!(
+        stack_status_of_kafka(wedged_port, &stack_dir).1,
+        "no",
+        "a port that drops requests passed for a broker"
+    );
+
+    let real_port: u16 = fishchat_e2e::kafka_brokers()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("the test broker's port");
+    assert_eq!(
+        stack_status_of_kafka(real_port, &stack_dir),
+        ("external".to_owned(), "yes".to_owned()),
+        "the running broker, seen from a stack folder that did not start it"
+    );
+}
