@@ -312,3 +312,62 @@ async fn operators_see_the_group_its_members_committed_offsets_and_lag() {
         "a stopped member still listed: {stopped:?}"
     );
 }
+
+/// Two consumers in one group: the second joining and then the first leaving each move
+/// partitions mid-stream; every message is still stored once, each recipient's in the order
+/// produced, and every offset is committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_consumers_and_two_rebalances_store_each_message_once_in_order() {
+    let topics = topics("mj-rebalance", 1, 4).await;
+    let records: Vec<_> = (1..=1200_u64)
+        .map(|id| p2p_record(&topics[0], &direct(id, 100 + id % 5, id % 13 + 1)))
+        .collect();
+    let group_id = unique_name("mj-rebalance");
+    let store = Arc::new(MemoryInbox::new());
+    let stored = |records: usize| {
+        let store = Arc::clone(&store);
+        async move || (store.total() >= 2 * records).then_some(())
+    };
+
+    let first = start(&group_id, &topics, Arc::clone(&store), NoPush, 50);
+    produce(&records[..400]).await;
+    wait_until(DEADLINE, "the first 400 stored", stored(400)).await;
+
+    let second = start(&group_id, &topics, Arc::clone(&store), NoPush, 50);
+    wait_until(DEADLINE, "both consumers in the group", async || {
+        (fishchat_e2e::kafka_group_members(&group_id).await == 2).then_some(())
+    })
+    .await;
+    produce(&records[400..800]).await;
+    wait_until(DEADLINE, "800 stored by the two", stored(800)).await;
+
+    let first_committed = Arc::clone(&first.stats);
+    first.stop().await;
+    produce(&records[800..]).await;
+    wait_until(DEADLINE, "all 1,200 stored", stored(1200)).await;
+    let second_committed = Arc::clone(&second.stats);
+    wait_until(DEADLINE, "every offset committed", async || {
+        let all = committed_and_high(&group_id, &topics).await;
+        all.iter()
+            .all(|(_, _, committed, high)| *committed == rdkafka::Offset::Offset(*high))
+            .then_some(())
+    })
+    .await;
+    second.stop().await;
+
+    assert!(first_committed.committed_records.load(Ordering::SeqCst) > 0);
+    assert!(second_committed.committed_records.load(Ordering::SeqCst) > 0);
+    assert_eq!(store.total(), 2400, "a message stored twice");
+    for inbox in 1..=13 {
+        let ids: Vec<u64> = store
+            .messages(inbox)
+            .iter()
+            .map(|m| m.server_msg_id)
+            .collect();
+        assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "inbox {inbox} out of order: {ids:?}"
+        );
+    }
+    assert_all_committed(&group_id, &topics).await;
+}
