@@ -23,11 +23,11 @@ pub struct GroupPartition {
     pub consumer: Option<String>,
 }
 
-/// Runs `scripts/kafka-tool` with `args` against the test broker; returns its standard output.
+/// Runs `scripts/kafka-tool` with `args`; returns its standard output.
 ///
 /// Panics with the tool's error output when it fails, since a test that needs the tools
 /// cannot go on without them.
-pub fn run(args: &[&str]) -> String {
+fn run(args: &[&str]) -> String {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka-tool");
     let output = Command::new(&script)
         .args(args)
