@@ -10,5 +10,6 @@
 
 pub mod adapters;
 pub mod chat;
+pub mod known_users;
 pub mod ports;
 pub mod service;

@@ -12,6 +12,7 @@ use fishchat_logic::adapters::kafka::{KafkaConfig, KafkaPublisher};
 use fishchat_logic::adapters::redis::{RedisDedup, RedisIds};
 use fishchat_logic::adapters::register::RegisterDirectory;
 use fishchat_logic::chat::{Chat, Limits};
+use fishchat_logic::known_users::KnownUsers;
 use fishchat_logic::service::LogicService;
 use fishchat_node::{
     CommonArgs, health_and_reflection, init_logging, load_config, serve, shutdown_signal,
@@ -109,6 +110,10 @@ struct Overrides {
     kafka_brokers: Option<String>,
 }
 
+/// Existing users a logic node remembers, so that a send asks register only about a
+/// recipient it has not seen: a million ids take some 20 MB.
+const KNOWN_USERS: usize = 1_000_000;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -128,7 +133,10 @@ async fn main() -> anyhow::Result<()> {
     let register = Resolver::start(&config.etcd_endpoints, "register").await?;
     let manager = Resolver::start(&config.etcd_endpoints, "manager").await?;
     let chat = Chat::new(
-        RegisterDirectory::new(register.balanced_channel("grpc")),
+        KnownUsers::new(
+            RegisterDirectory::new(register.balanced_channel("grpc")),
+            KNOWN_USERS,
+        ),
         RedisDedup::new(redis.clone(), &config.key_prefix, config.dedup_ttl_secs),
         RedisIds::new(redis, &config.key_prefix, config.id_block),
         publisher,
