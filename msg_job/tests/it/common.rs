@@ -2,6 +2,7 @@
 //! idempotent producer, a running pipeline, and the group's committed offsets.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -85,6 +86,17 @@ pub struct Running {
 }
 
 impl Running {
+    /// Waits until exactly `records` records have been stored and committed.
+    pub async fn wait_committed(&self, records: u64) {
+        let stats = Arc::clone(&self.stats);
+        fishchat_e2e::wait_until(
+            DEADLINE,
+            &format!("{records} records committed"),
+            async || (stats.committed_records.load(Ordering::SeqCst) == records).then_some(()),
+        )
+        .await;
+    }
+
     /// Stops the pipeline and waits for it to return cleanly.
     pub async fn stop(self) {
         self.stop.send_replace(true);

@@ -88,11 +88,7 @@ async fn stores_into_mongodb_and_a_full_redelivery_adds_nothing() {
 
     let group_id = unique_name("mj-mongo");
     let running = start(&group_id, &topics, inbox.clone(), NoPush, 64);
-    let stats = Arc::clone(&running.stats);
-    wait_until(DEADLINE, "300 records stored and committed", async || {
-        (stats.committed_records.load(Ordering::SeqCst) == 300).then_some(())
-    })
-    .await;
+    running.wait_committed(300).await;
     running.stop().await;
     assert_eq!(message_count(&database).await, total as u64);
     assert_inboxes(&inbox, &expected).await;
@@ -107,12 +103,7 @@ async fn stores_into_mongodb_and_a_full_redelivery_adds_nothing() {
         64,
     );
     let stats = Arc::clone(&replay.stats);
-    wait_until(
-        DEADLINE,
-        "the replay to commit all 300 records",
-        async || (stats.committed_records.load(Ordering::SeqCst) == 300).then_some(()),
-    )
-    .await;
+    replay.wait_committed(300).await;
     replay.stop().await;
     assert_eq!(stats.stored_items.load(Ordering::SeqCst), total as u64);
     assert_eq!(

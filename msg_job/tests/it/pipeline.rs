@@ -31,10 +31,7 @@ async fn stores_500_events_in_partition_order_and_commits() {
     })
     .await;
     let stats = Arc::clone(&running.stats);
-    wait_until(DEADLINE, "all 500 records committed", async || {
-        (stats.committed_records.load(Ordering::Relaxed) == 500).then_some(())
-    })
-    .await;
+    running.wait_committed(500).await;
     running.stop().await;
 
     assert_eq!(store.total(), expected_total, "extra copies stored");
@@ -180,10 +177,7 @@ async fn a_malformed_payload_is_skipped_and_committed() {
     let store = Arc::new(MemoryInbox::new());
     let running = start(&group_id, &topics, Arc::clone(&store), NoPush, 100);
     let stats = Arc::clone(&running.stats);
-    wait_until(DEADLINE, "all four records committed", async || {
-        (stats.committed_records.load(Ordering::SeqCst) == 4).then_some(())
-    })
-    .await;
+    running.wait_committed(4).await;
     running.stop().await;
 
     let ids: Vec<u64> = store.messages(20).iter().map(|m| m.server_msg_id).collect();
@@ -246,10 +240,7 @@ async fn a_failing_store_is_retried_and_nothing_is_committed_meanwhile() {
     }
 
     flaky.healthy.store(true, Ordering::SeqCst);
-    wait_until(DEADLINE, "all 100 records committed", async || {
-        (stats.committed_records.load(Ordering::SeqCst) == 100).then_some(())
-    })
-    .await;
+    running.wait_committed(100).await;
     running.stop().await;
     for inbox in [500, 600] {
         let ids: Vec<u64> = inner
@@ -277,11 +268,7 @@ async fn operators_see_the_group_its_members_committed_offsets_and_lag() {
     let group_id = unique_name("mj-ops");
     let store = Arc::new(MemoryInbox::new());
     let running = start(&group_id, &topics, Arc::clone(&store), NoPush, 50);
-    let stats = Arc::clone(&running.stats);
-    wait_until(DEADLINE, "all 90 records committed", async || {
-        (stats.committed_records.load(Ordering::SeqCst) == 90).then_some(())
-    })
-    .await;
+    running.wait_committed(90).await;
     let group = group_id.clone();
     let live = tokio::task::spawn_blocking(move || kafka_tool::describe_group(&group))
         .await

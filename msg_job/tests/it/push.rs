@@ -245,10 +245,7 @@ async fn stored_messages_are_pushed_with_their_seqs() {
     };
     let per_user = wait_until(DEADLINE, "11 pushes to each of users 1 and 2", pushed).await;
     let stats = Arc::clone(&running.stats);
-    wait_until(DEADLINE, "every record committed", async || {
-        (stats.committed_records.load(Ordering::SeqCst) == 21).then_some(())
-    })
-    .await;
+    running.wait_committed(21).await;
     running.stop().await;
 
     assert!(
