@@ -101,7 +101,6 @@ bodies! {
     SendToGroup(pb::SendToGroup) = SendToGroup,
     SendAck(pb::SendAck) = SendAck,
     Push(pb::Push) = Push,
-    DeliveryAck(pb::DeliveryAck) = DeliveryAck,
     Sync(pb::SyncRequest) = Sync,
     SyncReply(pb::SyncReply) = SyncReply,
     Logout(pb::Logout) = Logout,
@@ -109,6 +108,13 @@ bodies! {
     Error(pb::Error) = Error,
     GatewayLookup(pb::GatewayLookup) = GatewayLookup,
     GatewayReply(pb::GatewayReply) = GatewayReply,
+    SyncConversations(pb::SyncConversationsRequest) = SyncConversations,
+    SyncConversationsReply(pb::SyncConversationsReply) = SyncConversationsReply,
+    History(pb::HistoryRequest) = History,
+    HistoryReply(pb::HistoryReply) = HistoryReply,
+    Read(pb::ReadRequest) = Read,
+    ReadReply(pb::ReadReply) = ReadReply,
+    ReadUpdate(pb::ReadUpdate) = ReadUpdate,
 }
 
 impl Frame {

@@ -2,7 +2,7 @@
 //!
 //! Each module is one service's surface: its tonic client, its server trait,
 //! and its messages. Messages of the client protocol that cross services
-//! (`StoredMessage`, `SendAck`, `SyncReply`) are the codec's own types.
+//! (`StoredMessage`, `SendAck`, `SyncReply`, ...) are the codec's own types.
 
 pub mod status;
 
@@ -18,7 +18,7 @@ pub mod logic {
     tonic::include_proto!("fishchat.logic.v1");
 }
 
-/// manager: sync, cursors, unread counts, history.
+/// manager: the read side of conversations, read positions, membership records.
 #[allow(missing_docs)]
 pub mod manager {
     tonic::include_proto!("fishchat.manager.v1");
