@@ -23,7 +23,7 @@ pub fn error_status(code: ErrorCode, message: impl Into<String>) -> Status {
         ErrorCode::TooManyRequests => Code::ResourceExhausted,
         ErrorCode::Unavailable => Code::Unavailable,
         ErrorCode::Internal | ErrorCode::Unspecified => Code::Internal,
-        ErrorCode::AlreadyLoggedIn => Code::AlreadyExists,
+        ErrorCode::AlreadyLoggedIn | ErrorCode::ResendMismatch => Code::AlreadyExists,
         ErrorCode::BadFrame
         | ErrorCode::FrameTooLarge
         | ErrorCode::UnknownCommand
