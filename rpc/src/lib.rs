@@ -38,3 +38,15 @@ pub mod events {
 
 /// Encoded file descriptors of every contract, for the gRPC reflection service.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("fishchat_descriptor");
+
+/// Redis pub/sub channels on which register announces changes, so services
+/// that cache what register knows drop stale entries at once instead of
+/// asking register on every message. A subscriber that loses its connection
+/// may have missed announcements and must drop its whole cache.
+pub mod channels {
+    /// Carries the decimal id of a user whose sessions changed (login, logout,
+    /// a session re-recorded by a heartbeat).
+    pub const SESSIONS: &str = "fishchat:sessions";
+    /// Carries the decimal id of a group whose members changed.
+    pub const GROUPS: &str = "fishchat:groups";
+}
