@@ -45,9 +45,10 @@ impl Access for Pushed {
         let mut pushed = self.0.lock().await;
         let mut delivered = 0;
         for delivery in request.into_inner().deliveries {
+            let messages = push_messages(delivery.frame)?;
             for user in &delivery.user_ids {
                 delivered += 1;
-                for message in &delivery.messages {
+                for message in &messages {
                     pushed.push((*user, message.clone()));
                 }
             }
@@ -63,6 +64,21 @@ impl Access for Pushed {
         _request: tonic::Request<KickRequest>,
     ) -> Result<tonic::Response<KickReply>, tonic::Status> {
         Ok(tonic::Response::new(KickReply { kicked: true }))
+    }
+}
+
+/// The messages of a pushed frame; only PUSH frames are recorded, a
+/// READ_UPDATE carries none.
+fn push_messages(frame: bytes::Bytes) -> Result<Vec<StoredMessage>, tonic::Status> {
+    let mut buf = bytes::BytesMut::from(&frame[..]);
+    let decoded = fishchat_codec::FrameDecoder::new(fishchat_codec::DEFAULT_MAX_FRAME_LEN)
+        .decode(&mut buf)
+        .map_err(|err| tonic::Status::invalid_argument(err.to_string()))?
+        .ok_or_else(|| tonic::Status::invalid_argument("a partial frame"))?;
+    match decoded.body() {
+        Ok(fishchat_codec::Body::Push(push)) => Ok(push.messages),
+        Ok(_) => Ok(Vec::new()),
+        Err(err) => Err(tonic::Status::invalid_argument(err.to_string())),
     }
 }
 

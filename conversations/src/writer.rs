@@ -1,0 +1,347 @@
+//! Storing messages: each once, in its conversation, at the next seq.
+//!
+//! # The scheme
+//!
+//! The seqs of a conversation are exactly `1..=max`, with no gap, because a
+//! writer only ever inserts at `last + 1` where `last` is a seq it has **seen
+//! exist** (one it inserted itself, or the current max read from the
+//! `{conv, seq}` index; the in-memory hint that saves that read only ever
+//! holds such a seq). Two unique indexes are the fence:
+//!
+//! * `{conv, seq}`: when writers race for the same `last + 1` (two msg_jobs
+//!   briefly owning one partition during a rebalance), exactly one insert
+//!   wins; the other gets a duplicate-key error, re-reads the max and tries
+//!   again one higher. A second writer fails rather than forks the sequence.
+//! * `{conv, msg}`: a message is stored at most once. A redelivered message
+//!   (a crash before the offset commit, a rebalance) fails with a duplicate
+//!   key and the store answers the seq it already has.
+//!
+//! A duplicate-key error does not reliably say which index it hit, so on any
+//! duplicate key the writer looks the message up by `{conv, msg}`: found means
+//! already stored (answer its seq), not found means the seq was taken (forget
+//! the hint, re-read the max, retry).
+//!
+//! # Why each guarantee holds
+//!
+//! * **No duplicate seq**: the unique `{conv, seq}` index.
+//! * **No seq going back**: an insert targets `last + 1` with `last` an
+//!   existing seq; nothing is ever deleted, so the max never decreases.
+//! * **No message stored twice**: the unique `{conv, msg}` index.
+//! * **No reader sees N+1 before N**: N+1 is only inserted after N was seen to
+//!   exist. Within one call the documents go in one *ordered* `insert_many`,
+//!   which stops at the first failure, so a failed N never leaves N+1 behind
+//!   it; documents of different conversations share the batch freely.
+//! * msg_job feeds each partition's records in offset order, and Kafka keys
+//!   records by conversation, so the seqs follow the order logic accepted
+//!   the messages in.
+//!
+//! # What else a store writes
+//!
+//! Before the first message of a direct chat this process stores, both
+//! parties get their member record (an upsert that changes nothing if it
+//! exists): that is the "first message" write of the per-user state, and
+//! never repeats per message. After the messages, each conversation's head
+//! document is moved up to its highest stored seq (`$max`, one write per
+//! conversation per batch, not per message): SYNC_CONVERSATIONS compares
+//! heads without touching messages. A head may lag the messages by the batch
+//! in progress, never lead them.
+
+use std::collections::{HashMap, HashSet};
+
+use futures::{StreamExt, TryStreamExt, stream};
+use mongodb::bson::{Document, doc};
+use mongodb::error::ErrorKind;
+use mongodb::options::FindOneOptions;
+use parking_lot::Mutex;
+
+use crate::error::{ConvError, DUPLICATE_KEY, to_i64};
+use crate::key::ConvKey;
+use crate::message::{NewMessage, document_without_seq, field, get_id};
+use crate::store::{ConversationStore, HEAD};
+
+/// The most documents sent in one `insert_many`; later ones wait a round.
+const MAX_BATCH: usize = 500;
+/// Rounds in a row without any progress before a store gives up.
+const MAX_IDLE_ROUNDS: u32 = 100;
+/// Concurrent small reads or writes (max seqs, heads, member records).
+const IN_FLIGHT: usize = 16;
+/// Conversations the caches remember before starting over (which only costs re-reads).
+const CAPACITY: usize = 100_000;
+
+/// What a writer remembers between calls: per conversation the last seq
+/// seen to exist (only ever confirmed seqs, so never ahead of the store), and
+/// the direct chats whose member records are known to exist.
+#[derive(Debug, Default)]
+pub(crate) struct KnownConversations {
+    last: Mutex<HashMap<ConvKey, u64>>,
+    parties: Mutex<HashSet<ConvKey>>,
+}
+
+impl KnownConversations {
+    fn last(&self, key: ConvKey) -> Option<u64> {
+        self.last.lock().get(&key).copied()
+    }
+
+    fn saw(&self, key: ConvKey, seq: u64) {
+        let mut last = self.last.lock();
+        if last.len() >= CAPACITY && !last.contains_key(&key) {
+            last.clear();
+        }
+        let entry = last.entry(key).or_insert(seq);
+        *entry = (*entry).max(seq);
+    }
+
+    fn forget(&self, key: ConvKey) {
+        self.last.lock().remove(&key);
+    }
+
+    fn has_parties(&self, key: ConvKey) -> bool {
+        self.parties.lock().contains(&key)
+    }
+
+    fn add_parties(&self, key: ConvKey) {
+        let mut parties = self.parties.lock();
+        if parties.len() >= CAPACITY {
+            parties.clear();
+        }
+        parties.insert(key);
+    }
+}
+
+/// One message of a store call, validated and turned into its document.
+struct Pending {
+    key: ConvKey,
+    server_msg_id: i64,
+    doc: Document,
+}
+
+impl ConversationStore {
+    /// Stores each message in its conversation and returns its seq, in the
+    /// order of `messages`.
+    ///
+    /// Idempotent per (conversation, server_msg_id): a message already stored
+    /// keeps (and returns) its first seq and nothing new is stored. New
+    /// messages of one conversation get increasing seqs in the order given.
+    /// On error, any prefix may have been stored: calling again with the same
+    /// messages is safe and completes the job.
+    pub async fn store(&self, messages: &[NewMessage]) -> Result<Vec<u64>, ConvError> {
+        let pending: Vec<Pending> = messages
+            .iter()
+            .map(|message| {
+                Ok(Pending {
+                    key: message.key(),
+                    server_msg_id: to_i64(message.server_msg_id)?,
+                    doc: document_without_seq(message)?,
+                })
+            })
+            .collect::<Result<_, ConvError>>()?;
+        self.ensure_parties(pending.iter().map(|p| p.key)).await?;
+        let mut seqs: Vec<Option<u64>> = vec![None; pending.len()];
+        let mut open: Vec<usize> = (0..pending.len()).collect();
+        let mut idle_rounds = 0;
+        while !open.is_empty() {
+            let before = open.len();
+            self.round(&pending, &mut seqs, &open).await?;
+            open.retain(|&i| seqs[i].is_none());
+            if open.len() == before {
+                idle_rounds += 1;
+                if idle_rounds >= MAX_IDLE_ROUNDS {
+                    return Err(ConvError::Contended {
+                        conversation: pending[open[0]].key.to_string(),
+                        rounds: idle_rounds,
+                    });
+                }
+            } else {
+                idle_rounds = 0;
+            }
+        }
+        let seqs: Vec<u64> = seqs.into_iter().flatten().collect();
+        let mut heads: HashMap<ConvKey, u64> = HashMap::new();
+        for (p, &seq) in pending.iter().zip(&seqs) {
+            let head = heads.entry(p.key).or_default();
+            *head = (*head).max(seq);
+        }
+        self.raise_heads(heads).await?;
+        Ok(seqs)
+    }
+
+    /// Makes sure both parties of each direct chat among `keys` have their
+    /// member record, once per conversation per process.
+    async fn ensure_parties(&self, keys: impl Iterator<Item = ConvKey>) -> Result<(), ConvError> {
+        let mut missing: Vec<ConvKey> = keys
+            .filter(|key| matches!(key, ConvKey::Direct { .. }) && !self.known.has_parties(*key))
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        let writes = missing.iter().flat_map(|&key| match key {
+            ConvKey::Direct { low, high } if low == high => vec![(low, key)],
+            ConvKey::Direct { low, high } => vec![(low, key), (high, key)],
+            ConvKey::Group(_) => Vec::new(),
+        });
+        // The futures are built before the stream: a closure inside it would
+        // make the whole store future fail tokio::spawn's Send check (rustc #102211).
+        let writes: Vec<_> = writes
+            .map(|(user, key)| self.ensure_member(user, key))
+            .collect();
+        stream::iter(writes)
+            .buffer_unordered(IN_FLIGHT)
+            .try_collect::<()>()
+            .await?;
+        missing
+            .into_iter()
+            .for_each(|key| self.known.add_parties(key));
+        Ok(())
+    }
+
+    /// Moves each conversation's head up to `seq` (never down).
+    async fn raise_heads(&self, heads: HashMap<ConvKey, u64>) -> Result<(), ConvError> {
+        let writes: Vec<_> = heads
+            .into_iter()
+            .map(|(key, seq)| async move {
+                self.heads
+                    .update_one(
+                        doc! { "_id": key.to_string() },
+                        doc! { "$max": { HEAD: to_i64(seq)? } },
+                    )
+                    .upsert(true)
+                    .await?;
+                Ok::<_, ConvError>(())
+            })
+            .collect();
+        stream::iter(writes)
+            .buffer_unordered(IN_FLIGHT)
+            .try_collect::<()>()
+            .await
+    }
+
+    /// One attempt at the first [`MAX_BATCH`] open messages: an ordered insert
+    /// at the next seqs after the hints, then resolution of the first failure.
+    async fn round(
+        &self,
+        pending: &[Pending],
+        seqs: &mut [Option<u64>],
+        open: &[usize],
+    ) -> Result<(), ConvError> {
+        let chunk = &open[..open.len().min(MAX_BATCH)];
+        let mut next = self
+            .last_seen(chunk.iter().map(|&i| pending[i].key))
+            .await?;
+        let mut planned = Vec::with_capacity(chunk.len());
+        let mut docs = Vec::with_capacity(chunk.len());
+        for &i in chunk {
+            let p = &pending[i];
+            let seq = next.entry(p.key).or_default();
+            *seq += 1;
+            planned.push(*seq);
+            let mut doc = p.doc.clone();
+            doc.insert(field::SEQ, to_i64(*seq)?);
+            docs.push(doc);
+        }
+        let failed_at = match self.messages.insert_many(docs).ordered(true).await {
+            Ok(_) => None,
+            Err(err) => Some(first_duplicate(err, chunk.len())?),
+        };
+        let stored = failed_at.unwrap_or(chunk.len());
+        for (&i, &seq) in chunk[..stored].iter().zip(&planned) {
+            seqs[i] = Some(seq);
+            self.known.saw(pending[i].key, seq);
+        }
+        if let Some(at) = failed_at {
+            let p = &pending[chunk[at]];
+            match self.existing_seq(p).await? {
+                Some(seq) => {
+                    tracing::debug!(conversation = %p.key, server_msg_id = p.server_msg_id, seq, "already stored");
+                    seqs[chunk[at]] = Some(seq);
+                }
+                None => {
+                    tracing::debug!(conversation = %p.key, seq = planned[at], "seq taken by another writer");
+                    self.known.forget(p.key);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The last seq seen to exist in each of `keys` (0 for an empty
+    /// conversation): the hint, else the current max.
+    async fn last_seen(
+        &self,
+        keys: impl Iterator<Item = ConvKey>,
+    ) -> Result<HashMap<ConvKey, u64>, ConvError> {
+        let mut last = HashMap::new();
+        let mut unknown = HashSet::new();
+        for key in keys {
+            match self.known.last(key) {
+                Some(seq) => {
+                    last.insert(key, seq);
+                }
+                None => {
+                    unknown.insert(key);
+                }
+            }
+        }
+        let reads: Vec<_> = unknown
+            .into_iter()
+            .map(|key| async move { Ok::<_, ConvError>((key, self.max_seq(key).await?)) })
+            .collect();
+        let read: Vec<(ConvKey, u64)> = stream::iter(reads)
+            .buffer_unordered(IN_FLIGHT)
+            .try_collect()
+            .await?;
+        for (key, seq) in read {
+            if seq > 0 {
+                self.known.saw(key, seq);
+            }
+            last.insert(key, seq);
+        }
+        Ok(last)
+    }
+
+    /// The seq of `p`'s message if its conversation already holds it.
+    async fn existing_seq(&self, p: &Pending) -> Result<Option<u64>, ConvError> {
+        let filter = doc! { field::CONV: p.key.to_string(), field::MSG: p.server_msg_id };
+        let options = FindOneOptions::builder()
+            .projection(doc! { field::SEQ: 1, "_id": 0 })
+            .build();
+        match self.messages.find_one(filter).with_options(options).await? {
+            Some(doc) => Ok(Some(get_id(&doc, field::SEQ)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// The index (in a batch of `len`) of the first document an ordered insert
+/// failed on with a duplicate key; every document before it was stored and
+/// none after it was tried. Any other failure is returned as the error.
+fn first_duplicate(err: mongodb::error::Error, len: usize) -> Result<usize, ConvError> {
+    if let ErrorKind::InsertMany(e) = err.kind.as_ref() {
+        let first = e
+            .write_errors
+            .as_ref()
+            .and_then(|w| w.iter().min_by_key(|w| w.index));
+        if let (Some(first), None) = (first, &e.write_concern_error)
+            && first.code == DUPLICATE_KEY
+            && first.index < len
+        {
+            return Ok(first.index);
+        }
+    }
+    Err(err.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hints_only_move_up_and_can_be_forgotten() {
+        let known = KnownConversations::default();
+        let key = ConvKey::Group(1);
+        assert_eq!(known.last(key), None);
+        known.saw(key, 5);
+        known.saw(key, 3);
+        assert_eq!(known.last(key), Some(5));
+        known.forget(key);
+        assert_eq!(known.last(key), None);
+    }
+}
