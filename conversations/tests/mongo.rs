@@ -305,7 +305,7 @@ async fn sync_conversations_returns_exactly_the_changed_ones_of_1000() {
                 user,
                 &pb::SyncConversationsRequest {
                     limit: 3,
-                    after: after.clone(),
+                    after,
                     ..request.clone()
                 },
             )
@@ -314,7 +314,7 @@ async fn sync_conversations_returns_exactly_the_changed_ones_of_1000() {
         after = page
             .conversations
             .last()
-            .and_then(|s| s.conversation.clone());
+            .and_then(|s| s.conversation);
         paged.extend(page.conversations);
         if !page.has_more {
             break;
