@@ -16,9 +16,9 @@ pub struct Config {
     pub kafka_brokers: String,
     /// Kafka consumer group shared by every msg_job node.
     pub group_id: String,
-    /// Topic of direct messages, keyed by recipient.
+    /// Topic of direct messages, keyed by conversation.
     pub p2p_topic: String,
-    /// Topic of group messages, keyed by group.
+    /// Topic of group messages, keyed by conversation.
     pub group_topic: String,
     /// Partitions of each topic when msg_job has to create it.
     pub partitions: i32,
@@ -33,9 +33,12 @@ pub struct Config {
     pub fetch_wait_ms: u64,
     /// The register service, for session lookups before a push.
     pub register_addr: String,
-    /// MongoDB connection string of the inbox store.
+    /// Redis, where register announces session changes; msg_job caches
+    /// sessions and drops an entry when its user's sessions change.
+    pub redis_url: String,
+    /// MongoDB connection string of the conversation store.
     pub mongo_url: String,
-    /// MongoDB database of the inbox store.
+    /// MongoDB database of the conversation store.
     pub database: String,
     /// etcd endpoints, for registering this node.
     pub etcd_endpoints: Vec<String>,
@@ -52,9 +55,10 @@ impl Default for Config {
             group_topic: "fishchat.group".to_owned(),
             partitions: 8,
             batch_size: 500,
-            linger_ms: 20,
+            linger_ms: 2,
             fetch_wait_ms: 500,
             register_addr: "http://127.0.0.1:7010".to_owned(),
+            redis_url: "redis://127.0.0.1:6379".to_owned(),
             mongo_url: "mongodb://127.0.0.1:27017/?directConnection=true".to_owned(),
             database: "fishchat".to_owned(),
             etcd_endpoints: vec!["127.0.0.1:2379".to_owned()],

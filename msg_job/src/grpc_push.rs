@@ -1,24 +1,35 @@
-//! [`Pusher`] over gRPC: sessions from register's `ListSessions`, then one
-//! `Push` per access node carrying every delivery for its users.
+//! [`Pusher`] over gRPC: where each recipient is connected (cached, kept
+//! correct by register's session announcements), then one `Push` per access
+//! node per batch carrying each frame once with the users on that node who
+//! get it.
 
-use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use fishchat_announcements::AnnouncedCache;
 use fishchat_rpc::access::access_client::AccessClient;
 use fishchat_rpc::access::{Delivery, PushRequest};
 use fishchat_rpc::register::ListSessionsRequest;
 use fishchat_rpc::register::register_client::RegisterClient;
 use futures::future::join_all;
 use parking_lot::Mutex;
-use prost::Message;
 use thiserror::Error;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::push::{PushOutcome, Pusher, UserDelivery};
+use crate::push::{Outgoing, PushOutcome, Pusher};
 
-/// How long one session lookup or one node push may take: a stuck node must
-/// not hold up the next batch for long; its users will sync.
-const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one session lookup may take.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long one node push may take: a stuck node must not hold up the
+/// batch for long; its users will sync.
+const PUSH_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// How long a node that failed a push is skipped, so a dead or stuck node
+/// costs one timeout per this interval rather than one per batch.
+const NODE_COOL_DOWN: Duration = Duration::from_secs(1);
 
 /// How many users one `ListSessions` call asks about, to bound request size.
 const LOOKUP_CHUNK: usize = 1000;
@@ -26,8 +37,19 @@ const LOOKUP_CHUNK: usize = 1000;
 /// Largest push request, well under gRPC's default 4 MiB message limit.
 const PUSH_REQUEST_BUDGET: usize = 1 << 20;
 
-/// Tag and length prefix of an embedded message, at most.
-const FIELD_OVERHEAD: usize = 8;
+/// Tag and length prefixes of a delivery, at most.
+const FIELD_OVERHEAD: usize = 16;
+
+/// Where each user is connected: the push addresses of its access nodes
+/// (empty when offline).
+pub type SessionCache = AnnouncedCache<Vec<String>>;
+
+/// How long a cached location is trusted without an announcement: the
+/// backstop for sessions that vanish unannounced (an access node that died).
+pub const SESSION_TTL: Duration = Duration::from_secs(30);
+
+/// Users whose location the cache holds at most.
+pub const SESSION_CAPACITY: usize = 1_000_000;
 
 /// An address that cannot be used as a gRPC endpoint.
 #[derive(Debug, Error)]
@@ -37,16 +59,23 @@ pub struct AddrError {
     source: tonic::transport::Error,
 }
 
+/// One access node's client, and until when it is skipped.
+#[derive(Debug, Clone)]
+struct Node {
+    client: AccessClient<Channel>,
+    down_until: Option<Instant>,
+}
+
 /// Pushes through register's session table and the access nodes' `Push` RPC.
 #[derive(Debug)]
 pub struct GrpcPusher {
     register: RegisterClient<Channel>,
-    /// One lazily connected channel per access node push address.
-    nodes: Mutex<HashMap<String, AccessClient<Channel>>>,
+    sessions: Arc<SessionCache>,
+    nodes: Mutex<HashMap<String, Node>>,
 }
 
 /// A lazily connecting channel to `addr` (`host:port` or a full `http://` URI).
-fn channel(addr: &str) -> Result<Channel, AddrError> {
+fn channel(addr: &str, timeout: Duration) -> Result<Channel, AddrError> {
     let uri = if addr.contains("://") {
         addr.to_owned()
     } else {
@@ -57,46 +86,72 @@ fn channel(addr: &str) -> Result<Channel, AddrError> {
         source,
     })?;
     Ok(endpoint
-        .connect_timeout(CALL_TIMEOUT)
-        .timeout(CALL_TIMEOUT)
+        .connect_timeout(timeout)
+        .timeout(timeout)
         .connect_lazy())
 }
 
 impl GrpcPusher {
-    /// A pusher asking the register service at `register_addr` for sessions.
-    pub fn new(register_addr: &str) -> Result<Self, AddrError> {
+    /// A pusher asking the register service at `register_addr` for sessions
+    /// it does not find in `sessions`.
+    pub fn new(register_addr: &str, sessions: Arc<SessionCache>) -> Result<Self, AddrError> {
         Ok(Self {
-            register: RegisterClient::new(channel(register_addr)?),
+            register: RegisterClient::new(channel(register_addr, LOOKUP_TIMEOUT)?),
+            sessions,
             nodes: Mutex::new(HashMap::new()),
         })
     }
 
-    /// The cached client of the access node at `addr`.
-    fn node(&self, addr: &str) -> Result<AccessClient<Channel>, AddrError> {
+    /// The client of the node at `addr`, unless it is cooling down.
+    fn node(&self, addr: &str) -> Result<Option<AccessClient<Channel>>, AddrError> {
         let mut nodes = self.nodes.lock();
-        if let Some(client) = nodes.get(addr) {
-            return Ok(client.clone());
+        if let Some(node) = nodes.get_mut(addr) {
+            if node.down_until.is_some_and(|until| Instant::now() < until) {
+                return Ok(None);
+            }
+            node.down_until = None;
+            return Ok(Some(node.client.clone()));
         }
-        let client = AccessClient::new(channel(addr)?);
-        nodes.insert(addr.to_owned(), client.clone());
-        Ok(client)
+        let client = AccessClient::new(channel(addr, PUSH_TIMEOUT)?);
+        nodes.insert(
+            addr.to_owned(),
+            Node {
+                client: client.clone(),
+                down_until: None,
+            },
+        );
+        Ok(Some(client))
     }
 
-    /// Push address of every node holding each user, from register; `failures` counts failed lookups.
-    async fn sessions(&self, users: &[u64], failures: &mut u64) -> BTreeMap<String, Vec<u64>> {
-        let mut by_node: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-        for chunk in users.chunks(LOOKUP_CHUNK) {
+    fn cool_down(&self, addr: &str) {
+        if let Some(node) = self.nodes.lock().get_mut(addr) {
+            node.down_until = Some(Instant::now() + NODE_COOL_DOWN);
+        }
+    }
+
+    /// The users on each node, from the cache and, for users it misses,
+    /// register; `failures` counts failed lookups.
+    async fn locate(&self, users: Vec<u64>, failures: &mut u64) -> BTreeMap<String, Vec<u64>> {
+        let (hits, misses) = self.sessions.get_many(users);
+        let mut located = hits;
+        for chunk in misses.chunks(LOOKUP_CHUNK) {
+            let ticket = self.sessions.ticket();
             let request = ListSessionsRequest {
                 user_ids: chunk.to_vec(),
             };
             match self.register.clone().list_sessions(request).await {
                 Ok(reply) => {
+                    let mut found: HashMap<u64, Vec<String>> =
+                        chunk.iter().map(|&user| (user, Vec::new())).collect();
                     for session in reply.into_inner().sessions {
-                        let users = by_node.entry(session.push_addr).or_default();
-                        if !users.contains(&session.user_id) {
-                            users.push(session.user_id);
+                        let addrs = found.entry(session.user_id).or_default();
+                        if !addrs.contains(&session.push_addr) {
+                            addrs.push(session.push_addr);
                         }
                     }
+                    let found: Vec<(u64, Vec<String>)> = found.into_iter().collect();
+                    self.sessions.fill(ticket, found.iter().cloned());
+                    located.extend(found);
                 }
                 Err(status) => {
                     *failures += 1;
@@ -104,45 +159,61 @@ impl GrpcPusher {
                 }
             }
         }
+        let mut by_node: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for (user, addrs) in located {
+            for addr in addrs {
+                by_node.entry(addr).or_default().push(user);
+            }
+        }
         by_node
+    }
+
+    /// Pushes `requests` to the node at `addr`, one after another so its users
+    /// see frames in order; returns the connections reached.
+    async fn push_node(&self, addr: &str, requests: Vec<PushRequest>) -> Result<u64, String> {
+        let Some(mut client) = self.node(addr).map_err(|err| err.to_string())? else {
+            return Err("cooling down after a failure".to_owned());
+        };
+        let mut delivered = 0;
+        for request in requests {
+            match client.push(request).await {
+                Ok(reply) => delivered += u64::from(reply.into_inner().delivered_connections),
+                Err(status) => {
+                    self.cool_down(addr);
+                    return Err(status.to_string());
+                }
+            }
+        }
+        Ok(delivered)
     }
 }
 
 impl Pusher for GrpcPusher {
-    async fn push(&self, deliveries: Vec<UserDelivery>) -> PushOutcome {
+    async fn push(&self, frames: Vec<Outgoing>) -> PushOutcome {
         let mut outcome = PushOutcome::default();
-        let users: Vec<u64> = deliveries.iter().map(|d| d.user_id).collect();
-        let by_node = self.sessions(&users, &mut outcome.failures).await;
-        let messages: HashMap<u64, &UserDelivery> =
-            deliveries.iter().map(|d| (d.user_id, d)).collect();
-        let calls =
-            by_node.into_iter().map(|(addr, users)| {
-                let requests =
-                    requests(users.iter().filter_map(|user| messages.get(user)).map(|d| {
-                        Delivery {
-                            user_ids: vec![d.user_id],
-                            messages: d.messages.clone(),
-                        }
-                    }));
-                let client = self.node(&addr);
-                // One node's requests go one after another, so its users see their messages in order.
-                async move {
-                    let mut client = match client {
-                        Ok(client) => client,
-                        Err(err) => return (addr, Err(err.to_string())),
-                    };
-                    let mut delivered = 0;
-                    for request in requests {
-                        match client.push(request).await {
-                            Ok(reply) => {
-                                delivered += u64::from(reply.into_inner().delivered_connections)
-                            }
-                            Err(status) => return (addr, Err(status.to_string())),
-                        }
-                    }
-                    (addr, Ok(delivered))
-                }
-            });
+        let users: Vec<u64> = frames
+            .iter()
+            .flat_map(|f| f.recipients.iter().copied())
+            .collect::<HashSet<u64>>()
+            .into_iter()
+            .collect();
+        let by_node = self.locate(users, &mut outcome.failures).await;
+        let calls = by_node.into_iter().map(|(addr, users)| {
+            let on_node: HashSet<u64> = users.into_iter().collect();
+            let requests = requests(frames.iter().filter_map(|f| {
+                let user_ids: Vec<u64> = f
+                    .recipients
+                    .iter()
+                    .copied()
+                    .filter(|u| on_node.contains(u))
+                    .collect();
+                (!user_ids.is_empty()).then(|| (f.frame.clone(), user_ids))
+            }));
+            async move {
+                let result = self.push_node(&addr, requests).await;
+                (addr, result)
+            }
+        });
         for (addr, result) in join_all(calls).await {
             match result {
                 Ok(delivered) => {
@@ -159,20 +230,19 @@ impl Pusher for GrpcPusher {
     }
 }
 
-/// Deliveries packed into requests of at most [`PUSH_REQUEST_BUDGET`] bytes,
-/// in order; a delivery too large alone is split between its messages.
-fn requests(deliveries: impl Iterator<Item = Delivery>) -> Vec<PushRequest> {
+/// Deliveries packed into requests of at most [`PUSH_REQUEST_BUDGET`] bytes, in order.
+fn requests(deliveries: impl Iterator<Item = (Bytes, Vec<u64>)>) -> Vec<PushRequest> {
     let mut requests = Vec::new();
     let mut current = PushRequest::default();
     let mut size = 0;
-    for part in deliveries.flat_map(split) {
-        let len = part.encoded_len() + FIELD_OVERHEAD;
+    for (frame, user_ids) in deliveries {
+        let len = frame.len() + user_ids.len() * 10 + FIELD_OVERHEAD;
         if size + len > PUSH_REQUEST_BUDGET && !current.deliveries.is_empty() {
             requests.push(std::mem::take(&mut current));
             size = 0;
         }
         size += len;
-        current.deliveries.push(part);
+        current.deliveries.push(Delivery { user_ids, frame });
     }
     if !current.deliveries.is_empty() {
         requests.push(current);
@@ -180,73 +250,26 @@ fn requests(deliveries: impl Iterator<Item = Delivery>) -> Vec<PushRequest> {
     requests
 }
 
-/// One delivery as parts of at most [`PUSH_REQUEST_BUDGET`] bytes each (a
-/// single message always fits: bodies are capped far below it).
-fn split(delivery: Delivery) -> Vec<Delivery> {
-    let mut parts = Vec::new();
-    let mut messages = Vec::new();
-    let mut size = 0;
-    for message in delivery.messages {
-        let len = message.encoded_len() + FIELD_OVERHEAD;
-        if size + len > PUSH_REQUEST_BUDGET && !messages.is_empty() {
-            parts.push(Delivery {
-                user_ids: delivery.user_ids.clone(),
-                messages: std::mem::take(&mut messages),
-            });
-            size = 0;
-        }
-        size += len;
-        messages.push(message);
-    }
-    if !messages.is_empty() {
-        parts.push(Delivery {
-            user_ids: delivery.user_ids,
-            messages,
-        });
-    }
-    parts
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fishchat_codec::pb::StoredMessage;
-
-    fn delivery(user: u64, count: u64, size: usize) -> Delivery {
-        Delivery {
-            user_ids: vec![user],
-            messages: (1..=count)
-                .map(|seq| StoredMessage {
-                    seq,
-                    body: vec![b'x'; size].into(),
-                    ..StoredMessage::default()
-                })
-                .collect(),
-        }
-    }
+    use prost::Message;
 
     #[test]
     fn large_pushes_are_cut_into_requests_under_the_budget_in_order() {
-        let deliveries = vec![
-            delivery(1, 3, 10),
-            delivery(2, 40, 100_000),
-            delivery(3, 2, 10),
-        ];
+        let deliveries: Vec<(Bytes, Vec<u64>)> = (0..40u8)
+            .map(|i| (Bytes::from(vec![i; 60_000]), vec![u64::from(i)]))
+            .collect();
         let requests = requests(deliveries.into_iter());
-        assert!(requests.len() >= 4, "{} requests", requests.len());
+        assert!(requests.len() >= 3, "{} requests", requests.len());
         for request in &requests {
-            assert!(request.encoded_len() <= PUSH_REQUEST_BUDGET + 100_100);
+            assert!(request.encoded_len() <= PUSH_REQUEST_BUDGET);
         }
-        let order: Vec<(u64, u64)> = requests
+        let order: Vec<u64> = requests
             .iter()
             .flat_map(|r| &r.deliveries)
-            .flat_map(|d| d.messages.iter().map(|m| (d.user_ids[0], m.seq)))
+            .map(|d| d.user_ids[0])
             .collect();
-        let expected: Vec<(u64, u64)> = (1..=3)
-            .map(|s| (1, s))
-            .chain((1..=40).map(|s| (2, s)))
-            .chain((1..=2).map(|s| (3, s)))
-            .collect();
-        assert_eq!(order, expected);
+        assert_eq!(order, (0..40).collect::<Vec<_>>());
     }
 }

@@ -1,8 +1,9 @@
-//! `fishchat-msg-job`: persists messages from Kafka into inboxes, then pushes them.
+//! `fishchat-msg-job`: stores messages from Kafka in their conversations, then pushes them.
 //!
 //! Wiring only: configuration, the Kafka topics and consumer, the MongoDB
-//! inbox store, the gRPC pusher, the health endpoint, and the pipeline that
-//! ties them together (see the library's `pipeline` module).
+//! conversation store, the session cache and its announcements, the gRPC
+//! pusher, the health endpoint, and the pipeline that ties them together
+//! (see the library's `pipeline` module).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -10,8 +11,12 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use fishchat_discovery::{NodeInfo, Registration};
-use fishchat_inbox::MongoInbox;
-use fishchat_msg_job::grpc_push::GrpcPusher;
+use std::sync::Arc;
+
+use fishchat_announcements::{AnnouncedCache, listen};
+use fishchat_codec::DEFAULT_MAX_FRAME_LEN;
+use fishchat_conversations::ConversationStore;
+use fishchat_msg_job::grpc_push::{GrpcPusher, SESSION_CAPACITY, SESSION_TTL};
 use fishchat_msg_job::pipeline::BatchConfig;
 use fishchat_msg_job::{Config, Pipeline, kafka};
 use fishchat_node::{
@@ -25,7 +30,7 @@ use tonic_health::ServingStatus;
 #[command(
     name = "fishchat-msg-job",
     version,
-    about = "persists messages from Kafka into inboxes, then pushes them"
+    about = "stores messages from Kafka in their conversations, then pushes them"
 )]
 struct Cli {
     #[command(flatten)]
@@ -69,7 +74,7 @@ struct Overrides {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     batch_size: Option<usize>,
-    /// Milliseconds a batch waits for more records [default: 20].
+    /// Milliseconds a batch waits for more records [default: 2].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     linger_ms: Option<u64>,
@@ -77,6 +82,10 @@ struct Overrides {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     register_addr: Option<String>,
+    /// Redis, for register's session announcements [default: redis://127.0.0.1:6379].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redis_url: Option<String>,
     /// MongoDB connection string [default: mongodb://127.0.0.1:27017/?directConnection=true].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -114,12 +123,19 @@ async fn main() -> anyhow::Result<()> {
     kafka::ensure_topics(&config.kafka_brokers, &topics, config.partitions)
         .await
         .context("creating the Kafka topics")?;
-    let store = MongoInbox::connect(&config.mongo_url, &config.database).await?;
+    let store = ConversationStore::connect(&config.mongo_url, &config.database).await?;
     store
-        .ensure_indexes()
+        .prepare()
         .await
-        .context("creating the MongoDB indexes")?;
-    let pusher = GrpcPusher::new(&config.register_addr)?;
+        .context("preparing the conversation store")?;
+    let sessions = Arc::new(AnnouncedCache::new(SESSION_TTL, SESSION_CAPACITY));
+    tokio::spawn(listen(
+        config.redis_url.clone(),
+        fishchat_rpc::channels::SESSIONS,
+        Arc::clone(&sessions),
+        stopped.clone(),
+    ));
+    let pusher = GrpcPusher::new(&config.register_addr, sessions)?;
     let consumer = kafka::consumer(
         &config.kafka_brokers,
         &config.group_id,
@@ -130,6 +146,7 @@ async fn main() -> anyhow::Result<()> {
     let batch = BatchConfig {
         max_messages: config.batch_size.max(1),
         linger: Duration::from_millis(config.linger_ms),
+        max_frame_len: DEFAULT_MAX_FRAME_LEN,
     };
     let pipeline = Pipeline::new(consumer, store, pusher, batch);
 

@@ -1,12 +1,12 @@
-//! [`InboxStore`] over MongoDB: the real store, `fishchat_inbox::MongoInbox`.
+//! [`MessageStore`] over MongoDB: the real store, `fishchat_conversations::ConversationStore`.
 
-use fishchat_inbox::MongoInbox;
+use fishchat_conversations::ConversationStore;
 
-use crate::store::{InboxStore, NewMessage, StoreError};
+use crate::store::{MessageStore, NewMessage, StoreError};
 
-impl InboxStore for MongoInbox {
-    async fn store(&self, items: &[(u64, NewMessage)]) -> Result<Vec<u64>, StoreError> {
-        MongoInbox::store(self, items)
+impl MessageStore for ConversationStore {
+    async fn store(&self, messages: &[NewMessage]) -> Result<Vec<u64>, StoreError> {
+        ConversationStore::store(self, messages)
             .await
             .map_err(|err| StoreError(err.to_string()))
     }

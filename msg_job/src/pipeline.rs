@@ -1,31 +1,41 @@
-//! The consume → store → push → commit loop.
+//! The consume → store → push → commit loop, in two overlapping stages.
 //!
-//! Records are taken in batches (up to `max_messages`, or whatever arrived
-//! within `linger` of the first one), stored in offset order, pushed, then
-//! committed synchronously. A failed store is retried with backoff and
-//! nothing is committed meanwhile; a crash anywhere before the commit makes
-//! Kafka redeliver the batch, which the idempotent store absorbs. Because each
-//! consumer stores a partition's records strictly in order, even two consumers
-//! briefly storing the same partition during a rebalance assign seqs in
-//! offset order: whoever first stores record n has already stored n-1.
+//! Stage one takes records in batches (up to `max_messages`, or whatever
+//! arrived within `linger` of the first one) and stores them in offset order.
+//! Stage two pushes each stored batch and then commits its offsets, batch
+//! after batch. While stage two pushes batch n, stage one already stores
+//! batch n+1; a small queue between them bounds how far storing runs ahead.
+//!
+//! What the order buys:
+//! * **No loss**: an offset is committed only after its batch is stored (and
+//!   pushed). A crash anywhere before the commit makes Kafka redeliver the
+//!   batch, which the idempotent store absorbs, and which is pushed again
+//!   with the seqs it already has: a push may repeat (clients drop a seq
+//!   they hold), but a stored message is never left unpushed.
+//! * **Order**: each consumer stores a partition's records strictly in
+//!   offset order, and a conversation lives in one partition, so even two
+//!   consumers briefly storing the same partition during a rebalance assign
+//!   seqs in offset order (the store's fence makes the second one fail
+//!   rather than fork the sequence). Frames are pushed in batch order.
+//! * **No stall**: commits are asynchronous (a failed one only means
+//!   redelivery); a store failure is retried with backoff, uncommitted.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use fishchat_codec::pb::StoredMessage;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use thiserror::Error;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::event;
-use crate::push::{Pusher, UserDelivery};
-use crate::store::{InboxStore, NewMessage};
+use crate::event::{self, Accepted};
+use crate::push::{self, Pusher};
+use crate::store::{MessageStore, NewMessage};
 
 /// First wait before retrying a failed store.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -33,28 +43,32 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Pause after a consumer error, so a broken connection is not polled in a tight loop.
 const ERROR_PAUSE: Duration = Duration::from_millis(200);
+/// Stored batches waiting for their push: how far storing may run ahead.
+const STORED_AHEAD: usize = 2;
 
-/// How records are grouped into batches.
+/// How records are grouped into batches, and the client's frame limit.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchConfig {
     /// Most records in one batch.
     pub max_messages: usize,
     /// How long a batch waits for more records after its first one.
     pub linger: Duration,
+    /// Largest PUSH frame a client accepts.
+    pub max_frame_len: u32,
 }
 
 /// Counters of what the pipeline did, shared with whoever wants to watch it.
 #[derive(Debug, Default)]
 pub struct Stats {
-    /// Records whose batch was stored and committed.
+    /// Records whose batch was stored, pushed and handed to the commit.
     pub committed_records: AtomicU64,
-    /// (inbox, message) items stored, redeliveries included.
-    pub stored_items: AtomicU64,
+    /// Messages stored, redeliveries included.
+    pub stored_messages: AtomicU64,
     /// Records skipped because their payload did not decode.
     pub malformed: AtomicU64,
     /// Store attempts that failed and were retried.
     pub store_failures: AtomicU64,
-    /// Commits that failed (their batch will be redelivered and deduplicated).
+    /// Commits that failed at once (their batch will be redelivered and deduplicated).
     pub commit_failures: AtomicU64,
     /// Session lookups or node pushes that failed.
     pub push_failures: AtomicU64,
@@ -66,10 +80,10 @@ pub enum PipelineError {
     /// The consumer could not be used at all.
     #[error("kafka consumer failed: {0}")]
     Kafka(#[from] KafkaError),
-    /// The store returned a different number of seqs than items given.
-    #[error("store returned {got} seqs for {expected} items")]
+    /// The store returned a different number of seqs than messages given.
+    #[error("store returned {got} seqs for {expected} messages")]
     SeqCount {
-        /// Items given to the store.
+        /// Messages given to the store.
         expected: usize,
         /// Seqs it returned.
         got: usize,
@@ -85,6 +99,15 @@ struct Record {
     payload: Option<Vec<u8>>,
 }
 
+/// A batch stage one stored, on its way to stage two.
+struct Stored {
+    messages: Vec<(Accepted, u64)>,
+    next_offsets: BTreeMap<(String, i32), i64>,
+    records: usize,
+    started: std::time::Instant,
+    store_ms: f64,
+}
+
 /// The consume → store → push → commit loop over one consumer.
 pub struct Pipeline<S, P> {
     consumer: StreamConsumer,
@@ -94,7 +117,7 @@ pub struct Pipeline<S, P> {
     stats: Arc<Stats>,
 }
 
-impl<S: InboxStore, P: Pusher> Pipeline<S, P> {
+impl<S: MessageStore, P: Pusher> Pipeline<S, P> {
     /// A pipeline reading from a subscribed `consumer` with auto-commit off.
     pub fn new(consumer: StreamConsumer, store: S, pusher: P, batch: BatchConfig) -> Self {
         Self {
@@ -112,14 +135,32 @@ impl<S: InboxStore, P: Pusher> Pipeline<S, P> {
     }
 
     /// Runs until `stop` turns true (or its sender is dropped): then finishes
-    /// the batch in hand (store and commit) and returns. A batch whose store
-    /// is still failing at that point is left uncommitted, to be redelivered
-    /// to the next consumer.
-    pub async fn run(self, mut stop: watch::Receiver<bool>) -> Result<(), PipelineError> {
+    /// the batch in hand and every stored batch (push and commit) and
+    /// returns. A batch whose store is still failing at that point is left
+    /// uncommitted, to be redelivered to the next consumer.
+    pub async fn run(self, stop: watch::Receiver<bool>) -> Result<(), PipelineError> {
+        let (stored, to_push) = mpsc::channel(STORED_AHEAD);
+        let (storing, pushing) = tokio::join!(self.consume(stop, stored), self.deliver(to_push));
+        if let Some(last) = pushing {
+            // The commits so far were asynchronous: make sure the last one lands before leaving.
+            if let Err(err) = self.consumer.commit(&last, CommitMode::Sync) {
+                tracing::warn!(%err, "final commit failed; the tail will be redelivered");
+            }
+        }
+        tracing::info!("pipeline stopped");
+        storing
+    }
+
+    /// Stage one: consume and store, handing each stored batch to stage two.
+    async fn consume(
+        &self,
+        mut stop: watch::Receiver<bool>,
+        stored: mpsc::Sender<Stored>,
+    ) -> Result<(), PipelineError> {
         loop {
             let first = tokio::select! {
                 biased;
-                _ = stop.wait_for(|stopped| *stopped) => break,
+                _ = stop.wait_for(|stopped| *stopped) => return Ok(()),
                 first = self.consumer.recv() => first,
             };
             let first = match first {
@@ -131,12 +172,13 @@ impl<S: InboxStore, P: Pusher> Pipeline<S, P> {
                 }
             };
             let batch = self.fill(first).await;
-            if !self.process(batch, &mut stop).await? {
-                break;
+            let Some(batch) = self.store_batch(batch, &mut stop).await? else {
+                return Ok(());
+            };
+            if stored.send(batch).await.is_err() {
+                return Ok(());
             }
         }
-        tracing::info!("pipeline stopped");
-        Ok(())
     }
 
     /// Adds records to a batch until it is full or `linger` has passed since `first`.
@@ -156,25 +198,22 @@ impl<S: InboxStore, P: Pusher> Pipeline<S, P> {
         batch
     }
 
-    /// Stores, pushes and commits one batch; false when stopped before it could be stored.
-    ///
-    /// The push comes before the commit so that a crash between them redelivers the batch
-    /// and pushes it again (with the seqs the store already gave it): a push may be repeated,
-    /// which clients absorb by seq, but a stored message is never left unpushed.
-    async fn process(
+    /// Decodes and stores one batch; `None` when stopped before it could be stored.
+    async fn store_batch(
         &self,
         batch: Vec<Record>,
         stop: &mut watch::Receiver<bool>,
-    ) -> Result<bool, PipelineError> {
+    ) -> Result<Option<Stored>, PipelineError> {
+        let started = std::time::Instant::now();
         let mut next_offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
-        let mut items: Vec<(u64, NewMessage)> = Vec::new();
+        let mut accepted: Vec<Accepted> = Vec::with_capacity(batch.len());
         for record in &batch {
             let next = next_offsets
                 .entry((record.topic.clone(), record.partition))
                 .or_insert(0);
             *next = (*next).max(record.offset + 1);
             match event::decode(record.payload.as_deref()) {
-                Ok(decoded) => items.extend(decoded),
+                Ok(decoded) => accepted.push(decoded),
                 Err(err) => {
                     self.stats.malformed.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(
@@ -187,61 +226,48 @@ impl<S: InboxStore, P: Pusher> Pipeline<S, P> {
                 }
             }
         }
-        // Stage times go in the batch's debug line: they say where delivery latency is spent.
-        let started = std::time::Instant::now();
-        let Some(seqs) = self.store_with_retry(&items, stop).await else {
+        let messages: Vec<NewMessage> = accepted.iter().map(|a| a.message.clone()).collect();
+        let Some(seqs) = self.store_with_retry(&messages, stop).await else {
             tracing::warn!(
                 records = batch.len(),
                 "stopping with an unstored batch; it will be redelivered"
             );
-            return Ok(false);
+            return Ok(None);
         };
-        if seqs.len() != items.len() {
+        if seqs.len() != messages.len() {
             return Err(PipelineError::SeqCount {
-                expected: items.len(),
+                expected: messages.len(),
                 got: seqs.len(),
             });
         }
         self.stats
-            .stored_items
-            .fetch_add(items.len() as u64, Ordering::Relaxed);
-        let stored = started.elapsed();
-        let outcome = self.pusher.push(deliveries(&items, &seqs)).await;
-        let pushed = started.elapsed();
-        self.stats
-            .push_failures
-            .fetch_add(outcome.failures, Ordering::Relaxed);
-        self.commit(&next_offsets, batch.len());
-        let committed = started.elapsed();
-        tracing::debug!(
-            records = batch.len(),
-            items = items.len(),
-            nodes = outcome.nodes_pushed,
-            connections = outcome.delivered_connections,
-            store_ms = stored.as_secs_f64() * 1e3,
-            push_ms = (pushed - stored).as_secs_f64() * 1e3,
-            commit_ms = (committed - pushed).as_secs_f64() * 1e3,
-            "batch stored, pushed and committed"
-        );
-        Ok(true)
+            .stored_messages
+            .fetch_add(messages.len() as u64, Ordering::Relaxed);
+        Ok(Some(Stored {
+            messages: accepted.into_iter().zip(seqs).collect(),
+            next_offsets,
+            records: batch.len(),
+            started,
+            store_ms: started.elapsed().as_secs_f64() * 1e3,
+        }))
     }
 
-    /// Stores `items`, retrying with backoff; `None` if `stop` turns true first.
+    /// Stores `messages`, retrying with backoff; `None` if `stop` turns true first.
     async fn store_with_retry(
         &self,
-        items: &[(u64, NewMessage)],
+        messages: &[NewMessage],
         stop: &mut watch::Receiver<bool>,
     ) -> Option<Vec<u64>> {
-        if items.is_empty() {
+        if messages.is_empty() {
             return Some(Vec::new());
         }
         let mut backoff = FIRST_BACKOFF;
         loop {
-            match self.store.store(items).await {
+            match self.store.store(messages).await {
                 Ok(seqs) => return Some(seqs),
                 Err(err) => {
                     self.stats.store_failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(%err, items = items.len(), retry_in = ?backoff, "store failed; batch not committed");
+                    tracing::error!(%err, messages = messages.len(), retry_in = ?backoff, "store failed; batch not committed");
                 }
             }
             tokio::select! {
@@ -253,28 +279,57 @@ impl<S: InboxStore, P: Pusher> Pipeline<S, P> {
         }
     }
 
-    /// Commits `next_offsets` synchronously; a failure only means redelivery.
-    ///
-    /// The call blocks this worker thread for one broker round trip.
-    fn commit(&self, next_offsets: &BTreeMap<(String, i32), i64>, records: usize) {
-        let mut list = TopicPartitionList::new();
-        for ((topic, partition), next) in next_offsets {
-            if let Err(err) = list.add_partition_offset(topic, *partition, Offset::Offset(*next)) {
-                tracing::error!(%topic, partition, %err, "cannot build commit list");
+    /// Stage two: push each stored batch, then commit it; returns the last
+    /// commit list handed to Kafka.
+    async fn deliver(&self, mut to_push: mpsc::Receiver<Stored>) -> Option<TopicPartitionList> {
+        let mut last = None;
+        while let Some(batch) = to_push.recv().await {
+            let queued_ms = batch.started.elapsed().as_secs_f64() * 1e3 - batch.store_ms;
+            let pushing = std::time::Instant::now();
+            let frames = push::frames(&batch.messages, self.batch.max_frame_len);
+            let outcome = self.pusher.push(frames).await;
+            self.stats
+                .push_failures
+                .fetch_add(outcome.failures, Ordering::Relaxed);
+            let push_ms = pushing.elapsed().as_secs_f64() * 1e3;
+            let list = commit_list(&batch.next_offsets);
+            match self.consumer.commit(&list, CommitMode::Async) {
+                Ok(()) => {
+                    self.stats
+                        .committed_records
+                        .fetch_add(batch.records as u64, Ordering::Relaxed);
+                }
+                Err(err) => {
+                    self.stats.commit_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%err, records = batch.records, "commit failed; the batch will be redelivered and deduplicated");
+                }
             }
+            // Stage times say where delivery latency is spent.
+            tracing::debug!(
+                records = batch.records,
+                messages = batch.messages.len(),
+                nodes = outcome.nodes_pushed,
+                connections = outcome.delivered_connections,
+                store_ms = batch.store_ms,
+                queued_ms,
+                push_ms,
+                "batch stored, pushed and committed"
+            );
+            last = Some(list);
         }
-        match self.consumer.commit(&list, CommitMode::Sync) {
-            Ok(()) => {
-                self.stats
-                    .committed_records
-                    .fetch_add(records as u64, Ordering::Relaxed);
-            }
-            Err(err) => {
-                self.stats.commit_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%err, records, "commit failed; the batch will be redelivered and deduplicated");
-            }
+        last
+    }
+}
+
+/// The offsets to commit: for each partition, the next record to read.
+fn commit_list(next_offsets: &BTreeMap<(String, i32), i64>) -> TopicPartitionList {
+    let mut list = TopicPartitionList::new();
+    for ((topic, partition), next) in next_offsets {
+        if let Err(err) = list.add_partition_offset(topic, *partition, Offset::Offset(*next)) {
+            tracing::error!(%topic, partition, %err, "cannot build commit list");
         }
     }
+    list
 }
 
 /// Copies what the pipeline needs out of a borrowed Kafka message.
@@ -284,49 +339,5 @@ fn detach<M: Message>(message: &M) -> Record {
         partition: message.partition(),
         offset: message.offset(),
         payload: message.payload().map(<[u8]>::to_vec),
-    }
-}
-
-/// Groups stored items per inbox owner, each user's messages in seq order.
-fn deliveries(items: &[(u64, NewMessage)], seqs: &[u64]) -> Vec<UserDelivery> {
-    let mut by_user: BTreeMap<u64, Vec<StoredMessage>> = BTreeMap::new();
-    for ((inbox, message), seq) in items.iter().zip(seqs) {
-        by_user
-            .entry(*inbox)
-            .or_default()
-            .push(event::stored(message, *seq));
-    }
-    by_user
-        .into_iter()
-        .map(|(user_id, mut messages)| {
-            messages.sort_by_key(|m| m.seq);
-            messages.dedup_by_key(|m| m.seq);
-            UserDelivery { user_id, messages }
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::Conversation;
-
-    #[test]
-    fn deliveries_group_per_user_in_seq_order() {
-        let msg = |id| NewMessage {
-            server_msg_id: id,
-            from_user_id: 1,
-            conversation: Conversation::GroupId(5),
-            body: bytes::Bytes::new(),
-            timestamp_ms: 0,
-            client_msg_id: String::new(),
-        };
-        let items = [(2, msg(10)), (3, msg(10)), (2, msg(11)), (2, msg(10))];
-        let got = deliveries(&items, &[4, 1, 5, 4]);
-        assert_eq!(got.len(), 2);
-        assert_eq!(got[0].user_id, 2);
-        let seqs: Vec<u64> = got[0].messages.iter().map(|m| m.seq).collect();
-        assert_eq!(seqs, [4, 5]);
-        assert_eq!(got[1].messages[0].server_msg_id, 10);
     }
 }
