@@ -9,6 +9,11 @@ use crate::report::Report;
 
 /// Clock ticks per second of `/proc/*/stat` (USER_HZ, 100 on Linux).
 const TICKS_PER_SEC: f64 = 100.0;
+/// FishChat's own services, as `--cpu` names them (the servers they use,
+/// Kafka, MongoDB, Redis and etcd, are not ours).
+const FISHCHAT_SERVICES: [&str; 6] = [
+    "access", "logic", "msg_job", "register", "manager", "gateway",
+];
 
 /// User + system CPU seconds of a process (`self` for this one).
 pub fn cpu_secs(pid: &str) -> Option<f64> {
@@ -108,7 +113,9 @@ impl Watched {
 
     /// Adds, for each process and for all of them, the CPU seconds used
     /// between `before` and `after`, the cores over `secs`, and the
-    /// microseconds per unit of `work` (say, per acked message).
+    /// microseconds per unit of `work` (say, per acked message); then the same
+    /// for FishChat's own services together (see [`fishchat_service`]), also
+    /// in the report's `details.cpu`.
     pub fn add_to(
         &self,
         report: &mut Report,
@@ -119,11 +126,17 @@ impl Watched {
     ) {
         let (count, per) = work;
         let mut total = 0.0;
+        let mut services = 0.0;
+        let mut service_names = Vec::new();
         for (((name, _), b), a) in self.0.iter().zip(before).zip(after) {
             let Some(used) = a.zip(*b).map(|(a, b)| a - b) else {
                 continue;
             };
             total += used;
+            if fishchat_service(name) {
+                services += used;
+                service_names.push(name.as_str());
+            }
             report.add(&format!("CPU {name}"), used, "s");
             report.add(
                 &format!("CPU {name} per {per}"),
@@ -140,7 +153,33 @@ impl Watched {
                 "µs",
             );
         }
+        if !service_names.is_empty() {
+            let per_work = services * 1e6 / count.max(1.0);
+            report.add("CPU FishChat services", services, "s");
+            report.add(&format!("FishChat services CPU per {per}"), per_work, "µs");
+            if !report.details.is_object() {
+                report.details = serde_json::json!({});
+            }
+            report.details["cpu"] = serde_json::json!({
+                "fishchat_services": service_names,
+                "fishchat_services_cpu_secs": services,
+                format!("fishchat_services_us_per_{}", per.replace(' ', "_")): per_work,
+            });
+        }
     }
+}
+
+/// Whether a `--cpu` name is one of FishChat's services: its name, perhaps
+/// with a `fishchat-` prefix, `-` for `_`, and an instance number
+/// (`access-0`, `msg_job-1`, `fishchat-msg-job`).
+pub fn fishchat_service(name: &str) -> bool {
+    let name = name.to_ascii_lowercase().replace('-', "_");
+    let name = name.strip_prefix("fishchat_").unwrap_or(&name);
+    let base = match name.rsplit_once('_') {
+        Some((base, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => base,
+        _ => name,
+    };
+    FISHCHAT_SERVICES.contains(&base)
 }
 
 /// utime + stime (fields 14 and 15) in seconds; the name may hold spaces, so
@@ -168,6 +207,65 @@ mod tests {
         let stat = "12 (a b) c) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20";
         assert_eq!(ticks(stat), Some(3.0));
         assert_eq!(comm(stat).as_deref(), Some("a b) c"));
+    }
+
+    #[test]
+    fn fishchat_services_are_told_from_the_servers_they_use() {
+        for name in [
+            "access-0",
+            "access",
+            "msg_job-1",
+            "fishchat-msg-job",
+            "Logic",
+            "gateway_12",
+        ] {
+            assert!(fishchat_service(name), "{name}");
+        }
+        for name in [
+            "kafka", "mongo", "redis", "etcd", "access-x", "msg", "bench",
+        ] {
+            assert!(!fishchat_service(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn the_services_cpu_per_unit_of_work_sums_only_the_services() {
+        let watched = Watched(vec![
+            ("access-0".into(), 1),
+            ("kafka".into(), 2),
+            ("msg_job-0".into(), 3),
+            ("gone".into(), 4),
+        ]);
+        let mut report = Report {
+            scenario: "p2p".into(),
+            config: serde_json::Value::Null,
+            figures: Vec::new(),
+            details: serde_json::json!({ "totals": {} }),
+            charts: Vec::new(),
+        };
+        let before = [Some(1.0), Some(0.0), Some(2.0), Some(0.0)];
+        let after = [Some(1.5), Some(4.0), Some(2.25), None];
+        watched.add_to(&mut report, &before, &after, 2.0, (1000.0, "acked message"));
+        let figure = |name: &str| {
+            report
+                .figures
+                .iter()
+                .find(|f| f.name == name)
+                .map(|f| f.value)
+                .unwrap_or_else(|| panic!("no figure {name}"))
+        };
+        assert!((figure("CPU watched total per acked message") - 4750.0).abs() < 1e-6);
+        assert!((figure("FishChat services CPU per acked message") - 750.0).abs() < 1e-6);
+        let cpu = &report.details["cpu"];
+        assert_eq!(
+            cpu["fishchat_services"],
+            serde_json::json!(["access-0", "msg_job-0"])
+        );
+        let per = cpu["fishchat_services_us_per_acked_message"]
+            .as_f64()
+            .unwrap();
+        assert!((per - 750.0).abs() < 1e-6);
+        assert!(report.details["totals"].is_object(), "details kept");
     }
 
     #[test]

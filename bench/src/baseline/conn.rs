@@ -98,8 +98,6 @@ fn on_frame(
             *user_id = Some(id);
             let body = pb::LoginReply {
                 user_id: id,
-                last_acked_seq: 0,
-                max_seq: 0,
                 heartbeat_interval_ms: HEARTBEAT_INTERVAL_MS,
                 server_time_ms: now_ms(),
             };

@@ -1,6 +1,9 @@
-//! One user's connection for the whole run: log in, send at the rate while
-//! the run says so, count every PUSH from others, and at the end SYNC the
-//! inbox to find what was stored but never pushed.
+//! One user's connection for the whole run: log in and look at its
+//! conversations (SYNC_CONVERSATIONS: their heads before this run), send at
+//! the rate while the run says so, count every PUSH from others, and at the
+//! end audit: SYNC_CONVERSATIONS against what it holds, then SYNC each
+//! changed conversation after what it saw, to find what was stored but
+//! never pushed.
 //!
 //! A connection is a single tokio task that selects over its socket, its
 //! send timer, its ping timer and the run's phase, so it reads pushes while
@@ -17,15 +20,19 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, watch};
 use tokio::time::{Instant, Interval, MissedTickBehavior, interval_at, timeout};
 
+use super::conversation::Conversation;
+use super::exchange::{self, Side};
 use super::measures::{Samples, count_second};
+use super::track::{Taken, Track};
 use crate::idle::wire::{self, Dial, Failure, Wire};
 use crate::push::clock;
 
 /// Requests a connection may have in flight (the access node's `max_in_flight`).
 const MAX_IN_FLIGHT: usize = 32;
-/// Messages asked for per SYNC (the server may cap it lower).
-const SYNC_LIMIT: u32 = 500;
-/// Longest the final SYNC of one inbox may take.
+/// Newest messages asked for per conversation in SYNC_CONVERSATIONS: its
+/// heads are what the bench wants, and 0 would mean the server's default.
+pub const LOOK_NEWEST: u32 = 1;
+/// Longest the final audit (SYNC_CONVERSATIONS and every SYNC) may take.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest the LOGOUT may take to be written.
 const LOGOUT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -55,7 +62,7 @@ pub enum Phase {
         /// `start` in µs since the epoch: second 0 of the per-second counts.
         start_us: u64,
     },
-    /// Stop sending, SYNC the inbox, log out.
+    /// Stop sending, audit the conversations, log out.
     Sync,
 }
 
@@ -188,14 +195,18 @@ pub struct Outcome {
     pub throttled: u64,
     /// server_msg_ids of messages from others received by PUSH.
     pub pushed: HashSet<u64>,
-    /// PUSHed messages received again.
-    pub duplicates: u64,
+    /// Its own messages PUSHed back to it (every member of a conversation
+    /// gets the same frame), once each; not deliveries.
+    pub own_pushed: u64,
     /// When the last new message arrived, µs since the epoch.
     pub last_push_us: u64,
-    /// server_msg_ids from others found in the inbox by the final SYNC.
+    /// server_msg_ids from others the final audit found (in the conversations
+    /// SYNC_CONVERSATIONS reported changed, after the seq it held).
     pub synced: HashSet<u64>,
-    /// Why the final SYNC did not finish.
+    /// Why the final audit did not finish.
     pub sync_failure: Option<String>,
+    /// What was off, per conversation (only those this run touched).
+    pub conversations: BTreeMap<Conversation, Anomalies>,
     /// Frames nobody asked for, by name.
     pub unexpected: BTreeMap<String, u64>,
     /// Latencies and per-second counts, folded into the fleet's measures.
@@ -203,15 +214,30 @@ pub struct Outcome {
     pub samples: Samples,
 }
 
-/// One connection's state after login.
+/// What was off in one conversation, as one connection saw it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Anomalies {
+    /// PUSHed messages from others received again (same server_msg_id).
+    pub duplicates: u64,
+    /// Messages PUSHed with a seq past the next one the connection lacked.
+    pub out_of_order: u64,
+    /// Seqs of this run, up to the head, that neither a PUSH nor the audit brought.
+    pub seq_gaps: u64,
+}
+
+/// One connection's state after login (its socket is apart, so a request can
+/// wait on it while this takes the frames that come meanwhile).
 struct Member<'a> {
     setup: &'a Setup,
     role: Role,
-    wire: Wire,
     next_request: u32,
     pending: HashMap<u32, Instant>,
     /// The first send of the run, µs since the epoch, once the sending started.
     epoch_us: Option<u64>,
+    /// Its conversations, by seq.
+    tracks: HashMap<Conversation, Track>,
+    /// server_msg_ids of its own messages PUSHed back.
+    own: HashSet<u64>,
     out: Outcome,
 }
 
@@ -222,34 +248,39 @@ pub async fn run(
     token: String,
     phase: watch::Receiver<Phase>,
 ) -> Outcome {
-    let out = Outcome::default();
-    let login = {
-        let _permit = setup.logins.acquire().await;
-        timeout(setup.login_timeout, login(&setup, role.index, token)).await
-    };
-    let (wire, reply) = match login {
-        Ok(Ok(logged_in)) => logged_in,
-        Ok(Err(Failure(why))) => return failed(&setup, out, why),
-        Err(_) => return failed(&setup, out, "login timeout".into()),
-    };
-    setup.shared.logged_in.fetch_add(1, Ordering::Relaxed);
     let mut member = Member {
         setup: &setup,
         role,
-        wire,
         next_request: 1,
         pending: HashMap::new(),
         epoch_us: None,
-        out,
+        tracks: HashMap::new(),
+        own: HashSet::new(),
+        out: Outcome::default(),
     };
-    if let Err(Failure(why)) = member.chat(phase, &reply).await {
+    let login = {
+        let _permit = setup.logins.acquire().await;
+        timeout(setup.login_timeout, async {
+            let (mut wire, reply) = login(&setup, role.index, token).await?;
+            member.tracks = look(&mut wire, &mut member).await?;
+            Ok::<_, Failure>((wire, reply))
+        })
+        .await
+    };
+    let (mut wire, reply) = match login {
+        Ok(Ok(logged_in)) => logged_in,
+        Ok(Err(Failure(why))) => return failed(&setup, member.out, why),
+        Err(_) => return failed(&setup, member.out, "login timeout".into()),
+    };
+    setup.shared.logged_in.fetch_add(1, Ordering::Relaxed);
+    if let Err(Failure(why)) = member.chat(&mut wire, phase, &reply).await {
         member.out.dropped = Some(why);
         // Its sends will never be answered: the run must not wait for them.
         let pending = member.pending.len() as u64;
         setup.shared.in_flight.fetch_sub(pending, Ordering::Relaxed);
     } else {
-        member.sync(reply.max_seq).await;
-        let _ = timeout(LOGOUT_TIMEOUT, member.wire.logout()).await;
+        member.audit(&mut wire).await;
+        let _ = timeout(LOGOUT_TIMEOUT, wire.logout()).await;
     }
     member.out.unacked = member.pending.len() as u64;
     member.out
@@ -280,6 +311,37 @@ pub async fn login(
     }
 }
 
+/// Every conversation of the user as it stands after login (SYNC_CONVERSATIONS
+/// knowing nothing): its head is where this run's messages will start.
+pub async fn look(
+    wire: &mut Wire,
+    side: &mut impl Side,
+) -> Result<HashMap<Conversation, Track>, Failure> {
+    let summaries = exchange::conversations(wire, side, Vec::new(), LOOK_NEWEST).await?;
+    Ok(summaries
+        .iter()
+        .filter_map(|summary| {
+            let conversation = Conversation::from_ref(summary.conversation.as_ref())?;
+            Some((
+                conversation,
+                Track::after(summary.head_seq, summary.read_seq),
+            ))
+        })
+        .collect())
+}
+
+/// What a connection holds, as SYNC_CONVERSATIONS' `known`.
+pub fn known(tracks: &HashMap<Conversation, Track>) -> Vec<pb::KnownConversation> {
+    tracks
+        .iter()
+        .map(|(conversation, track)| pb::KnownConversation {
+            conversation: Some(conversation.to_ref()),
+            seq: track.gapless,
+            read_seq: track.read_seq,
+        })
+        .collect()
+}
+
 /// The next tick of the send timer, or never when there is none.
 async fn next_tick(ticker: &mut Option<(Interval, Instant)>) -> Instant {
     match ticker {
@@ -288,10 +350,23 @@ async fn next_tick(ticker: &mut Option<(Interval, Instant)>) -> Instant {
     }
 }
 
+impl Side for Member<'_> {
+    fn request_id(&mut self) -> u32 {
+        // 0 is the server's own (PUSH, KICK), 1 was the LOGIN.
+        self.next_request = self.next_request.wrapping_add(1).max(2);
+        self.next_request
+    }
+
+    fn unsolicited(&mut self, request_id: u32, body: Body) -> Result<(), Failure> {
+        self.on_frame(request_id, body)
+    }
+}
+
 impl Member<'_> {
     /// Sends and receives until the run says SYNC (Ok) or the connection ends (Err).
     async fn chat(
         &mut self,
+        wire: &mut Wire,
         mut phase: watch::Receiver<Phase>,
         reply: &pb::LoginReply,
     ) -> Result<(), Failure> {
@@ -319,14 +394,14 @@ impl Member<'_> {
                     } else if self.pending.len() >= MAX_IN_FLIGHT {
                         self.out.throttled += 1;
                     } else {
-                        self.send().await?;
+                        self.send(wire).await?;
                     }
                 }
                 _ = ping.tick() => {
                     let id = self.request_id();
-                    self.wire.send(Command::Ping, id, &pb::Ping::default()).await?;
+                    wire.send(Command::Ping, id, &pb::Ping::default()).await?;
                 }
-                frame = self.wire.recv() => {
+                frame = wire.recv() => {
                     let (request_id, body) = frame?;
                     self.on_frame(request_id, body)?;
                 }
@@ -334,7 +409,7 @@ impl Member<'_> {
         }
     }
 
-    /// Applies a phase change; true when it is time to SYNC.
+    /// Applies a phase change; true when it is time to audit.
     fn follow(&mut self, phase: Phase, ticker: &mut Option<(Interval, Instant)>) -> bool {
         match phase {
             Phase::Login => false,
@@ -358,14 +433,8 @@ impl Member<'_> {
         }
     }
 
-    fn request_id(&mut self) -> u32 {
-        // 0 is the server's own (PUSH, KICK), 1 was the LOGIN.
-        self.next_request = self.next_request.wrapping_add(1).max(2);
-        self.next_request
-    }
-
     /// Sends one stamped message to the target.
-    async fn send(&mut self) -> Result<(), Failure> {
+    async fn send(&mut self, wire: &mut Wire) -> Result<(), Failure> {
         let Some(target) = self.role.target else {
             return Ok(());
         };
@@ -383,7 +452,7 @@ impl Member<'_> {
                     to_user_id,
                     body,
                 };
-                self.wire.send(Command::SendToUser, id, &request).await
+                wire.send(Command::SendToUser, id, &request).await
             }
             Target::Group(group_id) => {
                 let request = pb::SendToGroup {
@@ -391,7 +460,7 @@ impl Member<'_> {
                     group_id,
                     body,
                 };
-                self.wire.send(Command::SendToGroup, id, &request).await
+                wire.send(Command::SendToGroup, id, &request).await
             }
         }
     }
@@ -449,15 +518,37 @@ impl Member<'_> {
         true
     }
 
+    /// Takes the messages of one PUSH: each is placed in its conversation by
+    /// seq, and counted once by server_msg_id, others' as deliveries and its
+    /// own (every member of a conversation gets the same frame) apart.
     fn on_push(&mut self, messages: Vec<pb::StoredMessage>) {
         let now_us = clock::now_us();
+        let me = self.role.user_id;
         for message in messages {
-            // Every send lands in the sender's inbox too: only others' count.
-            if message.from_user_id == self.role.user_id {
+            let Some(conversation) = Conversation::of(&message, me) else {
+                self.unexpected("PUSH of a message without a conversation".into());
+                continue;
+            };
+            let taken = self
+                .tracks
+                .entry(conversation)
+                .or_default()
+                .take(message.seq);
+            if taken == Taken::Old {
+                continue;
+            }
+            let anomalies = self.out.conversations.entry(conversation).or_default();
+            if taken == Taken::Ahead {
+                anomalies.out_of_order += 1;
+            }
+            if message.from_user_id == me {
+                if self.own.insert(message.server_msg_id) {
+                    self.out.own_pushed += 1;
+                }
                 continue;
             }
             if !self.out.pushed.insert(message.server_msg_id) {
-                self.out.duplicates += 1;
+                anomalies.duplicates += 1;
                 continue;
             }
             self.setup.shared.delivered.fetch_add(1, Ordering::Relaxed);
@@ -484,10 +575,9 @@ impl Member<'_> {
         *self.out.unexpected.entry(what).or_default() += 1;
     }
 
-    /// Reads the inbox after `after_seq` (its top at login) to its end,
-    /// noting every message from others; PUSH frames meanwhile still count.
-    async fn sync(&mut self, after_seq: u64) {
-        let result = timeout(SYNC_TIMEOUT, self.sync_all(after_seq)).await;
+    /// The final audit, bounded; PUSH frames meanwhile still count.
+    async fn audit(&mut self, wire: &mut Wire) {
+        let result = timeout(SYNC_TIMEOUT, self.audit_all(wire)).await;
         self.out.sync_failure = match result {
             Ok(Ok(())) => None,
             Ok(Err(Failure(why))) => Some(why),
@@ -495,35 +585,41 @@ impl Member<'_> {
         };
     }
 
-    async fn sync_all(&mut self, mut after_seq: u64) -> Result<(), Failure> {
-        loop {
-            let id = self.request_id();
-            let request = pb::SyncRequest {
-                after_seq,
-                limit: SYNC_LIMIT,
+    /// Asks which conversations moved past what it holds, SYNCs each after
+    /// its gapless seq, noting every message from others it finds, then
+    /// counts the seqs up to the head still missing.
+    async fn audit_all(&mut self, wire: &mut Wire) -> Result<(), Failure> {
+        let known = known(&self.tracks);
+        let summaries = exchange::conversations(wire, self, known, LOOK_NEWEST).await?;
+        let me = self.role.user_id;
+        for summary in summaries {
+            let Some(conversation) = Conversation::from_ref(summary.conversation.as_ref()) else {
+                continue;
             };
-            self.wire.send(Command::Sync, id, &request).await?;
-            let reply = loop {
-                match self.wire.recv().await? {
-                    (got, Body::SyncReply(reply)) if got == id => break reply,
-                    (got, Body::Error(err)) if got == id => {
-                        return Err(Failure(format!(
-                            "sync refused: {}",
-                            wire::code_name(err.code)
-                        )));
+            // One it did not have at login is all this run's, from its first visible seq.
+            let track = self.tracks.entry(conversation).or_insert_with(|| {
+                Track::after(summary.first_seq.saturating_sub(1), summary.read_seq)
+            });
+            let after = track.gapless;
+            if summary.head_seq > after {
+                let messages = exchange::sync(wire, self, conversation, after).await?;
+                let track = self.tracks.entry(conversation).or_default();
+                for message in &messages {
+                    if track.take(message.seq) != Taken::Old && message.from_user_id != me {
+                        self.out.synced.insert(message.server_msg_id);
                     }
-                    (got, body) => self.on_frame(got, body)?,
-                }
-            };
-            for message in &reply.messages {
-                after_seq = after_seq.max(message.seq);
-                if message.from_user_id != self.role.user_id {
-                    self.out.synced.insert(message.server_msg_id);
                 }
             }
-            if !reply.has_more || reply.messages.is_empty() {
-                return Ok(());
+            let track = self.tracks.entry(conversation).or_default();
+            let gaps = track.missing(summary.head_seq.max(track.top()));
+            if gaps > 0 {
+                self.out
+                    .conversations
+                    .entry(conversation)
+                    .or_default()
+                    .seq_gaps += gaps;
             }
         }
+        Ok(())
     }
 }

@@ -3,15 +3,19 @@
 //! arrives.
 //!
 //! Every user gets one connection. Senders send at a fixed rate, each
-//! message stamped with its send time; every connection counts the PUSH
-//! frames it receives (deduplicated by server_msg_id) and their latency.
-//! After the send window the run waits for stragglers, then SYNCs every
-//! inbox to tell a message stored but never pushed from one that was lost.
+//! message stamped with its send time; every connection counts the PUSHed
+//! messages from others it receives (deduplicated by server_msg_id) and
+//! their latency, and its own messages pushed back apart. After the send
+//! window the run waits for stragglers, then every connection audits its
+//! conversations (SYNC_CONVERSATIONS, then SYNC after what it saw) to tell a
+//! message stored but never pushed from one that was lost.
 //! The connections run in this process or, past one process's open files,
 //! in `chat-worker` processes of this program ([`worker`]).
 
 pub(crate) mod children;
 mod churn;
+mod conversation;
+mod exchange;
 mod fleet;
 mod groups;
 mod local;
@@ -19,6 +23,7 @@ mod measures;
 mod member;
 mod run;
 mod tally;
+mod track;
 pub mod worker;
 mod workers;
 

@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use fishchat_codec::pb::StoredMessage;
+use fishchat_codec::pb::{self, Command, StoredMessage};
+use fishchat_codec::{DEFAULT_MAX_FRAME_LEN, EncodeError, encode_frame_to_bytes};
 use fishchat_rpc::access::access_client::AccessClient;
 use fishchat_rpc::access::{Delivery, PushRequest};
 use hdrhistogram::Histogram;
@@ -105,7 +106,7 @@ pub async fn stream(
             .map(|i| users[(start + i) % users.len()])
             .collect();
         seq += 1;
-        let request = request(&named, &shape, seq);
+        let request = request(&named, &shape, seq)?;
         sent.issued.fetch_add(frames, Ordering::Relaxed);
         let began = std::time::Instant::now();
         match client.push(request).await {
@@ -133,8 +134,9 @@ pub async fn stream(
     Ok(latency)
 }
 
-/// One push request to `users`, stamped now.
-fn request(users: &[u64], shape: &Shape, seq: u64) -> PushRequest {
+/// One push request to `users`, stamped now: its PUSH frame encoded once
+/// here, as msg_job does, and named by every delivery.
+fn request(users: &[u64], shape: &Shape, seq: u64) -> Result<PushRequest, EncodeError> {
     let body = clock::stamped(clock::now_us(), shape.body_bytes);
     let messages: Vec<StoredMessage> = (0..shape.messages.max(1) as u64)
         .map(|i| StoredMessage {
@@ -146,12 +148,18 @@ fn request(users: &[u64], shape: &Shape, seq: u64) -> PushRequest {
             ..StoredMessage::default()
         })
         .collect();
+    let frame = encode_frame_to_bytes(
+        Command::Push,
+        0,
+        &pb::Push { messages },
+        DEFAULT_MAX_FRAME_LEN,
+    )?;
     let repeat = shape.frames_per_user.max(1);
     let deliveries = if shape.shared_delivery {
         vec![
             Delivery {
                 user_ids: users.to_vec(),
-                messages,
+                frame,
             };
             repeat
         ]
@@ -162,12 +170,12 @@ fn request(users: &[u64], shape: &Shape, seq: u64) -> PushRequest {
                 std::iter::repeat_n(
                     Delivery {
                         user_ids: vec![user],
-                        messages: messages.clone(),
+                        frame: frame.clone(),
                     },
                     repeat,
                 )
             })
             .collect()
     };
-    PushRequest { deliveries }
+    Ok(PushRequest { deliveries })
 }
