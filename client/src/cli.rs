@@ -21,7 +21,7 @@ use self::profile::{Home, Profile};
 /// Where the services are and who this is; shared by every subcommand.
 #[derive(Debug, Clone, Args)]
 pub struct Globals {
-    /// The profile folder (tokens, last seen seqs).
+    /// The profile folder (tokens, conversation positions).
     #[arg(long, global = true, env = "FISHCHAT_HOME")]
     pub home: Option<PathBuf>,
     /// The register service's HTTP API.

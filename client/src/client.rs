@@ -2,19 +2,20 @@
 //! ([`crate::driver`]) to act and waits for the answer within the request timeout.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fishchat_codec::pb::{self, SendAck, StoredMessage};
+use fishchat_codec::pb::{self, HistoryReply, ReadReply, SendAck, StoredMessage};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::driver::{Command, Driver, Shared};
+use crate::conversation::{Conversation, ConversationInfo};
+use crate::driver::{AppRequest, Command, Driver};
 use crate::error::ClientError;
 use crate::establish::establish;
 use crate::event::Events;
 use crate::options::ClientOptions;
-use crate::state::StateFile;
+use crate::shared::Shared;
+use crate::state::{SavedConversations, StateFile};
 
 /// A logged-in FishChat client; the connection lives in a background task.
 #[derive(Debug, Clone)]
@@ -27,7 +28,8 @@ pub struct Client {
 
 impl Client {
     /// Connects and logs in; a refused first login is an error (no retry loop).
-    /// Later losses are repaired in the background and reported as [`Events`].
+    /// Catching up and later losses are handled in the background and
+    /// reported as [`Events`].
     pub async fn connect(options: ClientOptions) -> Result<(Client, Events), ClientError> {
         let established = establish(&options).await?;
         let user_id = established.login.user_id;
@@ -35,32 +37,23 @@ impl Client {
             .state_file
             .clone()
             .map(|path| StateFile::new(path, user_id, &options.device_id));
-        let stored = match &state {
+        let saved = match &state {
             Some(state) => state.load().await?,
-            None => None,
+            None => SavedConversations::new(),
         };
-        let last_seen = stored.unwrap_or(0).max(established.login.last_acked_seq);
-        let shared = Arc::new(Shared::default());
-        shared.last_seen.store(last_seen, Ordering::Release);
+        let shared = Arc::new(Shared::new(&saved, state));
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let request_timeout = options.request_timeout;
-        let driver = Driver::new(
-            options,
-            user_id,
-            commands_rx,
-            events_tx,
-            shared.clone(),
-            state,
-        );
+        let driver = Driver::new(options, user_id, commands_rx, events_tx, shared.clone());
         tokio::spawn(driver.run(established));
         let client = Client {
             commands,
-            shared,
+            shared: shared.clone(),
             user_id,
             request_timeout,
         };
-        Ok((client, Events::new(events_rx)))
+        Ok((client, Events::new(events_rx, shared)))
     }
 
     /// The user this client acts as.
@@ -68,9 +61,15 @@ impl Client {
         self.user_id
     }
 
-    /// The highest seq handed to the application (as an event or by [`sync`](Self::sync)).
-    pub fn last_seen_seq(&self) -> u64 {
-        self.shared.last_seen.load(Ordering::Acquire)
+    /// Every conversation this client knows of, with unread counts, in
+    /// [`Conversation`] order. Complete after [`Event::Synced`](crate::Event::Synced).
+    pub fn conversations(&self) -> Vec<ConversationInfo> {
+        self.shared.table().infos()
+    }
+
+    /// What this client knows of one conversation.
+    pub fn conversation(&self, conversation: Conversation) -> Option<ConversationInfo> {
+        self.shared.table().info(conversation)
     }
 
     async fn request<T>(
@@ -129,28 +128,66 @@ impl Client {
         self.request(|reply| Command::Send { body, reply }).await
     }
 
-    /// Fetches every message after the last seen seq (all pages) and returns
-    /// them instead of emitting them; the last seen seq advances past them.
-    pub async fn sync(&self) -> Result<Vec<StoredMessage>, ClientError> {
-        self.request(|reply| Command::Sync { reply }).await
+    /// Fetches what `conversation` has after the last message handed over
+    /// (all pages) and returns it instead of emitting it as events.
+    pub async fn sync(
+        &self,
+        conversation: Conversation,
+    ) -> Result<Vec<StoredMessage>, ClientError> {
+        self.request(|reply| Command::Sync {
+            conversation,
+            reply,
+        })
+        .await
     }
 
-    /// Tells the server this device has every message up to `up_to_seq`.
-    pub async fn ack(&self, up_to_seq: u64) -> Result<(), ClientError> {
-        self.request(|reply| Command::Ack { up_to_seq, reply })
+    /// Messages of `conversation` before `before_seq` (0: from the newest),
+    /// newest first, at most `limit` (0: the server's default); `has_more`
+    /// says older ones remain. Touches neither the events nor the read position.
+    pub async fn history(
+        &self,
+        conversation: Conversation,
+        before_seq: u64,
+        limit: u32,
+    ) -> Result<HistoryReply, ClientError> {
+        let request = pb::HistoryRequest {
+            conversation: Some(conversation.into()),
+            before_seq,
+            limit,
+        };
+        self.request(|reply| Command::Request(AppRequest::History { request, reply }))
             .await
     }
 
-    /// Logs out and stops reconnecting (for every clone of this handle).
+    /// Marks `conversation` read up to and including `seq` on every device of
+    /// this user (the server never moves it back, nor past the head); returns
+    /// the position reached and what is left unread.
+    pub async fn read(
+        &self,
+        conversation: Conversation,
+        seq: u64,
+    ) -> Result<ReadReply, ClientError> {
+        self.request(|reply| {
+            Command::Request(AppRequest::Read {
+                conversation,
+                seq,
+                reply,
+            })
+        })
+        .await
+    }
+
+    /// Logs out, stops reconnecting (for every clone of this handle), and
+    /// saves what the application took to the state file.
     pub async fn close(self) {
         let (done, finished) = oneshot::channel();
         if self.commands.send(Command::Close { done }).is_ok() {
             // Either answer, or the task already stopped: both mean closed.
             let _ = tokio::time::timeout(self.request_timeout, finished).await;
         }
+        self.shared.save().await;
     }
 }
-
 #[cfg(test)]
 mod tests;
 

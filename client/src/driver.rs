@@ -1,11 +1,11 @@
 //! The background task that owns the connection: it logs in again after every
 //! loss (through the gateway, with backoff), keeps the heartbeat, correlates
 //! replies with the requests waiting for them, and resends unanswered sends
-//! after a reconnect. In-order delivery of the inbox lives in [`inbox`].
+//! after a reconnect. Catching up and in-order delivery per conversation live
+//! in [`catchup`]; history and read requests in [`requests`].
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use fishchat_codec::pb::{self, StoredMessage};
 use fishchat_codec::{Body, ErrorCode, KickReason};
@@ -13,21 +13,24 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::backoff::Backoff;
+use crate::conversation::Conversation;
 use crate::error::ClientError;
 use crate::establish::{Established, establish};
 use crate::event::Event;
 use crate::options::ClientOptions;
-use crate::state::StateFile;
+use crate::shared::Shared;
 
-mod inbox;
+mod catchup;
+mod requests;
 mod session;
 
-use inbox::AppSync;
+use catchup::AppSync;
+pub(crate) use requests::AppRequest;
 use session::Session;
 
-/// Sends on the wire at once; the server allows 32 requests in flight, and
-/// syncs and pings need room too.
-const MAX_SENDS_IN_FLIGHT: usize = 28;
+/// Sends on the wire at once. The server allows 32 requests in flight; syncs
+/// ([`catchup`]), history and read requests ([`requests`]) and pings need room too.
+const MAX_SENDS_IN_FLIGHT: usize = 22;
 
 type Reply<T> = oneshot::Sender<Result<T, ClientError>>;
 
@@ -38,10 +41,13 @@ pub(crate) enum Command {
         body: Body,
         reply: Reply<pb::SendAck>,
     },
-    /// Sync everything after the last seen seq and return it.
-    Sync { reply: Reply<Vec<StoredMessage>> },
-    /// Acknowledge delivery up to a seq.
-    Ack { up_to_seq: u64, reply: Reply<()> },
+    /// Sync one conversation to its head and return what it brought.
+    Sync {
+        conversation: Conversation,
+        reply: Reply<Vec<StoredMessage>>,
+    },
+    /// A history or read request.
+    Request(AppRequest),
     /// Log out and stop.
     Close { done: oneshot::Sender<()> },
 }
@@ -53,10 +59,24 @@ struct Outgoing {
     reply: Reply<pb::SendAck>,
 }
 
+impl Outgoing {
+    fn client_msg_id(&self) -> &str {
+        match &self.body {
+            Body::SendToUser(send) => &send.client_msg_id,
+            Body::SendToGroup(send) => &send.client_msg_id,
+            _ => "",
+        }
+    }
+}
+
 /// Requests on the wire of the current connection.
 enum InFlight {
     Send(Outgoing),
-    Sync,
+    /// A page of SYNC_CONVERSATIONS.
+    SyncConversations,
+    /// A page of SYNC of one conversation.
+    Sync(Conversation),
+    App(AppRequest),
 }
 
 /// Why a connection ended.
@@ -69,12 +89,6 @@ enum End {
     Closed,
 }
 
-/// Shared between the task and the handles.
-#[derive(Debug, Default)]
-pub(crate) struct Shared {
-    pub(crate) last_seen: AtomicU64,
-}
-
 /// The background task.
 pub(crate) struct Driver {
     options: ClientOptions,
@@ -84,11 +98,12 @@ pub(crate) struct Driver {
     retry_rx: mpsc::UnboundedReceiver<Outgoing>,
     events: mpsc::UnboundedSender<Event>,
     shared: Arc<Shared>,
-    state: Option<StateFile>,
     outbox: VecDeque<Outgoing>,
     next_order: u64,
-    acks: Vec<(u64, Reply<()>)>,
-    app_sync: Option<AppSync>,
+    /// History and read requests waiting for a connection (or room on it).
+    requests: VecDeque<AppRequest>,
+    /// Application syncs, per conversation.
+    app_syncs: BTreeMap<Conversation, AppSync>,
     backoff: Backoff,
 }
 
@@ -99,7 +114,6 @@ impl Driver {
         commands: mpsc::UnboundedReceiver<Command>,
         events: mpsc::UnboundedSender<Event>,
         shared: Arc<Shared>,
-        state: Option<StateFile>,
     ) -> Self {
         let (retry_tx, retry_rx) = mpsc::unbounded_channel();
         let backoff = Backoff::new(options.backoff_initial, options.backoff_max);
@@ -111,17 +125,12 @@ impl Driver {
             retry_rx,
             events,
             shared,
-            state,
             outbox: VecDeque::new(),
             next_order: 0,
-            acks: Vec::new(),
-            app_sync: None,
+            requests: VecDeque::new(),
+            app_syncs: BTreeMap::new(),
             backoff,
         }
-    }
-
-    fn last_seen(&self) -> u64 {
-        self.shared.last_seen.load(Ordering::Acquire)
     }
 
     fn emit(&self, event: Event) {
@@ -193,7 +202,7 @@ impl Driver {
         }
     }
 
-    /// Takes a command while there is no connection to act on it.
+    /// Takes a command; it goes on the wire at the next [`flush`](Self::flush).
     fn accept(&mut self, command: Command) {
         match command {
             Command::Send { body, reply } => {
@@ -201,12 +210,16 @@ impl Driver {
                 self.next_order += 1;
                 self.queue(Outgoing { order, body, reply });
             }
-            Command::Sync { reply } => self
-                .app_sync
-                .get_or_insert_with(AppSync::default)
+            Command::Sync {
+                conversation,
+                reply,
+            } => self
+                .app_syncs
+                .entry(conversation)
+                .or_default()
                 .waiters
                 .push(reply),
-            Command::Ack { up_to_seq, reply } => self.acks.push((up_to_seq, reply)),
+            Command::Request(request) => self.requests.push_back(request),
             // Handled by the callers, which know whether a connection is up.
             Command::Close { done } => {
                 let _ = done.send(());
@@ -235,17 +248,24 @@ impl Driver {
             user_id: self.user_id,
         });
         let end = self.serve(&mut s).await;
-        // Sends on the wire of a lost connection go again, with the same client_msg_id.
+        // Requests on the wire of a lost connection go again; sends with the same client_msg_id.
+        let mut interrupted = Vec::new();
         for (_, in_flight) in s.pending.drain() {
-            if let InFlight::Send(out) = in_flight {
-                self.queue(out);
+            match in_flight {
+                InFlight::Send(out) => self.queue(out),
+                InFlight::App(request) => interrupted.push(request),
+                // The next connection catches up from scratch.
+                InFlight::SyncConversations | InFlight::Sync(_) => {}
             }
+        }
+        for request in interrupted {
+            self.requests.push_front(request);
         }
         end
     }
 
     async fn serve(&mut self, s: &mut Session) -> End {
-        if let Err(end) = self.start_sync(s).await {
+        if let Err(end) = self.start_catching_up(s).await {
             return end;
         }
         if let Err(end) = self.flush(s).await {
@@ -292,19 +312,12 @@ impl Driver {
         }
     }
 
-    /// Writes what waits for a connection: acks, app syncs, and sends up to the in-flight cap.
+    /// Writes what waits for a connection: history and read requests,
+    /// application syncs, and sends, each up to its share of the in-flight cap.
     async fn flush(&mut self, s: &mut Session) -> Result<(), End> {
-        if !self.acks.is_empty() {
-            let acks = std::mem::take(&mut self.acks);
-            let up_to_seq = acks.iter().map(|(seq, _)| *seq).max().unwrap_or(0);
-            s.send(pb::DeliveryAck { up_to_seq }.into()).await?;
-            for (_, reply) in acks {
-                let _ = reply.send(Ok(()));
-            }
-        }
-        if self.app_sync.is_some() && s.sync.is_none() {
-            self.start_sync(s).await?;
-        }
+        self.flush_requests(s).await?;
+        self.want_app_syncs(s);
+        self.pump_syncs(s).await?;
         while s.sends_in_flight() < MAX_SENDS_IN_FLIGHT {
             let Some(out) = self.outbox.pop_front() else {
                 break;
@@ -325,6 +338,10 @@ impl Driver {
     async fn on_frame(&mut self, s: &mut Session, id: u32, body: Body) -> Result<(), End> {
         match body {
             Body::Push(push) if id == 0 => self.on_push(s, push.messages).await,
+            Body::ReadUpdate(update) if id == 0 => {
+                self.on_read_update(update);
+                Ok(())
+            }
             Body::Kick(kick) if id == 0 => Err(End::Kicked(kick.reason(), kick.text)),
             Body::Pong(_) => Ok(()),
             Body::SendAck(ack) => match s.pending.remove(&id) {
@@ -334,9 +351,33 @@ impl Driver {
                 }
                 other => self.unmatched(s, id, other, "SEND_ACK"),
             },
+            Body::SyncConversationsReply(reply) => match s.pending.remove(&id) {
+                Some(InFlight::SyncConversations) => self.on_conversations_page(s, reply).await,
+                other => self.unmatched(s, id, other, "SYNC_CONVERSATIONS_REPLY"),
+            },
             Body::SyncReply(reply) => match s.pending.remove(&id) {
-                Some(InFlight::Sync) => self.on_sync_page(s, reply).await,
+                Some(InFlight::Sync(conversation)) => {
+                    self.on_sync_page(s, conversation, reply).await
+                }
                 other => self.unmatched(s, id, other, "SYNC_REPLY"),
+            },
+            Body::HistoryReply(history) => match s.pending.remove(&id) {
+                Some(InFlight::App(AppRequest::History { reply, .. })) => {
+                    let _ = reply.send(Ok(history));
+                    self.flush(s).await
+                }
+                other => self.unmatched(s, id, other, "HISTORY_REPLY"),
+            },
+            Body::ReadReply(read) => match s.pending.remove(&id) {
+                Some(InFlight::App(AppRequest::Read {
+                    conversation,
+                    reply,
+                    ..
+                })) => {
+                    self.on_read_reply(conversation, read, reply);
+                    self.flush(s).await
+                }
+                other => self.unmatched(s, id, other, "READ_REPLY"),
             },
             Body::Error(error) => self.on_error(s, id, error).await,
             other => Err(End::Lost(
@@ -379,12 +420,9 @@ impl Driver {
 
     /// A refused send: retried a little later when the server says that is safe, else answered.
     fn refused(&self, out: Outgoing, error: &pb::Error) {
-        let retry = matches!(
-            error.code(),
-            ErrorCode::Unavailable | ErrorCode::TooManyRequests | ErrorCode::Internal
-        );
-        if !retry {
-            let _ = out.reply.send(Err(ClientError::refused(error)));
+        if !retryable(error.code()) {
+            let error = ClientError::send_refused(out.client_msg_id(), error);
+            let _ = out.reply.send(Err(error));
             return;
         }
         tracing::debug!(code = ?error.code(), "send refused for now; retrying");
@@ -403,26 +441,13 @@ impl Driver {
                 self.refused(out, &error);
                 self.flush(s).await
             }
-            Some(InFlight::Sync) => {
-                let collecting = s.sync.take().unwrap_or(false);
-                if !collecting {
-                    return Err(End::Lost(format!(
-                        "sync refused: {:?}: {}",
-                        error.code(),
-                        error.message
-                    )));
-                }
-                if let Some(app) = self.app_sync.take() {
-                    let alive = app.waiters.into_iter().filter(|w| !w.is_closed());
-                    for waiter in alive {
-                        let _ = waiter.send(Err(ClientError::refused(&error)));
-                    }
-                    // Already counted as seen: hand them over as events rather than lose them.
-                    for message in app.collected {
-                        self.emit(Event::Message(message));
-                    }
-                }
-                Ok(())
+            Some(InFlight::App(request)) => {
+                request.fail(ClientError::refused(&error));
+                self.flush(s).await
+            }
+            Some(InFlight::SyncConversations) => self.on_conversations_refused(s, &error).await,
+            Some(InFlight::Sync(conversation)) => {
+                self.on_sync_refused(s, conversation, &error).await
             }
             None if id == 0 => Err(End::Lost(format!(
                 "server error: {:?}: {}",
@@ -435,6 +460,14 @@ impl Driver {
             }
         }
     }
+}
+
+/// Whether the server says a refused request may simply be tried again.
+fn retryable(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::Unavailable | ErrorCode::TooManyRequests | ErrorCode::Internal
+    )
 }
 
 fn now_ms() -> i64 {

@@ -41,6 +41,15 @@ pub enum ClientError {
         /// The server's explanation.
         message: String,
     },
+    /// A send reused a client_msg_id of an earlier message with a different
+    /// target or body; nothing was sent. A resend must repeat the first message exactly.
+    #[error("client_msg_id {client_msg_id:?} was used before for another message: {message}")]
+    ResendMismatch {
+        /// The reused id.
+        client_msg_id: String,
+        /// The server's explanation.
+        message: String,
+    },
     /// The server broke the protocol (an unexpected or malformed frame).
     #[error("protocol error: {0}")]
     Protocol(String),
@@ -69,11 +78,22 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// A refusal from an `ERROR` or `SendAck.error` body.
+    /// A refusal from an `ERROR` body.
     pub(crate) fn refused(error: &fishchat_codec::pb::Error) -> Self {
         ClientError::Refused {
             code: error.code(),
             message: error.message.clone(),
+        }
+    }
+
+    /// A refused send of `client_msg_id`, from a `SendAck.error` or an `ERROR` body.
+    pub(crate) fn send_refused(client_msg_id: &str, error: &fishchat_codec::pb::Error) -> Self {
+        match error.code() {
+            ErrorCode::ResendMismatch => ClientError::ResendMismatch {
+                client_msg_id: client_msg_id.to_owned(),
+                message: error.message.clone(),
+            },
+            _ => Self::refused(error),
         }
     }
 }

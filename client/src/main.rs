@@ -49,11 +49,13 @@ enum Command {
         #[arg(long, env = "FISHCHAT_PASSWORD", hide_env_values = true)]
         password: Option<String>,
     },
-    /// Chats interactively (/help lists the commands).
+    /// Chats interactively: lists your conversations with unread counts, then
+    /// /open one to talk there (/help lists the commands).
     Chat,
-    /// Sends one message and prints its ack as a JSON line.
+    /// Sends one message and prints its ack as a JSON line
+    /// ({"client_msg_id","server_msg_id","timestamp_ms"}).
     Send {
-        /// The recipient: a user id or a name logged in here.
+        /// The recipient: a user name (looked up on register) or a user id.
         #[arg(
             long,
             value_name = "ID|NAME",
@@ -67,7 +69,13 @@ enum Command {
         /// The message text.
         text: String,
     },
-    /// Prints incoming messages as JSON lines and acknowledges them.
+    /// Prints each incoming message as one JSON line, for example
+    /// {"conversation":"u:1002","seq":17,"from":1002,"to":1001,"text":"hi",
+    /// "server_msg_id":88,"client_msg_id":"..","timestamp_ms":..}: conversation is
+    /// u:<the other user's id> for a direct chat or g:<group id> (with "group"
+    /// instead of "to"), seq the message's position in it. Each conversation
+    /// comes in seq order; a later run resumes after the last message printed.
+    #[command(verbatim_doc_comment)]
     Listen {
         /// Exit after this many messages.
         #[arg(long)]

@@ -14,7 +14,8 @@ pub struct ClientOptions {
     pub token: String,
     /// A stable id of this device; one connection per (user, device).
     pub device_id: String,
-    /// A small local file keeping the last seen seq per (user, device); `None` keeps it in memory only.
+    /// A small local file keeping, per (user, device), how far the application
+    /// took each conversation, so a restart resumes there; `None` starts afresh.
     pub state_file: Option<PathBuf>,
     /// How long one request may take; a send keeps retrying (same client_msg_id) across reconnects until then.
     pub request_timeout: Duration,
@@ -22,8 +23,12 @@ pub struct ClientOptions {
     pub backoff_initial: Duration,
     /// The largest reconnect delay cap.
     pub backoff_max: Duration,
-    /// Send `DELIVERY_ACK` after handing messages to the application.
-    pub auto_ack: bool,
+    /// After every login, list what changed and sync every gap, delivering
+    /// all of it as events (the default). `false` suits a client that only
+    /// sends: it asks for nothing after login, and a pushed message that does
+    /// not follow what it holds waits until [`Client::sync`](crate::Client::sync)
+    /// of its conversation.
+    pub catch_up: bool,
 }
 
 /// The gateway address when none is given.
@@ -41,7 +46,7 @@ impl ClientOptions {
             request_timeout: Duration::from_secs(10),
             backoff_initial: Duration::from_millis(200),
             backoff_max: Duration::from_secs(10),
-            auto_ack: true,
+            catch_up: true,
         }
     }
 }

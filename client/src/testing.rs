@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::connection::{Connection, ConnectionError};
+use crate::conversation::Conversation;
 use crate::event::{Event, Events};
 
 /// How long a test waits for anything before failing.
@@ -27,15 +28,28 @@ pub(crate) async fn next_event(events: &mut Events) -> Option<Event> {
     within("an event", events.recv()).await
 }
 
-/// The next event, which must be a message: its seq.
-pub(crate) async fn next_seq(events: &mut Events) -> u64 {
+/// The next event, which must be a message: (its conversation, its seq).
+pub(crate) async fn next_message(events: &mut Events) -> (Conversation, u64) {
     match next_event(events).await {
-        Some(Event::Message(m)) => m.seq,
+        Some(Event::Message {
+            conversation,
+            message,
+        }) => (conversation, message.seq),
         other => panic!("expected a message, got {other:?}"),
     }
 }
 
-/// A stored direct message with `seq` from user 9 to user 1.
+/// The next event, which must be a message of bob's: its seq.
+pub(crate) async fn next_seq(events: &mut Events) -> u64 {
+    let (conversation, seq) = next_message(events).await;
+    assert_eq!(conversation, BOB, "seq {seq}");
+    seq
+}
+
+/// Bob, the other user of the direct chat most tests use (the client is user 1).
+pub(crate) const BOB: Conversation = Conversation::User(9);
+
+/// A stored direct message with `seq` from user 9 (bob) to user 1.
 pub(crate) fn message(seq: u64) -> StoredMessage {
     StoredMessage {
         seq,
@@ -48,9 +62,42 @@ pub(crate) fn message(seq: u64) -> StoredMessage {
     }
 }
 
-/// Messages with seqs in `range`.
+/// Messages with seqs in `range` from bob to user 1.
 pub(crate) fn messages(range: std::ops::RangeInclusive<u64>) -> Vec<StoredMessage> {
     range.map(message).collect()
+}
+
+/// Messages with seqs in `range` from user 9 to `group`.
+pub(crate) fn group_messages(
+    group: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Vec<StoredMessage> {
+    range
+        .map(|seq| StoredMessage {
+            conversation: Some(pb::stored_message::Conversation::GroupId(group)),
+            server_msg_id: group * 10_000 + seq,
+            ..message(seq)
+        })
+        .collect()
+}
+
+/// A summary of `conversation` with its head, read position and newest messages.
+pub(crate) fn summary(
+    conversation: Conversation,
+    head_seq: u64,
+    read_seq: u64,
+    messages: Vec<StoredMessage>,
+    has_gap: bool,
+) -> pb::ConversationSummary {
+    pb::ConversationSummary {
+        conversation: Some(conversation.into()),
+        head_seq,
+        read_seq,
+        unread: head_seq - read_seq,
+        messages,
+        has_gap,
+        first_seq: 1,
+    }
 }
 
 /// A listening fake server; connections arrive in order.
@@ -68,7 +115,6 @@ impl FakeServer {
             while let Ok((stream, _)) = listener.accept().await {
                 let conn = FakeConn {
                     conn: Connection::new(stream),
-                    acks: Vec::new(),
                 };
                 if tx.send(conn).is_err() {
                     return;
@@ -94,8 +140,6 @@ impl FakeServer {
 /// The server side of one client connection.
 pub(crate) struct FakeConn {
     pub(crate) conn: Connection,
-    /// DELIVERY_ACK seqs seen so far.
-    pub(crate) acks: Vec<u64>,
 }
 
 impl FakeConn {
@@ -104,12 +148,11 @@ impl FakeConn {
         within("a frame from the client", self.conn.recv()).await
     }
 
-    /// The next request, skipping PINGs and recording DELIVERY_ACKs.
+    /// The next request, skipping PINGs.
     pub(crate) async fn recv(&mut self) -> (u32, Body) {
         loop {
             match self.recv_any().await.unwrap() {
                 (_, Body::Ping(_)) => {}
-                (_, Body::DeliveryAck(ack)) => self.acks.push(ack.up_to_seq),
                 (id, body) => {
                     assert_ne!(id, 0, "request id 0 used for {body:?}");
                     return (id, body);
@@ -123,7 +166,7 @@ impl FakeConn {
     }
 
     /// Reads LOGIN and accepts it as `user_id`, heartbeat `heartbeat_ms`.
-    pub(crate) async fn login_as(&mut self, user_id: u64, last_acked_seq: u64, heartbeat_ms: u32) {
+    pub(crate) async fn login_as(&mut self, user_id: u64, heartbeat_ms: u32) {
         let (id, body) = self.recv().await;
         assert!(
             matches!(body, Body::Login(_)),
@@ -131,8 +174,6 @@ impl FakeConn {
         );
         let reply = pb::LoginReply {
             user_id,
-            last_acked_seq,
-            max_seq: 0,
             heartbeat_interval_ms: heartbeat_ms,
             server_time_ms: 0,
         };
@@ -141,7 +182,7 @@ impl FakeConn {
 
     /// Reads LOGIN and accepts it as user 1.
     pub(crate) async fn login(&mut self) {
-        self.login_as(1, 0, 0).await;
+        self.login_as(1, 0).await;
     }
 
     /// Reads LOGIN and refuses it with `code`.
@@ -161,29 +202,59 @@ impl FakeConn {
         .await;
     }
 
-    /// Reads a SYNC: (request id, after_seq).
-    pub(crate) async fn expect_sync(&mut self) -> (u32, u64) {
+    /// Reads a SYNC_CONVERSATIONS: (request id, request).
+    pub(crate) async fn expect_listing(&mut self) -> (u32, pb::SyncConversationsRequest) {
         match self.recv().await {
-            (id, Body::Sync(sync)) => (id, sync.after_seq),
+            (id, Body::SyncConversations(request)) => (id, request),
+            other => panic!("expected SYNC_CONVERSATIONS, got {other:?}"),
+        }
+    }
+
+    /// Answers one SYNC_CONVERSATIONS page with `summaries`; returns the request.
+    pub(crate) async fn list(
+        &mut self,
+        summaries: Vec<pb::ConversationSummary>,
+        has_more: bool,
+    ) -> pb::SyncConversationsRequest {
+        let (id, request) = self.expect_listing().await;
+        let reply = pb::SyncConversationsReply {
+            conversations: summaries,
+            has_more,
+        };
+        self.send(id, reply).await;
+        request
+    }
+
+    /// Answers the listing of a connection with nothing changed.
+    pub(crate) async fn list_nothing(&mut self) {
+        self.list(Vec::new(), false).await;
+    }
+
+    /// Reads a SYNC: (request id, conversation, after_seq).
+    pub(crate) async fn expect_sync(&mut self) -> (u32, Conversation, u64) {
+        match self.recv().await {
+            (id, Body::Sync(sync)) => {
+                let conversation = sync.conversation.as_ref().map(Conversation::try_from);
+                let Some(Ok(conversation)) = conversation else {
+                    panic!("SYNC without a conversation: {sync:?}");
+                };
+                (id, conversation, sync.after_seq)
+            }
             other => panic!("expected SYNC, got {other:?}"),
         }
     }
 
-    /// Answers one SYNC after `after_seq` with `messages`.
+    /// Answers one SYNC of `conversation` after `after_seq` with `messages`.
     pub(crate) async fn sync(
         &mut self,
+        conversation: Conversation,
         after_seq: u64,
         messages: Vec<StoredMessage>,
         has_more: bool,
     ) {
-        let (id, after) = self.expect_sync().await;
-        assert_eq!(after, after_seq, "SYNC after_seq");
+        let (id, asked, after) = self.expect_sync().await;
+        assert_eq!((asked, after), (conversation, after_seq), "SYNC");
         self.send(id, pb::SyncReply { messages, has_more }).await;
-    }
-
-    /// Answers the first SYNC of a connection with nothing.
-    pub(crate) async fn sync_empty(&mut self, after_seq: u64) {
-        self.sync(after_seq, Vec::new(), false).await;
     }
 
     pub(crate) async fn push(&mut self, messages: Vec<StoredMessage>) {

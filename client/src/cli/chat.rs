@@ -1,64 +1,46 @@
-//! `fishchat chat`: an interactive session on the terminal.
+//! `fishchat chat`: an interactive session on the terminal. It lists the
+//! conversations once caught up; one conversation at a time is open, where
+//! plain lines go, `/history` pages back and `/read` marks read.
+
+mod groups;
+mod line;
 
 use anyhow::Context;
-use fishchat_client::{Client, ClientError, Event, SendAck};
+use fishchat_client::register::RegisterApi;
+use fishchat_client::{Client, ClientError, Conversation, Event, SendAck};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::task::JoinSet;
 
-use super::format::message_line;
+use self::line::{HELP, Line, Target, parse};
+use super::format::{conversation_name, conversation_row, message_line};
 use super::names::Names;
-use super::profile::Profile;
 use super::{Globals, connect};
 
-const HELP: &str = "\
-commands:
-  /to NAME_OR_ID text   send a direct message (names: profiles logged in here)
-  /group GROUP_ID text  send to a group
-  /groups               list your groups
-  /sync                 fetch anything missed
-  /quit                 log out and leave
-  /help                 this text";
+/// Printed when a command needs an open conversation.
+const NONE_OPEN: &str = "no conversation is open: /open NAME or /open #GROUP_ID first";
 
-/// One line typed by the user.
-#[derive(Debug, PartialEq, Eq)]
-enum Line {
-    To(String, String),
-    Group(u64, String),
-    Groups,
-    Sync,
-    Quit,
-    Help,
-    Empty,
+/// How far `/history` has paged back in the open conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cursor {
+    /// Nothing shown yet: start from the newest.
+    Newest,
+    /// Shown down to this seq.
+    Before(u64),
+    /// Shown down to the first message.
+    Start,
 }
 
-fn parse(line: &str) -> Result<Line, String> {
-    let line = line.trim();
-    let (command, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
-    let rest = rest.trim_start();
-    let split = |usage: &str| -> Result<(String, String), String> {
-        match rest.split_once(char::is_whitespace) {
-            Some((target, text)) if !text.trim().is_empty() => {
-                Ok((target.to_owned(), text.trim_start().to_owned()))
-            }
-            _ => Err(format!("usage: {usage}")),
-        }
-    };
-    match command {
-        "" => Ok(Line::Empty),
-        "/to" => split("/to NAME_OR_ID text").map(|(to, text)| Line::To(to, text)),
-        "/group" => {
-            let (group, text) = split("/group GROUP_ID text")?;
-            let group = group
-                .parse()
-                .map_err(|_| format!("{group:?} is not a group id"))?;
-            Ok(Line::Group(group, text))
-        }
-        "/groups" => Ok(Line::Groups),
-        "/sync" => Ok(Line::Sync),
-        "/quit" => Ok(Line::Quit),
-        "/help" => Ok(Line::Help),
-        _ => Err("unknown command; /help lists them".to_owned()),
-    }
+/// One chat session.
+struct Chat {
+    client: Client,
+    api: RegisterApi,
+    token: String,
+    names: Names,
+    open: Option<Conversation>,
+    cursor: Cursor,
+    /// The conversation list was printed after the first catch-up.
+    listed: bool,
+    sends: JoinSet<()>,
 }
 
 /// Runs the session until /quit, end of input, or a kick for good.
@@ -66,18 +48,26 @@ pub async fn chat(globals: &Globals) -> anyhow::Result<()> {
     let profile = globals.profile()?;
     let options = globals.options(&profile, globals.device(&profile))?;
     let (client, mut events) = connect(options, &profile).await?;
-    let names = globals.names()?;
     println!(
         "{} (user {}); /help for commands",
         profile.name, profile.user_id
     );
+    let mut chat = Chat {
+        client,
+        api: globals.register_api(),
+        token: profile.token.clone(),
+        names: globals.names()?,
+        open: None,
+        cursor: Cursor::Newest,
+        listed: false,
+        sends: JoinSet::new(),
+    };
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
-    let mut sends = JoinSet::new();
     loop {
-        while sends.try_join_next().is_some() {}
+        while chat.sends.try_join_next().is_some() {}
         tokio::select! {
             event = events.recv() => match event {
-                Some(event) => print_event(&event, &names),
+                Some(event) => chat.on_event(event),
                 None => {
                     println!("the session ended");
                     return Ok(());
@@ -89,110 +79,207 @@ pub async fn chat(globals: &Globals) -> anyhow::Result<()> {
                 };
                 match parse(&line) {
                     Ok(Line::Quit) => break,
-                    Ok(line) => run(line, &client, &names, globals, &profile, &mut sends).await,
+                    Ok(line) => chat.run(line).await,
                     Err(usage) => println!("{usage}"),
                 }
             }
         }
     }
     // Sends still waiting for their ack finish (or time out) before the logout.
-    while sends.join_next().await.is_some() {}
-    client.close().await;
+    while chat.sends.join_next().await.is_some() {}
+    chat.client.close().await;
     Ok(())
 }
 
-fn print_event(event: &Event, names: &Names) {
-    match event {
-        Event::Message(message) => println!("{}", message_line(message, names)),
-        Event::Connected { node, .. } => println!("* connected to {node}"),
-        Event::Disconnected { error } => println!("* disconnected: {error}; reconnecting"),
-        Event::Kicked { reason, text } => println!("* kicked: {reason:?}: {text}"),
-    }
-}
-
-async fn run(
-    line: Line,
-    client: &Client,
-    names: &Names,
-    globals: &Globals,
-    profile: &Profile,
-    sends: &mut JoinSet<()>,
-) {
-    match line {
-        Line::To(to, text) => match names.resolve(&to) {
-            Ok(to) => {
-                let client = client.clone();
-                spawn_send(sends, names.name_of(to), async move {
-                    client.send_to_user(to, text).await
-                });
+impl Chat {
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Message {
+                conversation,
+                message,
+            } => println!("{}", message_line(conversation, &message, &self.names)),
+            Event::Synced if !self.listed => {
+                self.listed = true;
+                self.list();
             }
-            Err(err) => println!("{err}"),
-        },
-        Line::Group(group, text) => {
-            let client = client.clone();
-            spawn_send(sends, format!("group {group}"), async move {
-                client.send_to_group(group, text).await
-            });
+            Event::Synced => {}
+            Event::Read {
+                conversation,
+                read_seq,
+                unread,
+            } => println!(
+                "* {} read up to #{read_seq} on another device; {unread} unread",
+                conversation_name(conversation, &self.names)
+            ),
+            Event::ReadReceipt {
+                conversation,
+                reader_user_id,
+                read_seq,
+            } => println!(
+                "* {} read {} up to #{read_seq}",
+                self.names.name_of(reader_user_id),
+                conversation_name(conversation, &self.names)
+            ),
+            Event::Connected { node, .. } => println!("* connected to {node}"),
+            Event::Disconnected { error } => println!("* disconnected: {error}; reconnecting"),
+            Event::Kicked { reason, text } => println!("* kicked: {reason:?}: {text}"),
         }
-        Line::Groups => match globals.register_api().my_groups(&profile.token).await {
-            Ok(groups) if groups.is_empty() => println!("no groups"),
-            Ok(groups) => {
-                for group in groups {
-                    println!(
-                        "group {} {:?} (owner {})",
-                        group.group_id,
-                        group.name,
-                        names.name_of(group.owner_id)
-                    );
-                }
+    }
+
+    /// Prints the conversation list.
+    fn list(&self) {
+        let conversations = self.client.conversations();
+        if conversations.is_empty() {
+            println!("no conversations yet: /to NAME text, or /create a group");
+            return;
+        }
+        println!("conversations:");
+        for info in &conversations {
+            let open = self.open == Some(info.conversation);
+            println!("{}", conversation_row(info, &self.names, open));
+        }
+    }
+
+    async fn run(&mut self, line: Line) {
+        let api = &self.api;
+        let token = self.token.as_str();
+        let answer = match line {
+            Line::List => {
+                self.list();
+                return;
             }
-            Err(err) => println!("groups: {err}"),
-        },
-        Line::Sync => match client.sync().await {
+            Line::Open(target) => return self.open(target).await,
+            Line::History(count) => return self.history(count).await,
+            Line::Read => return self.read().await,
+            Line::Sync => return self.sync().await,
+            Line::Say(text) => return self.say(text),
+            Line::To(to, text) => match self.names.resolve(api, token, &to).await {
+                Ok(user) => {
+                    let label = self.names.name_of(user);
+                    self.send(label, Conversation::User(user), text);
+                    return;
+                }
+                Err(err) => Err(err),
+            },
+            Line::Group(group, text) => {
+                self.send(format!("group #{group}"), Conversation::Group(group), text);
+                return;
+            }
+            Line::Groups => groups::mine(api, token, &self.names).await,
+            Line::Create { name, open } => groups::create(api, token, &name, open).await,
+            Line::Join(group) => groups::join(api, token, group).await,
+            Line::Leave(group) => groups::leave(api, token, group).await,
+            Line::Members(group) => groups::members(api, token, group, &self.names).await,
+            Line::Help => Ok(HELP.to_owned()),
+            Line::Quit | Line::Empty => return,
+        };
+        match answer {
+            Ok(text) => println!("{text}"),
+            Err(err) => println!("{err:#}"),
+        }
+    }
+
+    async fn open(&mut self, target: Target) {
+        let conversation = match target {
+            Target::Conversation(conversation) => conversation,
+            Target::User(name) => match self.names.resolve(&self.api, &self.token, &name).await {
+                Ok(user) => Conversation::User(user),
+                Err(err) => return println!("{err:#}"),
+            },
+        };
+        self.open = Some(conversation);
+        self.cursor = Cursor::Newest;
+        let unread = self
+            .client
+            .conversation(conversation)
+            .map_or(0, |info| info.unread);
+        println!(
+            "open: {}; {unread} unread; lines without a leading / go here; /history to page back",
+            conversation_name(conversation, &self.names)
+        );
+    }
+
+    /// Shows the next `count` older messages of the open conversation, oldest first.
+    async fn history(&mut self, count: u32) {
+        let Some(conversation) = self.open else {
+            return println!("{NONE_OPEN}");
+        };
+        let before = match self.cursor {
+            Cursor::Newest => 0,
+            Cursor::Before(seq) => seq,
+            Cursor::Start => return println!("that was the first message"),
+        };
+        let page = match self.client.history(conversation, before, count).await {
+            Ok(page) => page,
+            Err(err) => return println!("history: {err}"),
+        };
+        for message in page.messages.iter().rev() {
+            println!("{}", message_line(conversation, message, &self.names));
+        }
+        self.cursor = match page.messages.last() {
+            Some(oldest) if page.has_more => Cursor::Before(oldest.seq),
+            _ => Cursor::Start,
+        };
+        if self.cursor == Cursor::Start {
+            println!("(the start of the conversation)");
+        }
+    }
+
+    /// Marks the open conversation read up to its newest message.
+    async fn read(&mut self) {
+        let Some(conversation) = self.open else {
+            return println!("{NONE_OPEN}");
+        };
+        let head = self
+            .client
+            .conversation(conversation)
+            .map_or(0, |info| info.head_seq);
+        if head == 0 {
+            return println!("nothing to read");
+        }
+        match self.client.read(conversation, head).await {
+            Ok(read) => println!("read up to #{}; {} unread", read.read_seq, read.unread),
+            Err(err) => println!("read: {err}"),
+        }
+    }
+
+    /// Fetches what the open conversation missed.
+    async fn sync(&mut self) {
+        let Some(conversation) = self.open else {
+            return println!("{NONE_OPEN}");
+        };
+        match self.client.sync(conversation).await {
             Ok(messages) if messages.is_empty() => println!("nothing new"),
             Ok(messages) => {
                 for message in &messages {
-                    println!("{}", message_line(message, names));
+                    println!("{}", message_line(conversation, message, &self.names));
                 }
             }
             Err(err) => println!("sync: {err}"),
-        },
-        Line::Help => println!("{HELP}"),
-        Line::Quit | Line::Empty => {}
-    }
-}
-
-/// Sends in the background, so incoming messages keep printing while the ack is awaited.
-fn spawn_send(
-    sends: &mut JoinSet<()>,
-    to: String,
-    send: impl Future<Output = Result<SendAck, ClientError>> + Send + 'static,
-) {
-    sends.spawn(async move {
-        match send.await {
-            Ok(ack) => println!("-> {to}: sent (message {})", ack.server_msg_id),
-            Err(err) => println!("-> {to}: not sent: {err}"),
         }
-    });
-}
+    }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+    /// Sends a plain line to the open conversation.
+    fn say(&mut self, text: String) {
+        let Some(conversation) = self.open else {
+            return println!("{NONE_OPEN}");
+        };
+        let label = conversation_name(conversation, &self.names);
+        self.send(label, conversation, text);
+    }
 
-    #[test]
-    fn lines_parse_into_commands_or_usage() {
-        assert_eq!(
-            parse("/to bob hi  there"),
-            Ok(Line::To("bob".into(), "hi  there".into()))
-        );
-        assert_eq!(parse("/group 7 hello"), Ok(Line::Group(7, "hello".into())));
-        assert_eq!(parse("  /groups "), Ok(Line::Groups));
-        assert_eq!(parse("/sync"), Ok(Line::Sync));
-        assert_eq!(parse("/quit"), Ok(Line::Quit));
-        assert_eq!(parse(""), Ok(Line::Empty));
-        assert!(parse("/to bob").unwrap_err().contains("usage"));
-        assert!(parse("/group x hi").unwrap_err().contains("not a group id"));
-        assert!(parse("hello").unwrap_err().contains("/help"));
+    /// Sends in the background, so incoming messages keep printing while the ack is awaited.
+    fn send(&mut self, label: String, to: Conversation, text: String) {
+        let client = self.client.clone();
+        self.sends.spawn(async move {
+            let sent: Result<SendAck, ClientError> = match to {
+                Conversation::User(user) => client.send_to_user(user, text).await,
+                Conversation::Group(group) => client.send_to_group(group, text).await,
+            };
+            match sent {
+                Ok(ack) => println!("-> {label}: sent (message {})", ack.server_msg_id),
+                Err(err) => println!("-> {label}: not sent: {err}"),
+            }
+        });
     }
 }

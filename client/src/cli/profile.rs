@@ -3,7 +3,8 @@
 //! ```text
 //! <home>/profiles/<name>.json   {name, user_id, token, expires_at_ms}
 //! <home>/current                the name of the last login (the default identity)
-//! <home>/state.json             last seen seq per (user, device), kept by the client library
+//! <home>/state.json             per (user, device) and conversation, the last seq taken and the
+//!                               read position, kept by the client library
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -44,7 +45,7 @@ impl Home {
         Ok(Path::new(&home).join(".config").join("fishchat"))
     }
 
-    /// The state file the client keeps its last seen seqs in.
+    /// The state file the client keeps its conversation positions in.
     pub fn state_file(&self) -> PathBuf {
         self.dir.join("state.json")
     }

@@ -1,6 +1,7 @@
-//! The state of one logged-in connection: its requests on the wire and its heartbeat.
+//! The state of one logged-in connection: its requests on the wire, how far
+//! it has caught up, and its heartbeat.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use fishchat_codec::Body;
@@ -8,6 +9,7 @@ use tokio::time::Instant;
 
 use super::{End, InFlight};
 use crate::connection::Connection;
+use crate::conversation::Conversation;
 
 /// The heartbeat when the server asks for none.
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(30);
@@ -19,11 +21,14 @@ pub(super) struct Session {
     conn: Connection,
     pub(super) pending: HashMap<u32, InFlight>,
     last_id: u32,
-    /// `Some` while a sync round runs: `Some(true)` when it collects for an
-    /// application `sync()` call, `Some(false)` when it emits events.
-    pub(super) sync: Option<bool>,
-    /// A push arrived during the running sync: run one more round after it.
-    pub(super) resync: bool,
+    /// A page of SYNC_CONVERSATIONS is on the wire.
+    pub(super) listing: bool,
+    /// Conversations with a SYNC page on the wire.
+    pub(super) syncing: BTreeSet<Conversation>,
+    /// Conversations to SYNC once there is room (and the listing is done).
+    pub(super) wanted: BTreeSet<Conversation>,
+    /// [`Event::Synced`](crate::Event::Synced) was emitted on this connection.
+    pub(super) caught_up: bool,
     /// How often to PING.
     pub(super) heartbeat: Duration,
     /// When the last frame arrived.
@@ -40,8 +45,10 @@ impl Session {
             conn,
             pending: HashMap::new(),
             last_id: 0,
-            sync: None,
-            resync: false,
+            listing: false,
+            syncing: BTreeSet::new(),
+            wanted: BTreeSet::new(),
+            caught_up: false,
             heartbeat,
             last_rx: Instant::now(),
         }
@@ -97,5 +104,17 @@ impl Session {
             .values()
             .filter(|p| matches!(p, InFlight::Send(_)))
             .count()
+    }
+
+    pub(super) fn requests_in_flight(&self) -> usize {
+        self.pending
+            .values()
+            .filter(|p| matches!(p, InFlight::App(_)))
+            .count()
+    }
+
+    /// Sync pages on the wire, the listing's included.
+    pub(super) fn syncs_in_flight(&self) -> usize {
+        self.syncing.len() + usize::from(self.listing)
     }
 }
