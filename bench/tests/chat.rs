@@ -1,7 +1,7 @@
-//! The `p2p` and `group` scenarios end to end: the bench binary against a
-//! whole cluster (register, manager, logic, msg_job and a real access node,
-//! each its own process on the real servers); a small run must lose nothing
-//! and deliver nothing twice.
+//! The chat scenarios end to end: the bench binary against a whole cluster
+//! (register, manager, logic, msg_job and a real access node, each its own
+//! process on the real servers); a small run must lose nothing, deliver
+//! nothing twice, and leave every conversation without a seq gap.
 #![allow(clippy::unwrap_used)] // a test: a failed step should panic where it happened.
 
 use std::path::Path;
@@ -61,7 +61,8 @@ fn total(report: &Value, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no total {name} in {report:#}"))
 }
 
-/// Every acked message reached every receiver by PUSH, once.
+/// Every acked message reached every receiver by PUSH, once, and its sender
+/// by the same PUSH; the audit found no seq missing in any conversation.
 fn assert_all_delivered_once(report: &Value, connections: u64, expected: u64) {
     let summary = format!("{report:#}");
     assert_eq!(total(report, "logged_in"), connections, "{summary}");
@@ -73,6 +74,13 @@ fn assert_all_delivered_once(report: &Value, connections: u64, expected: u64) {
     assert_eq!(total(report, "lost"), 0, "{summary}");
     assert_eq!(total(report, "unchecked"), 0, "{summary}");
     assert_eq!(total(report, "duplicated"), 0, "{summary}");
+    assert_eq!(
+        total(report, "own_pushed"),
+        total(report, "acked"),
+        "{summary}"
+    );
+    assert_eq!(total(report, "seq_gaps"), 0, "{summary}");
+    assert!(total(report, "conversations") > 0, "{summary}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -169,4 +177,20 @@ async fn churn_loses_nothing_while_receivers_reconnect_and_sync() {
         total(&report, "acked"),
         "{summary}"
     );
+    for stored_wrong in [
+        "absent_from_audit",
+        "stored_twice",
+        "seq_gaps",
+        "seq_repeats",
+    ] {
+        assert_eq!(total(&report, stored_wrong), 0, "{summary}");
+    }
+    let pairs = report["details"]["conversations"].as_object().unwrap();
+    assert_eq!(pairs.len(), 3, "{summary}");
+    for (pair, audit) in pairs {
+        assert!(
+            audit["head_seq"].as_u64().unwrap() >= audit["acked"].as_u64().unwrap(),
+            "{pair}: {summary}"
+        );
+    }
 }
