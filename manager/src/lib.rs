@@ -1,11 +1,12 @@
-//! `fishchat-manager`: the message store's read side over gRPC: sync, cursors,
-//! unread counts, history.
+//! `fishchat-manager`: the read side of conversations over gRPC: which
+//! conversations changed, sync and history of one, read positions, and the
+//! membership records register writes when users join or leave groups.
 //!
-//! The service is thin: [`validate`] checks the request, [`store::InboxReader`]
-//! (implemented by `fishchat_inbox::MongoInbox`) does the work, and
-//! [`service::ManagerService`] maps between the two. The inbox crate explains
-//! why seqs are contiguous and ordered, which is what makes sync and unread
-//! counts exact.
+//! The service is thin: [`validate`] checks the request, [`store::Conversations`]
+//! (implemented by `fishchat_conversations::ConversationStore`) does the
+//! work, and [`service::ManagerService`] maps between the two. The
+//! conversation crate explains why seqs are gapless and ordered, which is
+//! what makes sync and unread counts exact.
 
 pub mod config;
 pub mod service;
@@ -14,4 +15,4 @@ pub mod validate;
 
 pub use config::{Config, Overrides};
 pub use service::ManagerService;
-pub use store::InboxReader;
+pub use store::Conversations;

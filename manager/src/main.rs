@@ -1,11 +1,11 @@
 //! `fishchat-manager`: message store reads: sync, cursors, unread counts, history.
 //!
-//! Wiring only: configuration, the MongoDB inbox, the gRPC server.
+//! Wiring only: configuration, the MongoDB conversation store, the gRPC server.
 
 use anyhow::Context;
 use clap::Parser;
+use fishchat_conversations::ConversationStore;
 use fishchat_discovery::{NodeInfo, Registration};
-use fishchat_inbox::MongoInbox;
 use fishchat_manager::{Config, ManagerService, Overrides};
 use fishchat_node::{
     CommonArgs, health_and_reflection, init_logging, load_config, serve, shutdown_signal,
@@ -37,18 +37,18 @@ async fn main() -> anyhow::Result<()> {
         "starting"
     );
 
-    let inbox = MongoInbox::connect(&config.mongo_url, &config.database)
+    let store = ConversationStore::connect(&config.mongo_url, &config.database)
         .await
         .context("configuring the MongoDB client")?;
-    inbox
-        .ensure_indexes()
+    store
+        .prepare()
         .await
-        .context("creating the inbox indexes (is MongoDB up?)")?;
+        .context("preparing the conversation store (is MongoDB up?)")?;
 
     let (health, routes) = health_and_reflection()?;
-    let service = ManagerServer::new(ManagerService::new(inbox));
+    let service = ManagerServer::new(ManagerService::new(store));
     health
-        .set_serving::<ManagerServer<ManagerService<MongoInbox>>>()
+        .set_serving::<ManagerServer<ManagerService<ConversationStore>>>()
         .await;
     let routes = routes.add_service(service);
 

@@ -1,81 +1,89 @@
-//! What the manager needs from the message store, and the MongoDB inbox providing it.
+//! What the manager needs from the conversation store.
 //!
 //! The RPC surface depends on this trait rather than on MongoDB, so it names
-//! only what it uses and a different store can slot in; the real store is
-//! [`fishchat_inbox::MongoInbox`].
+//! only what it uses; the real store is
+//! [`fishchat_conversations::ConversationStore`].
 
 use std::future::Future;
 
-use fishchat_inbox::{InboxError, MongoInbox, Page, Peer};
+use fishchat_codec::pb;
+use fishchat_conversations::{ConvError, ConvKey, ConversationStore, Page, ReadOutcome};
 
-/// The read side of the inboxes, as the manager serves it.
-pub trait InboxReader: Send + Sync + 'static {
-    /// Messages after `after_seq`, ascending, one page.
+/// The read side of conversations, as the manager serves it.
+pub trait Conversations: Send + Sync + 'static {
+    /// The user's conversations that differ from what the client holds.
+    fn sync_conversations(
+        &self,
+        user: u64,
+        request: &pb::SyncConversationsRequest,
+    ) -> impl Future<Output = Result<pb::SyncConversationsReply, ConvError>> + Send;
+    /// Messages of one conversation after a seq, ascending, one page.
     fn sync(
         &self,
         user: u64,
+        key: ConvKey,
         after_seq: u64,
         limit: u32,
-    ) -> impl Future<Output = Result<Page, InboxError>> + Send;
-    /// The inbox's highest seq (0 when empty).
-    fn max_seq(&self, user: u64) -> impl Future<Output = Result<u64, InboxError>> + Send;
-    /// Moves a device's cursor forward; returns the cursor after the move.
-    fn ack(
-        &self,
-        user: u64,
-        device: &str,
-        up_to_seq: u64,
-    ) -> impl Future<Output = Result<u64, InboxError>> + Send;
-    /// A device's cursor (0 before its first ack).
-    fn cursor(
-        &self,
-        user: u64,
-        device: &str,
-    ) -> impl Future<Output = Result<u64, InboxError>> + Send;
-    /// Messages after a device's cursor.
-    fn unread(
-        &self,
-        user: u64,
-        device: &str,
-    ) -> impl Future<Output = Result<u64, InboxError>> + Send;
-    /// One conversation, newest first, one page.
+    ) -> impl Future<Output = Result<Page, ConvError>> + Send;
+    /// Messages of one conversation before a seq, newest first, one page.
     fn history(
         &self,
         user: u64,
-        peer: Peer,
+        key: ConvKey,
         before_seq: u64,
         limit: u32,
-    ) -> impl Future<Output = Result<Page, InboxError>> + Send;
+    ) -> impl Future<Output = Result<Page, ConvError>> + Send;
+    /// Moves the user's read position forward.
+    fn read(
+        &self,
+        user: u64,
+        key: ConvKey,
+        seq: u64,
+    ) -> impl Future<Output = Result<ReadOutcome, ConvError>> + Send;
+    /// Records a join; returns the last seq the member cannot see.
+    fn joined(&self, user: u64, group: u64) -> impl Future<Output = Result<u64, ConvError>> + Send;
+    /// Records a leave; returns the last seq the former member sees.
+    fn left(&self, user: u64, group: u64) -> impl Future<Output = Result<u64, ConvError>> + Send;
 }
 
-impl InboxReader for MongoInbox {
-    async fn sync(&self, user: u64, after_seq: u64, limit: u32) -> Result<Page, InboxError> {
-        MongoInbox::sync(self, user, after_seq, limit).await
+impl Conversations for ConversationStore {
+    async fn sync_conversations(
+        &self,
+        user: u64,
+        request: &pb::SyncConversationsRequest,
+    ) -> Result<pb::SyncConversationsReply, ConvError> {
+        ConversationStore::sync_conversations(self, user, request).await
     }
 
-    async fn max_seq(&self, user: u64) -> Result<u64, InboxError> {
-        MongoInbox::max_seq(self, user).await
-    }
-
-    async fn ack(&self, user: u64, device: &str, up_to_seq: u64) -> Result<u64, InboxError> {
-        MongoInbox::ack(self, user, device, up_to_seq).await
-    }
-
-    async fn cursor(&self, user: u64, device: &str) -> Result<u64, InboxError> {
-        MongoInbox::cursor(self, user, device).await
-    }
-
-    async fn unread(&self, user: u64, device: &str) -> Result<u64, InboxError> {
-        MongoInbox::unread(self, user, device).await
+    async fn sync(
+        &self,
+        user: u64,
+        key: ConvKey,
+        after: u64,
+        limit: u32,
+    ) -> Result<Page, ConvError> {
+        ConversationStore::sync(self, user, key, after, limit).await
     }
 
     async fn history(
         &self,
         user: u64,
-        peer: Peer,
-        before_seq: u64,
+        key: ConvKey,
+        before: u64,
         limit: u32,
-    ) -> Result<Page, InboxError> {
-        MongoInbox::history(self, user, peer, before_seq, limit).await
+    ) -> Result<Page, ConvError> {
+        ConversationStore::history(self, user, key, before, limit).await
+    }
+
+    async fn read(&self, user: u64, key: ConvKey, seq: u64) -> Result<ReadOutcome, ConvError> {
+        ConversationStore::read(self, user, key, seq).await
+    }
+
+    async fn joined(&self, user: u64, group: u64) -> Result<u64, ConvError> {
+        ConversationStore::joined(self, user, group).await
+    }
+
+    async fn left(&self, user: u64, group: u64) -> Result<u64, ConvError> {
+        ConversationStore::left(self, user, group).await
     }
 }

@@ -4,25 +4,28 @@
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use fishchat_codec::ErrorCode;
+use fishchat_codec::{ErrorCode, pb};
+use fishchat_conversations::{ConversationStore, NewMessage, Target};
 use fishchat_e2e::unique_name;
-use fishchat_inbox::{Conversation, MongoInbox, NewMessage};
 use fishchat_manager::ManagerService;
-use fishchat_rpc::manager::history_request::Peer;
 use fishchat_rpc::manager::manager_client::ManagerClient;
 use fishchat_rpc::manager::manager_server::ManagerServer;
-use fishchat_rpc::manager::{AckRequest, CursorRequest, HistoryRequest, SyncRequest};
+use fishchat_rpc::manager::{
+    HistoryRequest, MembershipRequest, ReadRequest, SyncConversationsRequest, SyncRequest,
+};
 use fishchat_rpc::status::error_code;
+use pb::conversation_ref::Id;
 use tokio::sync::oneshot;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Channel;
 
 const USER: u64 = 1001;
 const FRIEND: u64 = 1002;
+const STRANGER: u64 = 1003;
 const GROUP: u64 = 77;
 
-/// Serves `inbox` on an ephemeral port until the returned sender is dropped or fired.
-async fn start(inbox: MongoInbox) -> (SocketAddr, oneshot::Sender<()>) {
+/// Serves `store` on an ephemeral port until the returned sender is dropped or fired.
+async fn start(store: ConversationStore) -> (SocketAddr, oneshot::Sender<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind an ephemeral port");
@@ -30,7 +33,7 @@ async fn start(inbox: MongoInbox) -> (SocketAddr, oneshot::Sender<()>) {
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(async move {
         tonic::transport::Server::builder()
-            .add_service(ManagerServer::new(ManagerService::new(inbox)))
+            .add_service(ManagerServer::new(ManagerService::new(store)))
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
                 let _ = stopped.await;
             })
@@ -40,226 +43,166 @@ async fn start(inbox: MongoInbox) -> (SocketAddr, oneshot::Sender<()>) {
     (addr, stop)
 }
 
-/// 250 messages for USER: every third one exchanged with FRIEND, the others in GROUP.
-fn seed() -> Vec<(u64, NewMessage)> {
+/// 250 messages: every third one from FRIEND to USER, the others in GROUP.
+fn seed() -> Vec<NewMessage> {
     (1..=250u64)
-        .map(|id| {
-            let conversation = if id % 3 == 0 {
-                Conversation::ToUserId(USER)
+        .map(|id| NewMessage {
+            server_msg_id: id,
+            from_user_id: FRIEND,
+            target: if id % 3 == 0 {
+                Target::ToUserId(USER)
             } else {
-                Conversation::GroupId(GROUP)
-            };
-            let message = NewMessage {
-                server_msg_id: id,
-                from_user_id: FRIEND,
-                conversation,
-                body: Bytes::from(format!("m{id}")),
-                timestamp_ms: 1_700_000_000_000,
-                client_msg_id: format!("c{id}"),
-            };
-            (USER, message)
+                Target::GroupId(GROUP)
+            },
+            body: Bytes::from(format!("m{id}")),
+            timestamp_ms: 1_700_000_000_000,
+            client_msg_id: format!("c{id}"),
         })
         .collect()
 }
 
-fn cursor_request(device: &str) -> CursorRequest {
-    CursorRequest {
-        user_id: USER,
-        device_id: device.into(),
-    }
+fn conv(id: Id) -> Option<pb::ConversationRef> {
+    Some(pb::ConversationRef { id: Some(id) })
 }
 
-async fn sync_all(client: &mut ManagerClient<Channel>, limit: u32) -> Vec<(usize, bool, u64)> {
-    let mut pages = Vec::new();
-    let mut after = 0;
-    loop {
-        let reply = client
-            .sync(SyncRequest {
-                user_id: USER,
-                after_seq: after,
-                limit,
-            })
-            .await
-            .expect("sync")
-            .into_inner();
-        let first = reply.messages.first().map_or(0, |m| m.seq);
-        assert_eq!(first, after + 1, "no gap, no overlap");
-        after = reply.messages.last().map_or(after, |m| m.seq);
-        pages.push((reply.messages.len(), reply.has_more, after));
-        if !reply.has_more {
-            return pages;
-        }
+fn sync(user: u64, id: Id, after_seq: u64, limit: u32) -> SyncRequest {
+    SyncRequest {
+        user_id: user,
+        request: Some(pb::SyncRequest {
+            conversation: conv(id),
+            after_seq,
+            limit,
+        }),
     }
 }
 
 #[tokio::test]
-async fn manager_serves_sync_cursors_unread_and_history() {
+async fn conversations_sync_history_and_read_over_grpc() {
     let db = fishchat_e2e::mongo()
         .await
         .database(&unique_name("manager-test"));
-    let inbox = MongoInbox::new(&db);
-    inbox.ensure_indexes().await.unwrap();
-    let seqs = inbox.store(&seed()).await.unwrap();
-    assert_eq!(seqs, (1..=250).collect::<Vec<_>>());
-
-    let (addr, stop) = start(inbox).await;
-    let mut client = ManagerClient::connect(format!("http://{addr}"))
+    let store = ConversationStore::new(&db);
+    store.prepare().await.expect("prepare");
+    let (addr, _stop) = start(store.clone()).await;
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
         .await
-        .unwrap();
+        .expect("connect");
+    let mut client = ManagerClient::new(channel);
+    for user in [USER, FRIEND] {
+        let joined = client
+            .joined(MembershipRequest {
+                user_id: user,
+                group_id: GROUP,
+            })
+            .await
+            .expect("joined")
+            .into_inner();
+        assert_eq!(joined.seq, 0);
+    }
+    store.store(&seed()).await.expect("seed");
 
-    // Sync: pages of 100, 100, 50; a limit above the cap is capped, not refused.
-    assert_eq!(
-        sync_all(&mut client, 100).await,
-        vec![(100, true, 100), (100, true, 200), (50, false, 250)]
-    );
-    let capped = client
-        .sync(SyncRequest {
+    // Two conversations changed for a client that holds nothing.
+    let reply = client
+        .sync_conversations(SyncConversationsRequest {
             user_id: USER,
-            after_seq: 0,
-            limit: 100_000,
+            request: Some(pb::SyncConversationsRequest::default()),
         })
         .await
-        .unwrap()
+        .expect("sync conversations")
         .into_inner();
-    assert_eq!(capped.messages.len(), 250);
-    assert!(!capped.has_more);
-    let first = &capped.messages[0];
-    assert_eq!((first.server_msg_id, first.from_user_id), (1, FRIEND));
-    assert_eq!(first.body, Bytes::from("m1"));
+    let heads: Vec<(Option<pb::ConversationRef>, u64, u64)> = reply
+        .conversations
+        .iter()
+        .map(|s| (s.conversation, s.head_seq, s.unread))
+        .collect();
+    assert_eq!(
+        heads,
+        [
+            (conv(Id::UserId(FRIEND)), 83, 83),
+            (conv(Id::GroupId(GROUP)), 167, 167)
+        ]
+    );
+    assert_eq!(reply.conversations[0].messages.len(), 20);
+    assert!(reply.conversations[0].has_gap);
 
-    // Cursor and unread, ack forward only.
-    let before = client
-        .cursor(cursor_request("phone"))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!((before.acked_seq, before.max_seq), (0, 250));
-    assert_eq!(
-        client
-            .unread(cursor_request("phone"))
-            .await
-            .unwrap()
-            .into_inner()
-            .count,
-        250
-    );
-    for (ack, expected) in [(50, 50), (40, 50)] {
-        let reply = client
-            .ack(AckRequest {
-                user_id: USER,
-                device_id: "phone".into(),
-                up_to_seq: ack,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!((reply.acked_seq, reply.max_seq), (expected, 250));
-    }
-    assert_eq!(
-        client
-            .cursor(cursor_request("phone"))
-            .await
-            .unwrap()
-            .into_inner()
-            .acked_seq,
-        50
-    );
-    assert_eq!(
-        client
-            .unread(cursor_request("phone"))
-            .await
-            .unwrap()
-            .into_inner()
-            .count,
-        200
-    );
-    assert_eq!(
-        client
-            .unread(cursor_request("laptop"))
-            .await
-            .unwrap()
-            .into_inner()
-            .count,
-        250
-    );
-
-    // History with FRIEND (83 messages: seqs 3, 6, ..., 249), newest first, paged backwards.
-    let mut before_seq = 0;
-    let mut seen = Vec::new();
+    // Sync a conversation page by page: seqs 1..=83 exactly once.
+    let mut seqs = Vec::new();
+    let mut after = 0;
     loop {
-        let reply = client
-            .history(HistoryRequest {
-                user_id: USER,
-                peer: Some(Peer::PeerUserId(FRIEND)),
-                before_seq,
-                limit: 40,
-            })
+        let page = client
+            .sync(sync(USER, Id::UserId(FRIEND), after, 30))
             .await
-            .unwrap()
+            .expect("sync")
             .into_inner();
-        seen.extend(reply.messages.iter().map(|m| m.seq));
-        before_seq = reply.messages.last().map_or(before_seq, |m| m.seq);
-        if !reply.has_more {
+        seqs.extend(page.messages.iter().map(|m| m.seq));
+        after = seqs.last().copied().unwrap_or(0);
+        if !page.has_more {
             break;
         }
     }
-    assert_eq!(seen, (1..=83).rev().map(|n| n * 3).collect::<Vec<_>>());
-    let group = client
+    assert_eq!(seqs, (1..=83).collect::<Vec<_>>());
+
+    let history = client
         .history(HistoryRequest {
             user_id: USER,
-            peer: Some(Peer::GroupId(GROUP)),
-            before_seq: 0,
-            limit: 10,
+            request: Some(pb::HistoryRequest {
+                conversation: conv(Id::GroupId(GROUP)),
+                before_seq: 100,
+                limit: 3,
+            }),
         })
         .await
-        .unwrap()
+        .expect("history")
         .into_inner();
-    assert_eq!(group.messages[0].seq, 250);
-    assert!(group.has_more);
+    let newest_first: Vec<u64> = history.messages.iter().map(|m| m.seq).collect();
+    assert_eq!((newest_first, history.has_more), (vec![99, 98, 97], true));
 
-    // Invalid input: INVALID_ARGUMENT carrying the client error code.
-    let refusals = [
-        client
-            .sync(SyncRequest {
-                user_id: 0,
-                after_seq: 0,
-                limit: 10,
-            })
-            .await
-            .map(drop),
-        client.unread(CursorRequest::default()).await.map(drop),
-        client
-            .ack(AckRequest {
-                user_id: USER,
-                device_id: String::new(),
-                up_to_seq: 1,
-            })
-            .await
-            .map(drop),
-        client
-            .history(HistoryRequest {
-                user_id: USER,
-                peer: None,
-                before_seq: 0,
-                limit: 10,
-            })
-            .await
-            .map(drop),
-        client
-            .sync(SyncRequest {
-                user_id: u64::MAX,
-                after_seq: 0,
-                limit: 10,
-            })
-            .await
-            .map(drop),
-    ];
-    for refusal in refusals {
-        let status = refusal.expect_err("accepted invalid input");
-        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
-        assert_eq!(error_code(&status), ErrorCode::InvalidArgument);
-    }
+    let read = |seq| ReadRequest {
+        user_id: USER,
+        request: Some(pb::ReadRequest {
+            conversation: conv(Id::UserId(FRIEND)),
+            seq,
+        }),
+    };
+    let moved = client.read(read(80)).await.expect("read").into_inner();
+    assert!(moved.moved);
+    assert_eq!(
+        moved.reply,
+        Some(pb::ReadReply {
+            read_seq: 80,
+            unread: 3
+        })
+    );
+    let back = client.read(read(10)).await.expect("read").into_inner();
+    assert!(!back.moved);
+    assert_eq!(back.reply.map(|r| r.read_seq), Some(80));
 
-    let _ = stop.send(());
-    db.drop().await.unwrap();
+    // A stranger reads no group; bad requests say why.
+    let refused = client
+        .sync(sync(STRANGER, Id::GroupId(GROUP), 0, 10))
+        .await
+        .expect_err("a stranger synced a group");
+    assert_eq!(error_code(&refused), ErrorCode::NotGroupMember);
+    let refused = client
+        .sync(SyncRequest {
+            user_id: USER,
+            request: Some(pb::SyncRequest::default()),
+        })
+        .await
+        .expect_err("no conversation named");
+    assert_eq!(error_code(&refused), ErrorCode::InvalidArgument);
+
+    // Leaving keeps what was visible, and nothing after.
+    let left = client
+        .left(MembershipRequest {
+            user_id: USER,
+            group_id: GROUP,
+        })
+        .await
+        .expect("left")
+        .into_inner();
+    assert_eq!(left.seq, 167);
+    db.drop().await.expect("drop");
 }
