@@ -38,7 +38,14 @@ pub struct Config {
     pub node_id: String,
     /// etcd endpoints, for registering this node.
     pub etcd_endpoints: Vec<String>,
+    /// manager's gRPC address, told of every membership change (`Joined`,
+    /// `Left`). [`NO_MANAGER`] runs register alone, recording nothing: only
+    /// for trying the API or testing a client of it, never beside a manager.
+    pub manager_addr: String,
 }
+
+/// The `manager_addr` that runs register without a manager.
+pub const NO_MANAGER: &str = "none";
 
 impl Default for Config {
     fn default() -> Self {
@@ -55,6 +62,7 @@ impl Default for Config {
             argon2_iterations: argon2::Params::DEFAULT_T_COST,
             node_id: fishchat_discovery::default_node_id(),
             etcd_endpoints: vec!["127.0.0.1:2379".into()],
+            manager_addr: "http://127.0.0.1:7030".into(),
         }
     }
 }
@@ -115,6 +123,11 @@ pub struct Overrides {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node_id: Option<String>,
+    /// manager's gRPC address, told of every membership change, or `none` to
+    /// run register alone [default: http://127.0.0.1:7030].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manager_addr: Option<String>,
 }
 
 #[cfg(test)]

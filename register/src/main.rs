@@ -1,7 +1,7 @@
 //! `fishchat-register`: accounts, login tokens, sessions and groups.
 //!
-//! Wiring only: read the configuration, connect MongoDB and Redis, and serve
-//! the gRPC service and the HTTP API until SIGTERM.
+//! Wiring only: read the configuration, connect MongoDB and Redis (and, on
+//! first use, manager), and serve the gRPC service and the HTTP API until SIGTERM.
 
 use std::sync::Arc;
 
@@ -11,11 +11,12 @@ use fishchat_discovery::{NodeInfo, Registration};
 use fishchat_node::{
     CommonArgs, health_and_reflection, init_logging, load_config, serve, shutdown_signal,
 };
-use fishchat_register::config::{Config, Overrides};
+use fishchat_register::config::{Config, NO_MANAGER, Overrides};
+use fishchat_register::membership::{ManagerLog, MembershipLog, Unrecorded};
 use fishchat_register::rpc::RegisterRpc;
 use fishchat_register::store::mongo::{self, MongoStore};
 use fishchat_register::store::redis::RedisStore;
-use fishchat_register::{Registry, Stores, http};
+use fishchat_register::{Outbound, Registry, Stores, http};
 use fishchat_rpc::register::register_server::RegisterServer;
 use tokio::sync::watch;
 
@@ -60,12 +61,27 @@ async fn main() -> anyhow::Result<()> {
         accounts: mongo.clone(),
         groups: mongo,
         tokens: redis.clone(),
-        sessions: redis,
+        sessions: redis.clone(),
+    };
+    let membership: Arc<dyn MembershipLog> = if config.manager_addr == NO_MANAGER {
+        tracing::warn!("manager_addr is none: membership changes are recorded nowhere");
+        Arc::new(Unrecorded)
+    } else {
+        Arc::new(ManagerLog::new(&config.manager_addr).context("manager_addr")?)
+    };
+    let outbound = Outbound {
+        membership,
+        announcer: redis,
     };
     let passwords = config
         .passwords()
         .map_err(|err| anyhow::anyhow!("argon2 settings: {err}"))?;
-    let registry = Arc::new(Registry::new(stores, config.token_policy(), passwords));
+    let registry = Arc::new(Registry::new(
+        stores,
+        outbound,
+        config.token_policy(),
+        passwords,
+    ));
 
     let (health, routes) = health_and_reflection()?;
     health.set_serving::<RegisterServer<RegisterRpc>>().await;

@@ -33,8 +33,88 @@ pub struct Group {
     pub id: GroupId,
     /// A display name (not unique).
     pub name: String,
-    /// The user who created it.
+    /// The user who created it; it stays a member and cannot leave.
     pub owner_id: UserId,
+    /// Whether anyone may join at once; a closed group takes join requests
+    /// that the owner or an admin approves.
+    pub open: bool,
+}
+
+/// What a member may do in its group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The creator: everything an admin may do, plus naming and removing
+    /// admins; it cannot leave and cannot be removed.
+    Owner,
+    /// Invites, approves or rejects join requests, removes plain members.
+    Admin,
+    /// Sends and reads.
+    Member,
+}
+
+impl Role {
+    /// The role's name in the HTTP API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::Admin => "admin",
+            Role::Member => "member",
+        }
+    }
+
+    /// Whether this role may invite, approve, reject and remove plain members.
+    pub fn manages(self) -> bool {
+        matches!(self, Role::Owner | Role::Admin)
+    }
+}
+
+/// One member of a group and its role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Member {
+    /// The member.
+    pub user_id: UserId,
+    /// What it may do.
+    pub role: Role,
+}
+
+/// A relation that is not (yet) membership.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pending {
+    /// The user asked to join a closed group; the owner or an admin decides.
+    Requested,
+    /// The owner or an admin invited the user; it becomes a member when it joins.
+    Invited,
+}
+
+/// How one user stands towards one group; a (group, user) pair has at most
+/// one relation, so every change of it is one atomic step on one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relation {
+    /// A member; `admin` when it was made an admin (the owner's flag is unused).
+    Member {
+        /// Whether the owner made it an admin.
+        admin: bool,
+    },
+    /// Asked or invited, not a member.
+    Pending(Pending),
+}
+
+/// Where a join left the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Joined {
+    /// A member now (else its join request awaits the owner or an admin).
+    pub member: bool,
+    /// Whether the call changed anything (false: already a member, or already asked).
+    pub changed: bool,
+}
+
+/// Where an invitation left the invited user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Invited {
+    /// Invited; it becomes a member when it joins.
+    Invited,
+    /// A member: it had asked to join (the invitation approved it) or already was one.
+    Member,
 }
 
 /// Where one device of a user is connected.

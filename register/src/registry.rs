@@ -1,16 +1,22 @@
 //! The register's rules, over storage it reaches only through the traits of
-//! [`crate::store`]. Both surfaces (gRPC and HTTP) call these methods and
-//! nothing else.
+//! [`crate::store`] and the outside world through [`MembershipLog`] and
+//! [`Announcer`]. Both surfaces (gRPC and HTTP) call these methods and
+//! nothing else. Accounts, tokens and sessions are here; groups in [`groups`].
+
+mod groups;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use fishchat_rpc::channels;
 use tokio::sync::OnceCell;
 
+use crate::announce::Announcer;
 use crate::error::{Error, StoreError};
+use crate::membership::MembershipLog;
 use crate::model::{Group, GroupId, Login, Session, TokenRecord, User, UserId};
 use crate::password::Passwords;
-use crate::store::{Accounts, Groups, Sessions, Tokens};
+use crate::store::{Accounts, Groups, Sessions, Tokens, Touched};
 use crate::token;
 
 /// Longest user or group name, in characters.
@@ -38,6 +44,15 @@ pub struct Stores {
     pub sessions: Arc<dyn Sessions>,
 }
 
+/// Where the registry tells others what changed.
+#[derive(Clone)]
+pub struct Outbound {
+    /// Who joined and left which group (manager).
+    pub membership: Arc<dyn MembershipLog>,
+    /// Announcements of changed sessions and groups (Redis pub/sub).
+    pub announcer: Arc<dyn Announcer>,
+}
+
 /// How long tokens live.
 #[derive(Debug, Clone, Copy)]
 pub struct TokenPolicy {
@@ -50,6 +65,7 @@ pub struct TokenPolicy {
 /// Accounts, tokens, sessions and groups.
 pub struct Registry {
     stores: Stores,
+    outbound: Outbound,
     tokens: TokenPolicy,
     passwords: Passwords,
     /// A hash to verify against when the name is unknown, so a failed login
@@ -58,10 +74,16 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// A registry over `stores`.
-    pub fn new(stores: Stores, tokens: TokenPolicy, passwords: Passwords) -> Self {
+    /// A registry over `stores`, telling `outbound` what changed.
+    pub fn new(
+        stores: Stores,
+        outbound: Outbound,
+        tokens: TokenPolicy,
+        passwords: Passwords,
+    ) -> Self {
         Self {
             stores,
+            outbound,
             tokens,
             passwords,
             decoy_hash: OnceCell::new(),
@@ -159,6 +181,20 @@ impl Registry {
         })
     }
 
+    /// A user by name.
+    pub async fn user_by_name(&self, name: &str) -> Result<User, Error> {
+        let user = self
+            .stores
+            .accounts
+            .user_by_name(name)
+            .await?
+            .ok_or_else(|| Error::UnknownUserName(name.to_owned()))?;
+        Ok(User {
+            id: user.id,
+            name: user.name,
+        })
+    }
+
     /// Records a session and returns the one it replaced (another connection
     /// of the same user and device), which the caller should kick.
     pub async fn record_session(&self, session: &Session) -> Result<Option<Session>, Error> {
@@ -169,6 +205,7 @@ impl Registry {
         check_field("access_node_id", &session.access_node_id)?;
         check_field("push_addr", &session.push_addr)?;
         let replaced = self.stores.sessions.record(session).await?;
+        self.announce(channels::SESSIONS, session.user_id).await;
         // Recording the same connection twice (a retried call) replaces nothing.
         let replaced = replaced.filter(|old| !old.same_connection(session));
         tracing::debug!(
@@ -192,7 +229,11 @@ impl Registry {
         check_field("device_id", &session.device_id)?;
         check_field("access_node_id", &session.access_node_id)?;
         check_field("push_addr", &session.push_addr)?;
-        Ok(self.stores.sessions.touch(session).await?)
+        let touched = self.stores.sessions.touch(session).await?;
+        if touched == Touched::Recorded {
+            self.announce(channels::SESSIONS, session.user_id).await;
+        }
+        Ok(touched != Touched::Replaced)
     }
 
     /// Removes a session if it still names `node` and `conn_id`; true when it did.
@@ -205,11 +246,15 @@ impl Registry {
     ) -> Result<bool, Error> {
         check_field("device_id", device)?;
         check_field("access_node_id", node)?;
-        Ok(self
+        let removed = self
             .stores
             .sessions
             .remove(user, device, node, conn_id)
-            .await?)
+            .await?;
+        if removed {
+            self.announce(channels::SESSIONS, user).await;
+        }
+        Ok(removed)
     }
 
     /// Every session of `users`.
@@ -222,39 +267,11 @@ impl Registry {
         Ok(self.stores.sessions.list(users).await?)
     }
 
-    /// Creates a group owned by (and whose first member is) `owner`.
-    pub async fn create_group(&self, owner: UserId, name: &str) -> Result<Group, Error> {
-        check_name("group name", name)?;
-        self.existing_user(owner).await?;
-        let group = self.stores.groups.create_group(owner, name).await?;
-        tracing::info!(group_id = group.id, owner_id = owner, "group created");
-        Ok(group)
-    }
-
-    /// Adds `user` to `group`; false when already a member.
-    pub async fn join_group(&self, group: GroupId, user: UserId) -> Result<bool, Error> {
-        self.existing_group(group).await?;
-        self.existing_user(user).await?;
-        Ok(self.stores.groups.add_member(group, user).await?)
-    }
-
-    /// Removes `user` from `group`; false when not a member.
-    pub async fn quit_group(&self, group: GroupId, user: UserId) -> Result<bool, Error> {
-        self.existing_group(group).await?;
-        self.existing_user(user).await?;
-        Ok(self.stores.groups.remove_member(group, user).await?)
-    }
-
-    /// A group's members, by increasing id.
-    pub async fn group_members(&self, group: GroupId) -> Result<Vec<UserId>, Error> {
-        self.existing_group(group).await?;
-        Ok(self.stores.groups.members(group).await?)
-    }
-
-    /// The groups `user` belongs to, by increasing id.
-    pub async fn user_groups(&self, user: UserId) -> Result<Vec<Group>, Error> {
-        self.existing_user(user).await?;
-        Ok(self.stores.groups.groups_of(user).await?)
+    /// Publishes `id` on `channel`; a failure is logged, never returned (see `crate::announce`).
+    async fn announce(&self, channel: &'static str, id: u64) {
+        if let Err(err) = self.outbound.announcer.publish(channel, id).await {
+            tracing::warn!(channel, id, %err, "announcement lost; caches elsewhere stay stale");
+        }
     }
 
     async fn existing_user(&self, id: UserId) -> Result<(), Error> {
@@ -311,29 +328,59 @@ fn check_field(what: &str, value: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// A registry over the in-memory stores, for the unit tests of its modules.
 #[cfg(test)]
-mod tests {
+pub(crate) mod fixture {
     use super::*;
+    use crate::membership::RecordingLog;
     use crate::store::memory::Memory;
-    use fishchat_codec::ErrorCode;
 
-    fn registry(ttl: Duration) -> Registry {
+    /// A registry, its stores (which also record announcements) and its membership log.
+    pub(crate) struct Fixture {
+        pub(crate) registry: Registry,
+        pub(crate) memory: Arc<Memory>,
+        pub(crate) log: Arc<RecordingLog>,
+    }
+
+    pub(crate) fn fixture(ttl: Duration) -> Fixture {
         let memory = Arc::new(Memory::default());
+        let log = Arc::new(RecordingLog::default());
         let stores = Stores {
             accounts: memory.clone(),
             groups: memory.clone(),
             tokens: memory.clone(),
-            sessions: memory,
+            sessions: memory.clone(),
+        };
+        let outbound = Outbound {
+            membership: log.clone(),
+            announcer: memory.clone(),
         };
         let params = argon2::Params::new(1024, 1, 1, None).expect("valid params");
-        Registry::new(
+        let registry = Registry::new(
             stores,
+            outbound,
             TokenPolicy {
                 ttl,
                 grace: Duration::from_secs(60),
             },
             Passwords::with_params(params),
-        )
+        );
+        Fixture {
+            registry,
+            memory,
+            log,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixture::fixture;
+    use super::*;
+    use fishchat_codec::ErrorCode;
+
+    fn registry(ttl: Duration) -> Registry {
+        fixture(ttl).registry
     }
 
     fn session(user: UserId, device: &str, conn: u64) -> Session {
@@ -459,36 +506,45 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn groups_check_users_and_groups() {
+    async fn session_changes_are_announced_and_heartbeats_are_not() {
+        let f = fixture(Duration::from_secs(60));
+        let r = &f.registry;
+        let first = session(7, "phone", 10);
+        r.record_session(&first).await.expect("record");
+        assert!(r.touch_session(&first).await.expect("heartbeat"));
+        assert!(
+            !r.remove_session(7, "phone", "access-1", 99)
+                .await
+                .expect("remove another connection")
+        );
+        assert!(
+            r.remove_session(7, "phone", "access-1", 10)
+                .await
+                .expect("remove")
+        );
+        // Lost from Redis: the next heartbeat records the session again.
+        assert!(
+            r.touch_session(&session(8, "laptop", 11))
+                .await
+                .expect("heartbeat")
+        );
+        let sessions = channels::SESSIONS;
+        assert_eq!(
+            f.memory.announcements(),
+            [(sessions, 7), (sessions, 7), (sessions, 8)],
+            "a record, a removal and a re-recording heartbeat; not the plain heartbeat nor the failed removal"
+        );
+    }
+
+    #[tokio::test]
+    async fn users_are_found_by_name() {
         let r = registry(Duration::from_secs(60));
         let alice = r.create_user("alice", "pw").await.expect("create");
-        let bob = r.create_user("bob", "pw").await.expect("create");
+        let found = r.user_by_name("alice").await.expect("found");
+        assert_eq!((found.id, found.name.as_str()), (alice, "alice"));
         assert!(matches!(
-            r.create_group(999, "g").await,
-            Err(Error::UnknownUser(999))
-        ));
-        let group = r.create_group(alice, "friends").await.expect("group");
-        assert_eq!(r.group_members(group.id).await.expect("members"), [alice]);
-        assert!(r.join_group(group.id, bob).await.expect("join"));
-        assert!(!r.join_group(group.id, bob).await.expect("join again"));
-        assert!(matches!(
-            r.join_group(group.id, 999).await,
-            Err(Error::UnknownUser(999))
-        ));
-        assert!(matches!(
-            r.join_group(999, bob).await,
-            Err(Error::UnknownGroup(999))
-        ));
-        assert_eq!(
-            r.user_groups(bob).await.expect("groups"),
-            std::slice::from_ref(&group)
-        );
-        assert!(r.quit_group(group.id, bob).await.expect("quit"));
-        assert!(!r.quit_group(group.id, bob).await.expect("quit again"));
-        assert!(r.user_groups(bob).await.expect("groups").is_empty());
-        assert!(matches!(
-            r.group_members(999).await,
-            Err(Error::UnknownGroup(999))
+            r.user_by_name("bob").await,
+            Err(Error::UnknownUserName(name)) if name == "bob"
         ));
     }
 }

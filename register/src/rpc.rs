@@ -2,10 +2,11 @@
 //! between protobuf messages and [`Registry`] calls.
 //!
 //! Every refusal is built by `fishchat_rpc::status::error_status`, so callers
-//! read the client-protocol code with `error_code`. Two refusals get a more
+//! read the client-protocol code with `error_code`. Some refusals get a more
 //! precise gRPC code than that function picks, keeping its metadata: a taken
-//! name is `ALREADY_EXISTS` and wrong credentials `UNAUTHENTICATED` (both
-//! carry `INVALID_ARGUMENT` as their protocol code).
+//! name is `ALREADY_EXISTS`, wrong credentials `UNAUTHENTICATED`, an owner
+//! that tries to leave `FAILED_PRECONDITION` (all carry `INVALID_ARGUMENT` as
+//! their protocol code).
 
 use std::sync::Arc;
 
@@ -40,6 +41,8 @@ pub fn to_status(err: &Error) -> Status {
     let precise = match err {
         Error::NameTaken(_) => Code::AlreadyExists,
         Error::BadCredentials => Code::Unauthenticated,
+        Error::OwnerCannotLeave(_) => Code::FailedPrecondition,
+        Error::NoSuchRequest { .. } | Error::NotAMember { .. } => Code::NotFound,
         _ => return status,
     };
     Status::with_metadata(precise, status.message(), status.metadata().clone())
@@ -78,6 +81,7 @@ fn group_to_pb(g: Group) -> pb::Group {
         group_id: g.id,
         name: g.name,
         owner_id: g.owner_id,
+        open: g.open,
     }
 }
 
@@ -180,7 +184,9 @@ impl Register for RegisterRpc {
     async fn create_group(&self, req: Request<pb::CreateGroupRequest>) -> RpcResult<pb::Group> {
         let req = req.into_inner();
         reply(
-            self.registry.create_group(req.owner_id, &req.name).await,
+            self.registry
+                .create_group(req.owner_id, &req.name, req.open)
+                .await,
             group_to_pb,
         )
     }
@@ -192,7 +198,10 @@ impl Register for RegisterRpc {
         let req = req.into_inner();
         reply(
             self.registry.join_group(req.group_id, req.user_id).await,
-            |changed| pb::GroupMemberReply { changed },
+            |joined| pb::GroupMemberReply {
+                changed: joined.changed,
+                pending: !joined.member,
+            },
         )
     }
 
@@ -202,8 +211,11 @@ impl Register for RegisterRpc {
     ) -> RpcResult<pb::GroupMemberReply> {
         let req = req.into_inner();
         reply(
-            self.registry.quit_group(req.group_id, req.user_id).await,
-            |changed| pb::GroupMemberReply { changed },
+            self.registry.leave_group(req.group_id, req.user_id).await,
+            |changed| pb::GroupMemberReply {
+                changed,
+                pending: false,
+            },
         )
     }
 

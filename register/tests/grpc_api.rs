@@ -159,10 +159,12 @@ async fn create_login_verify_revoke_sessions_groups() {
         .create_group(pb::CreateGroupRequest {
             owner_id: alice,
             name: "friends".into(),
+            open: false,
         })
         .await
         .expect("CreateGroup")
         .into_inner();
+    assert!(!group.open);
     let members = client
         .group_members(pb::GroupMembersRequest {
             group_id: group.group_id,
@@ -180,12 +182,91 @@ async fn create_login_verify_revoke_sessions_groups() {
         .expect_err("an unknown group");
     assert_eq!(unknown_group.code(), Code::NotFound);
     assert_eq!(error_code(&unknown_group), ErrorCode::UnknownGroup);
+    // JoinGroup and QuitGroup act as the user they name, under the same rules.
+    let bob = client
+        .create_user(pb::CreateUserRequest {
+            name: "bob".into(),
+            password: "pw".into(),
+        })
+        .await
+        .expect("CreateUser")
+        .into_inner()
+        .user_id;
+    let bob_joins = pb::GroupMemberRequest {
+        group_id: group.group_id,
+        user_id: bob,
+    };
+    let asked = client
+        .join_group(bob_joins)
+        .await
+        .expect("JoinGroup")
+        .into_inner();
+    assert_eq!(
+        asked,
+        pb::GroupMemberReply {
+            changed: true,
+            pending: true
+        },
+        "a closed group takes a join request"
+    );
+    let members = client
+        .group_members(pb::GroupMembersRequest {
+            group_id: group.group_id,
+        })
+        .await
+        .expect("GroupMembers")
+        .into_inner();
+    assert_eq!(members.user_ids, [alice]);
+    let open = client
+        .create_group(pb::CreateGroupRequest {
+            owner_id: alice,
+            name: "open".into(),
+            open: true,
+        })
+        .await
+        .expect("CreateGroup")
+        .into_inner();
+    let bob_joins_open = pb::GroupMemberRequest {
+        group_id: open.group_id,
+        user_id: bob,
+    };
+    let joined = client
+        .join_group(bob_joins_open)
+        .await
+        .expect("JoinGroup")
+        .into_inner();
+    assert_eq!(
+        joined,
+        pb::GroupMemberReply {
+            changed: true,
+            pending: false
+        }
+    );
+    let left = client
+        .quit_group(bob_joins_open)
+        .await
+        .expect("QuitGroup")
+        .into_inner();
+    assert!(left.changed);
+    let owner_quits = client
+        .quit_group(pb::GroupMemberRequest {
+            group_id: open.group_id,
+            user_id: alice,
+        })
+        .await
+        .expect_err("the owner cannot leave");
+    assert_eq!(
+        owner_quits.code(),
+        Code::FailedPrecondition,
+        "{owner_quits:?}"
+    );
+
     let groups = client
         .user_groups(pb::UserGroupsRequest { user_id: alice })
         .await
         .expect("UserGroups")
         .into_inner();
-    assert_eq!(groups.groups, [group]);
+    assert_eq!(groups.groups, [group, open]);
 
     let _ = stop.send(());
     server.await.expect("server task").expect("server");

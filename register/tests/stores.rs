@@ -9,6 +9,7 @@ use std::time::Duration;
 use common::{LONG_TTL, test_env};
 use fishchat_codec::ErrorCode;
 use fishchat_register::Error;
+use fishchat_register::membership::Change;
 use fishchat_register::model::Session;
 use futures::future::join_all;
 use mongodb::bson::{Document, doc};
@@ -255,15 +256,22 @@ async fn groups_members_and_user_groups() {
     let bob = r.create_user("bob", "pw").await.expect("create");
     let carol = r.create_user("carol", "pw").await.expect("create");
 
-    let friends = r.create_group(alice, "friends").await.expect("group");
+    let friends = r.create_group(alice, "friends", true).await.expect("group");
     assert_eq!(friends.owner_id, alice);
+    assert_eq!(r.group(friends.id).await.expect("group"), friends);
     assert_eq!(r.group_members(friends.id).await.expect("members"), [alice]);
-    let work = r.create_group(bob, "work").await.expect("group");
+    let work = r.create_group(bob, "work", false).await.expect("group");
     assert_ne!(friends.id, work.id);
+    assert!(!r.group(work.id).await.expect("group").open);
 
-    assert!(r.join_group(friends.id, carol).await.expect("join"));
-    assert!(r.join_group(friends.id, bob).await.expect("join"));
-    assert!(!r.join_group(friends.id, bob).await.expect("join twice"));
+    assert!(r.join_group(friends.id, carol).await.expect("join").member);
+    assert!(r.join_group(friends.id, bob).await.expect("join").changed);
+    assert!(
+        !r.join_group(friends.id, bob)
+            .await
+            .expect("join twice")
+            .changed
+    );
     assert_eq!(
         r.group_members(friends.id).await.expect("members"),
         [alice, bob, carol]
@@ -279,15 +287,25 @@ async fn groups_members_and_user_groups() {
     expected.sort_unstable();
     assert_eq!(bobs, expected);
 
-    assert!(r.quit_group(friends.id, bob).await.expect("quit"));
-    assert!(!r.quit_group(friends.id, bob).await.expect("quit twice"));
+    // A request to join a closed group is no membership.
+    assert!(!r.join_group(work.id, carol).await.expect("ask").member);
+    assert_eq!(r.group_members(work.id).await.expect("members"), [bob]);
+    assert_eq!(
+        r.join_requests(work.id, bob).await.expect("requests"),
+        [carol]
+    );
+    assert_eq!(r.user_groups(carol).await.expect("groups").len(), 1);
+
+    assert!(r.leave_group(friends.id, bob).await.expect("leave"));
+    assert!(!r.leave_group(friends.id, bob).await.expect("leave twice"));
     assert_eq!(r.user_groups(bob).await.expect("groups"), [work]);
-    assert!(r.user_groups(carol).await.expect("groups").len() == 1);
 
     let missing = friends.id + 1_000;
     for err in [
         r.join_group(missing, bob).await.expect_err("unknown group"),
-        r.quit_group(missing, bob).await.expect_err("unknown group"),
+        r.leave_group(missing, bob)
+            .await
+            .expect_err("unknown group"),
         r.group_members(missing).await.expect_err("unknown group"),
     ] {
         assert_eq!(err.code(), ErrorCode::UnknownGroup, "{err}");
@@ -296,7 +314,7 @@ async fn groups_members_and_user_groups() {
         r.join_group(friends.id, 999_999)
             .await
             .expect_err("unknown user"),
-        r.create_group(999_999, "g")
+        r.create_group(999_999, "g", true)
             .await
             .expect_err("unknown user"),
         r.user_groups(999_999).await.expect_err("unknown user"),
@@ -307,9 +325,118 @@ async fn groups_members_and_user_groups() {
         assert_eq!(err.code(), ErrorCode::UnknownUser, "{err}");
     }
     assert_eq!(
-        r.create_group(alice, "").await.expect_err("empty").code(),
+        r.create_group(alice, "", true)
+            .await
+            .expect_err("empty")
+            .code(),
         ErrorCode::InvalidArgument
     );
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn records_written_before_roles_existed_read_as_members_of_open_groups() {
+    let env = test_env("legacy", LONG_TTL).await;
+    let r = &env.registry;
+    let alice = r.create_user("alice", "pw").await.expect("create");
+    let bob = r.create_user("bob", "pw").await.expect("create");
+    let carol = r.create_user("carol", "pw").await.expect("create");
+    let (alice_i, bob_i) = (to_i64(alice), to_i64(bob));
+    env.db
+        .collection::<Document>("groups")
+        .insert_one(doc! { "_id": 5_000_i64, "name": "old", "owner_id": alice_i })
+        .await
+        .expect("insert");
+    env.db
+        .collection::<Document>("group_members")
+        .insert_many([
+            doc! { "group_id": 5_000_i64, "user_id": alice_i },
+            doc! { "group_id": 5_000_i64, "user_id": bob_i },
+        ])
+        .await
+        .expect("insert");
+    assert_eq!(r.group_members(5_000).await.expect("members"), [alice, bob]);
+    assert!(r.group(5_000).await.expect("group").open);
+    assert!(r.join_group(5_000, carol).await.expect("join").member);
+    assert!(r.leave_group(5_000, bob).await.expect("leave"));
+    assert_eq!(
+        r.group_members(5_000).await.expect("members"),
+        [alice, carol]
+    );
+    env.cleanup().await;
+}
+
+fn to_i64(id: u64) -> i64 {
+    i64::try_from(id).expect("a small id")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_joins_approvals_and_a_withdrawal_leave_one_consistent_relation() {
+    let env = test_env("group-race", LONG_TTL).await;
+    let r = &env.registry;
+    let owner = r.create_user("owner", "pw").await.expect("create");
+    let admin = r.create_user("admin", "pw").await.expect("create");
+    let open = r.create_group(owner, "open", true).await.expect("group");
+    let closed = r.create_group(owner, "closed", false).await.expect("group");
+    r.invite(closed.id, owner, admin).await.expect("invite");
+    r.join_group(closed.id, admin).await.expect("join");
+    r.set_admin(closed.id, owner, admin, true)
+        .await
+        .expect("admin");
+
+    // Eight concurrent joins of an open group: one member, joined once.
+    let user = r.create_user("eager", "pw").await.expect("create");
+    let joins = join_all((0..8).map(|_| r.join_group(open.id, user))).await;
+    let changed = joins
+        .into_iter()
+        .map(|j| j.expect("join"))
+        .filter(|j| j.changed)
+        .count();
+    assert_eq!(changed, 1);
+    assert_eq!(
+        r.group_members(open.id).await.expect("members"),
+        [owner, user]
+    );
+
+    // Approvals by two managers race the requester's withdrawal, many times:
+    // the user ends up a member with no request left, or with nothing at all,
+    // and the membership log's last word agrees with the members.
+    for round in 0..10 {
+        let user = r
+            .create_user(&format!("asker-{round}"), "pw")
+            .await
+            .expect("create");
+        assert!(!r.join_group(closed.id, user).await.expect("ask").member);
+        let (a, b, left) = tokio::join!(
+            r.approve(closed.id, owner, user),
+            r.approve(closed.id, admin, user),
+            r.leave_group(closed.id, user),
+        );
+        for approval in [a, b] {
+            match approval {
+                Ok(()) | Err(Error::NoSuchRequest { .. }) => {}
+                Err(err) => panic!("round {round}: {err}"),
+            }
+        }
+        left.expect("leave");
+        let member = r
+            .group_members(closed.id)
+            .await
+            .expect("members")
+            .contains(&user);
+        let requests = r.join_requests(closed.id, owner).await.expect("requests");
+        assert!(
+            !requests.contains(&user),
+            "round {round}: a request survived"
+        );
+        let last = env.log.changes().into_iter().rev().find(|c| match c {
+            Change::Joined { user: u, group } | Change::Left { user: u, group } => {
+                *u == user && *group == closed.id
+            }
+        });
+        let logged_member = matches!(last, Some(Change::Joined { .. }));
+        assert_eq!(member, logged_member, "round {round}: log says {last:?}");
+    }
     env.cleanup().await;
 }
 

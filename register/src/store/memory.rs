@@ -1,15 +1,17 @@
 //! In-memory stand-ins for the storage traits, for unit tests of the domain.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
 
-use super::{Accounts, Groups, Sessions, Tokens};
+use super::{Accounts, Groups, Removable, Sessions, Tokens, Touched};
+use crate::announce::Announcer;
 use crate::error::StoreError;
-use crate::model::{Group, GroupId, Session, TokenRecord, UserId, UserRecord};
+use crate::model::{Group, GroupId, Pending, Relation, Session, TokenRecord, UserId, UserRecord};
 
 /// Every store in one struct, behind one lock.
 #[derive(Default)]
@@ -21,13 +23,19 @@ pub(crate) struct Memory {
 struct Inner {
     users: BTreeMap<UserId, UserRecord>,
     groups: BTreeMap<GroupId, Group>,
-    members: BTreeSet<(GroupId, UserId)>,
+    relations: BTreeMap<(GroupId, UserId), Relation>,
+    announcements: Vec<(&'static str, u64)>,
     tokens: HashMap<String, TokenRecord>,
     sessions: BTreeMap<(UserId, String), Session>,
     next_id: u64,
 }
 
 impl Memory {
+    /// Every announcement so far, in order.
+    pub(crate) fn announcements(&self) -> Vec<(&'static str, u64)> {
+        self.inner.lock().announcements.clone()
+    }
+
     fn ready<'a, T: Send + 'a>(value: T) -> BoxFuture<'a, Result<T, StoreError>> {
         futures::future::ready(Ok(value)).boxed()
     }
@@ -74,59 +82,153 @@ impl Accounts for Memory {
 }
 
 impl Groups for Memory {
-    fn create_group<'a>(
-        &'a self,
-        owner: UserId,
-        name: &'a str,
-    ) -> BoxFuture<'a, Result<Group, StoreError>> {
+    fn next_group_id(&self) -> BoxFuture<'_, Result<GroupId, StoreError>> {
         let mut inner = self.inner.lock();
         inner.next_id += 1;
-        let group = Group {
-            id: inner.next_id,
-            name: name.to_owned(),
-            owner_id: owner,
-        };
+        Self::ready(inner.next_id)
+    }
+
+    fn insert_group<'a>(&'a self, group: &'a Group) -> BoxFuture<'a, Result<(), StoreError>> {
+        let mut inner = self.inner.lock();
         inner.groups.insert(group.id, group.clone());
-        inner.members.insert((group.id, owner));
-        Self::ready(group)
+        inner.relations.insert(
+            (group.id, group.owner_id),
+            Relation::Member { admin: false },
+        );
+        Self::ready(())
     }
 
     fn group(&self, id: GroupId) -> BoxFuture<'_, Result<Option<Group>, StoreError>> {
         Self::ready(self.inner.lock().groups.get(&id).cloned())
     }
 
-    fn add_member(&self, group: GroupId, user: UserId) -> BoxFuture<'_, Result<bool, StoreError>> {
-        Self::ready(self.inner.lock().members.insert((group, user)))
-    }
-
-    fn remove_member(
+    fn relation(
         &self,
         group: GroupId,
         user: UserId,
-    ) -> BoxFuture<'_, Result<bool, StoreError>> {
-        Self::ready(self.inner.lock().members.remove(&(group, user)))
+    ) -> BoxFuture<'_, Result<Option<Relation>, StoreError>> {
+        Self::ready(self.inner.lock().relations.get(&(group, user)).copied())
     }
 
-    fn members(&self, group: GroupId) -> BoxFuture<'_, Result<Vec<UserId>, StoreError>> {
+    fn add_pending(
+        &self,
+        group: GroupId,
+        user: UserId,
+        pending: Pending,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let mut inner = self.inner.lock();
+        let added = match inner.relations.entry((group, user)) {
+            Entry::Occupied(_) => false,
+            Entry::Vacant(slot) => {
+                slot.insert(Relation::Pending(pending));
+                true
+            }
+        };
+        Self::ready(added)
+    }
+
+    fn add_member(
+        &self,
+        group: GroupId,
+        user: UserId,
+        from: Option<Pending>,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let mut inner = self.inner.lock();
+        let current = inner.relations.get(&(group, user)).copied();
+        let matches = match (current, from) {
+            (None, None) => true,
+            (Some(Relation::Pending(p)), Some(from)) => p == from,
+            _ => false,
+        };
+        if matches {
+            inner
+                .relations
+                .insert((group, user), Relation::Member { admin: false });
+        }
+        Self::ready(matches)
+    }
+
+    fn remove(
+        &self,
+        group: GroupId,
+        user: UserId,
+        which: Removable,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let mut inner = self.inner.lock();
+        let current = inner.relations.get(&(group, user)).copied();
+        let matches = match (current, which) {
+            (Some(Relation::Member { .. }), Removable::Member) => true,
+            (Some(Relation::Member { admin }), Removable::PlainMember) => !admin,
+            (Some(Relation::Pending(p)), Removable::Pending(which)) => p == which,
+            _ => false,
+        };
+        if matches {
+            inner.relations.remove(&(group, user));
+        }
+        Self::ready(matches)
+    }
+
+    fn set_admin(
+        &self,
+        group: GroupId,
+        user: UserId,
+        admin: bool,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let mut inner = self.inner.lock();
+        let member = match inner.relations.get_mut(&(group, user)) {
+            Some(Relation::Member { admin: flag }) => {
+                *flag = admin;
+                true
+            }
+            _ => false,
+        };
+        Self::ready(member)
+    }
+
+    fn members(&self, group: GroupId) -> BoxFuture<'_, Result<Vec<(UserId, bool)>, StoreError>> {
         let inner = self.inner.lock();
         let members = inner
-            .members
-            .iter()
-            .filter(|(g, _)| *g == group)
-            .map(|(_, u)| *u)
+            .relations
+            .range((group, 0)..=(group, UserId::MAX))
+            .filter_map(|((_, user), relation)| match relation {
+                Relation::Member { admin } => Some((*user, *admin)),
+                Relation::Pending(_) => None,
+            })
             .collect();
         Self::ready(members)
+    }
+
+    fn pending(
+        &self,
+        group: GroupId,
+        pending: Pending,
+    ) -> BoxFuture<'_, Result<Vec<UserId>, StoreError>> {
+        let inner = self.inner.lock();
+        let users = inner
+            .relations
+            .range((group, 0)..=(group, UserId::MAX))
+            .filter(|(_, relation)| **relation == Relation::Pending(pending))
+            .map(|((_, user), _)| *user)
+            .collect();
+        Self::ready(users)
     }
 
     fn groups_of(&self, user: UserId) -> BoxFuture<'_, Result<Vec<Group>, StoreError>> {
         let inner = self.inner.lock();
         let groups = inner
-            .members
+            .relations
             .iter()
-            .filter(|(_, u)| *u == user)
-            .filter_map(|(g, _)| inner.groups.get(g).cloned())
+            .filter(|((_, u), relation)| *u == user && matches!(relation, Relation::Member { .. }))
+            .filter_map(|((g, _), _)| inner.groups.get(g).cloned())
             .collect();
         Self::ready(groups)
+    }
+}
+
+impl Announcer for Memory {
+    fn publish(&self, channel: &'static str, id: u64) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.inner.lock().announcements.push((channel, id));
+        Self::ready(())
     }
 }
 
@@ -178,17 +280,18 @@ impl Sessions for Memory {
         Self::ready(matches)
     }
 
-    fn touch<'a>(&'a self, session: &'a Session) -> BoxFuture<'a, Result<bool, StoreError>> {
+    fn touch<'a>(&'a self, session: &'a Session) -> BoxFuture<'a, Result<Touched, StoreError>> {
         let mut inner = self.inner.lock();
         let key = (session.user_id, session.device_id.clone());
-        let current = inner
-            .sessions
-            .get(&key)
-            .is_none_or(|s| s.same_connection(session));
-        if current {
+        let touched = match inner.sessions.get(&key) {
+            None => Touched::Recorded,
+            Some(s) if s.same_connection(session) => Touched::Current,
+            Some(_) => Touched::Replaced,
+        };
+        if touched != Touched::Replaced {
             inner.sessions.insert(key, session.clone());
         }
-        Self::ready(current)
+        Self::ready(touched)
     }
 
     fn list<'a>(&'a self, users: &'a [UserId]) -> BoxFuture<'a, Result<Vec<Session>, StoreError>> {

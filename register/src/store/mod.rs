@@ -3,7 +3,8 @@
 //! The traits return boxed futures so the domain can hold them as trait
 //! objects (`Arc<dyn Accounts>`) and tests can swap in the in-memory
 //! stand-ins. The adapters: [`mongo::MongoStore`] for accounts and groups,
-//! [`redis::RedisStore`] for tokens and sessions.
+//! [`redis::RedisStore`] for tokens and sessions (and the announcements of
+//! `crate::announce`, on the same connection).
 
 #[cfg(test)]
 pub(crate) mod memory;
@@ -15,7 +16,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 use crate::error::StoreError;
-use crate::model::{Group, GroupId, Session, TokenRecord, UserId, UserRecord};
+use crate::model::{Group, GroupId, Pending, Relation, Session, TokenRecord, UserId, UserRecord};
 
 /// Durable user accounts.
 pub trait Accounts: Send + Sync {
@@ -34,27 +35,75 @@ pub trait Accounts: Send + Sync {
     fn user_by_id(&self, id: UserId) -> BoxFuture<'_, Result<Option<UserRecord>, StoreError>>;
 }
 
-/// Durable groups and their members.
+/// Which relation [`Groups::remove`] may delete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removable {
+    /// Membership, admin or not.
+    Member,
+    /// Membership of a user who is not an admin.
+    PlainMember,
+    /// A join request or an invitation.
+    Pending(Pending),
+}
+
+/// Durable groups and each (group, user) pair's [`Relation`].
+///
+/// Every method that changes a pair is one atomic compare-and-set on that
+/// pair's single record, so concurrent requests about one pair serialize
+/// there: exactly one of two racing changes from the same relation wins.
 pub trait Groups: Send + Sync {
-    /// Stores a group under a fresh id, with `owner` as its first member.
-    fn create_group<'a>(
-        &'a self,
-        owner: UserId,
-        name: &'a str,
-    ) -> BoxFuture<'a, Result<Group, StoreError>>;
+    /// A fresh group id, never handed out again (one whose creation then
+    /// fails is skipped).
+    fn next_group_id(&self) -> BoxFuture<'_, Result<GroupId, StoreError>>;
+    /// Stores `group` with its owner as first member.
+    fn insert_group<'a>(&'a self, group: &'a Group) -> BoxFuture<'a, Result<(), StoreError>>;
     /// The group with this id.
     fn group(&self, id: GroupId) -> BoxFuture<'_, Result<Option<Group>, StoreError>>;
-    /// Adds a member; false when already one.
-    fn add_member(&self, group: GroupId, user: UserId) -> BoxFuture<'_, Result<bool, StoreError>>;
-    /// Removes a member; false when not one.
-    fn remove_member(
+    /// How `user` stands towards `group`.
+    fn relation(
         &self,
         group: GroupId,
         user: UserId,
+    ) -> BoxFuture<'_, Result<Option<Relation>, StoreError>>;
+    /// Records a join request or an invitation for a pair with no relation;
+    /// false when the pair has one.
+    fn add_pending(
+        &self,
+        group: GroupId,
+        user: UserId,
+        pending: Pending,
     ) -> BoxFuture<'_, Result<bool, StoreError>>;
-    /// A group's members, by increasing id.
-    fn members(&self, group: GroupId) -> BoxFuture<'_, Result<Vec<UserId>, StoreError>>;
-    /// The groups a user belongs to, by increasing id.
+    /// Makes `user` a plain member: from no relation when `from` is `None`,
+    /// else from exactly `from`; false when the pair's relation is not that.
+    fn add_member(
+        &self,
+        group: GroupId,
+        user: UserId,
+        from: Option<Pending>,
+    ) -> BoxFuture<'_, Result<bool, StoreError>>;
+    /// Deletes the pair's relation if it is `which`; false when it is not.
+    fn remove(
+        &self,
+        group: GroupId,
+        user: UserId,
+        which: Removable,
+    ) -> BoxFuture<'_, Result<bool, StoreError>>;
+    /// Sets a member's admin flag; false when `user` is not a member.
+    fn set_admin(
+        &self,
+        group: GroupId,
+        user: UserId,
+        admin: bool,
+    ) -> BoxFuture<'_, Result<bool, StoreError>>;
+    /// A group's members with their admin flags, by increasing user id.
+    fn members(&self, group: GroupId) -> BoxFuture<'_, Result<Vec<(UserId, bool)>, StoreError>>;
+    /// The users with a `pending` relation to `group`, by increasing id.
+    fn pending(
+        &self,
+        group: GroupId,
+        pending: Pending,
+    ) -> BoxFuture<'_, Result<Vec<UserId>, StoreError>>;
+    /// The groups a user is a member of, by increasing id.
     fn groups_of(&self, user: UserId) -> BoxFuture<'_, Result<Vec<Group>, StoreError>>;
 }
 
@@ -71,6 +120,17 @@ pub trait Tokens: Send + Sync {
     fn get<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Option<TokenRecord>, StoreError>>;
     /// Forgets `token`; false when it was not there.
     fn delete<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<bool, StoreError>>;
+}
+
+/// What a heartbeat found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Touched {
+    /// The session named this connection and was refreshed.
+    Current,
+    /// The device had no session (say, Redis lost it); this connection's was recorded.
+    Recorded,
+    /// Another connection holds the device; nothing changed.
+    Replaced,
 }
 
 /// Where each user's devices are connected.
@@ -90,8 +150,8 @@ pub trait Sessions: Send + Sync {
         conn_id: u64,
     ) -> BoxFuture<'a, Result<bool, StoreError>>;
     /// Re-records `session` unless another connection holds its (user,
-    /// device), atomically; true when `session` is (now) the recorded one.
-    fn touch<'a>(&'a self, session: &'a Session) -> BoxFuture<'a, Result<bool, StoreError>>;
+    /// device), atomically.
+    fn touch<'a>(&'a self, session: &'a Session) -> BoxFuture<'a, Result<Touched, StoreError>>;
     /// Every session of each of `users`.
     fn list<'a>(&'a self, users: &'a [UserId]) -> BoxFuture<'a, Result<Vec<Session>, StoreError>>;
 }

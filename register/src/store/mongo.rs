@@ -1,9 +1,17 @@
 //! Accounts and groups in MongoDB.
 //!
 //! Collections: `users` {_id: i64, name (unique), password_hash}, `groups`
-//! {_id: i64, name, owner_id}, `group_members` {group_id, user_id} (unique on
-//! the pair, indexed by user for "a user's groups") and `counters` {_id:
-//! collection, seq} handing out ids with `$inc`. The counter documents are
+//! {_id: i64, name, owner_id, open}, `group_members` {group_id, user_id,
+//! state, admin} and `counters` {_id: collection, seq} handing out ids with
+//! `$inc`.
+//!
+//! `group_members` holds each (group, user) pair's one relation, unique on
+//! the pair and indexed by user for "a user's groups": `state` is "member",
+//! "requested" (a join request) or "invited"; a record without `state` was
+//! written before groups had requests and invitations and is a member. One
+//! record per pair makes every transition (request to member, member to
+//! nothing, ...) a single conditional write, so of two racing changes of a
+//! pair exactly one applies and no pair is ever both asked and a member. The counter documents are
 //! created before any `$inc` because an upsert racing on a missing document
 //! can answer `None` on the server we run (INFRA.md).
 
@@ -17,9 +25,9 @@ use mongodb::options::{ClientOptions, IndexOptions, ReturnDocument};
 use mongodb::{Client, Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
 
-use super::{Accounts, Groups};
+use super::{Accounts, Groups, Removable};
 use crate::error::StoreError;
-use crate::model::{Group, GroupId, UserId, UserRecord};
+use crate::model::{Group, GroupId, Pending, Relation, UserId, UserRecord};
 
 /// MongoDB's code for a write that breaks a unique index.
 const DUPLICATE_KEY: i32 = 11000;
@@ -47,12 +55,32 @@ struct GroupDoc {
     id: i64,
     name: String,
     owner_id: i64,
+    /// Absent in groups made before the flag existed: anyone could join those, and still may.
+    #[serde(default = "open_before_the_flag")]
+    open: bool,
+}
+
+fn open_before_the_flag() -> bool {
+    true
+}
+
+/// A pair's relation, as stored in `group_members`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum State {
+    Member,
+    Requested,
+    Invited,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-struct MemberDoc {
+struct RelationDoc {
     group_id: i64,
     user_id: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    state: Option<State>,
+    #[serde(default)]
+    admin: bool,
 }
 
 /// Users and groups in one MongoDB database.
@@ -60,7 +88,7 @@ struct MemberDoc {
 pub struct MongoStore {
     users: Collection<UserDoc>,
     groups: Collection<GroupDoc>,
-    members: Collection<MemberDoc>,
+    members: Collection<RelationDoc>,
     counters: Collection<Document>,
 }
 
@@ -163,20 +191,23 @@ impl MongoStore {
         }))
     }
 
-    async fn create_group(&self, owner: UserId, name: &str) -> Result<Group, StoreError> {
-        let owner_id = to_i64(owner)?;
-        let id = self.next_id(GROUPS_COUNTER).await?;
-        let group = GroupDoc {
+    async fn insert_group(&self, group: &Group) -> Result<(), StoreError> {
+        let id = to_i64(group.id)?;
+        let owner_id = to_i64(group.owner_id)?;
+        let doc = GroupDoc {
             id,
-            name: name.to_owned(),
+            name: group.name.clone(),
             owner_id,
+            open: group.open,
         };
-        self.groups.insert_one(&group).await.map_err(backend)?;
-        let member = MemberDoc {
+        self.groups.insert_one(&doc).await.map_err(backend)?;
+        let owner = RelationDoc {
             group_id: id,
             user_id: owner_id,
+            state: Some(State::Member),
+            admin: false,
         };
-        if let Err(err) = self.members.insert_one(&member).await {
+        if let Err(err) = self.members.insert_one(&owner).await {
             // A group without its owner would be unusable: undo it (best effort; on
             // failure it is an orphan nobody was told about).
             if let Err(undo) = self.groups.delete_one(doc! { "_id": id }).await {
@@ -184,7 +215,7 @@ impl MongoStore {
             }
             return Err(backend(err));
         }
-        group.try_into()
+        Ok(())
     }
 
     async fn group(&self, id: GroupId) -> Result<Option<Group>, StoreError> {
@@ -199,46 +230,125 @@ impl MongoStore {
         found.map(Group::try_from).transpose()
     }
 
-    async fn add_member(&self, group: GroupId, user: UserId) -> Result<bool, StoreError> {
-        let member = MemberDoc {
+    async fn relation(&self, group: GroupId, user: UserId) -> Result<Option<Relation>, StoreError> {
+        let found = self
+            .members
+            .find_one(pair(group, user)?)
+            .await
+            .map_err(backend)?;
+        Ok(found.map(|doc| doc.relation()))
+    }
+
+    /// Inserts a record for a pair that has none; false when it has one.
+    async fn insert_relation(
+        &self,
+        group: GroupId,
+        user: UserId,
+        state: State,
+    ) -> Result<bool, StoreError> {
+        let doc = RelationDoc {
             group_id: to_i64(group)?,
             user_id: to_i64(user)?,
+            state: Some(state),
+            admin: false,
         };
-        match self.members.insert_one(&member).await {
+        match self.members.insert_one(&doc).await {
             Ok(_) => Ok(true),
             Err(err) if is_duplicate(&err) => Ok(false),
             Err(err) => Err(backend(err)),
         }
     }
 
-    async fn remove_member(&self, group: GroupId, user: UserId) -> Result<bool, StoreError> {
-        let filter = doc! { "group_id": to_i64(group)?, "user_id": to_i64(user)? };
+    async fn add_member(
+        &self,
+        group: GroupId,
+        user: UserId,
+        from: Option<Pending>,
+    ) -> Result<bool, StoreError> {
+        let Some(from) = from else {
+            return self.insert_relation(group, user, State::Member).await;
+        };
+        let mut filter = pair(group, user)?;
+        filter.insert("state", State::from(from).as_str());
+        let update = doc! { "$set": { "state": State::Member.as_str(), "admin": false } };
+        let result = self
+            .members
+            .update_one(filter, update)
+            .await
+            .map_err(backend)?;
+        Ok(result.matched_count > 0)
+    }
+
+    async fn remove(
+        &self,
+        group: GroupId,
+        user: UserId,
+        which: Removable,
+    ) -> Result<bool, StoreError> {
+        let mut filter = pair(group, user)?;
+        match which {
+            Removable::Member => {
+                filter.insert("state", is_member());
+            }
+            Removable::PlainMember => {
+                filter.insert("state", is_member());
+                filter.insert("admin", doc! { "$ne": true });
+            }
+            Removable::Pending(p) => {
+                filter.insert("state", State::from(p).as_str());
+            }
+        }
         let result = self.members.delete_one(filter).await.map_err(backend)?;
         Ok(result.deleted_count > 0)
     }
 
-    async fn members(&self, group: GroupId) -> Result<Vec<UserId>, StoreError> {
-        let members: Vec<MemberDoc> = self
+    async fn set_admin(
+        &self,
+        group: GroupId,
+        user: UserId,
+        admin: bool,
+    ) -> Result<bool, StoreError> {
+        let mut filter = pair(group, user)?;
+        filter.insert("state", is_member());
+        let result = self
             .members
-            .find(doc! { "group_id": to_i64(group)? })
+            .update_one(filter, doc! { "$set": { "admin": admin } })
+            .await
+            .map_err(backend)?;
+        Ok(result.matched_count > 0)
+    }
+
+    async fn find_relations(&self, filter: Document) -> Result<Vec<RelationDoc>, StoreError> {
+        self.members
+            .find(filter)
             .sort(doc! { "user_id": 1 })
             .await
             .map_err(backend)?
             .try_collect()
             .await
-            .map_err(backend)?;
-        members.into_iter().map(|m| to_u64(m.user_id)).collect()
+            .map_err(backend)
+    }
+
+    async fn members(&self, group: GroupId) -> Result<Vec<(UserId, bool)>, StoreError> {
+        let found = self
+            .find_relations(doc! { "group_id": to_i64(group)?, "state": is_member() })
+            .await?;
+        found
+            .into_iter()
+            .map(|m| Ok((to_u64(m.user_id)?, m.admin)))
+            .collect()
+    }
+
+    async fn pending(&self, group: GroupId, pending: Pending) -> Result<Vec<UserId>, StoreError> {
+        let filter = doc! { "group_id": to_i64(group)?, "state": State::from(pending).as_str() };
+        let found = self.find_relations(filter).await?;
+        found.into_iter().map(|m| to_u64(m.user_id)).collect()
     }
 
     async fn groups_of(&self, user: UserId) -> Result<Vec<Group>, StoreError> {
-        let memberships: Vec<MemberDoc> = self
-            .members
-            .find(doc! { "user_id": to_i64(user)? })
-            .await
-            .map_err(backend)?
-            .try_collect()
-            .await
-            .map_err(backend)?;
+        let memberships = self
+            .find_relations(doc! { "user_id": to_i64(user)?, "state": is_member() })
+            .await?;
         let ids: Vec<i64> = memberships.into_iter().map(|m| m.group_id).collect();
         if ids.is_empty() {
             return Ok(Vec::new());
@@ -256,6 +366,45 @@ impl MongoStore {
     }
 }
 
+/// The filter of one pair's record.
+fn pair(group: GroupId, user: UserId) -> Result<Document, StoreError> {
+    Ok(doc! { "group_id": to_i64(group)?, "user_id": to_i64(user)? })
+}
+
+/// The `state` condition of a membership: "member", or no state at all.
+fn is_member() -> Document {
+    doc! { "$nin": [State::Requested.as_str(), State::Invited.as_str()] }
+}
+
+impl RelationDoc {
+    fn relation(&self) -> Relation {
+        match self.state {
+            None | Some(State::Member) => Relation::Member { admin: self.admin },
+            Some(State::Requested) => Relation::Pending(Pending::Requested),
+            Some(State::Invited) => Relation::Pending(Pending::Invited),
+        }
+    }
+}
+
+impl From<Pending> for State {
+    fn from(p: Pending) -> Self {
+        match p {
+            Pending::Requested => State::Requested,
+            Pending::Invited => State::Invited,
+        }
+    }
+}
+
+impl State {
+    fn as_str(self) -> &'static str {
+        match self {
+            State::Member => "member",
+            State::Requested => "requested",
+            State::Invited => "invited",
+        }
+    }
+}
+
 impl TryFrom<GroupDoc> for Group {
     type Error = StoreError;
 
@@ -264,6 +413,7 @@ impl TryFrom<GroupDoc> for Group {
             id: to_u64(doc.id)?,
             name: doc.name,
             owner_id: to_u64(doc.owner_id)?,
+            open: doc.open,
         })
     }
 }
@@ -296,32 +446,72 @@ impl Accounts for MongoStore {
 }
 
 impl Groups for MongoStore {
-    fn create_group<'a>(
-        &'a self,
-        owner: UserId,
-        name: &'a str,
-    ) -> BoxFuture<'a, Result<Group, StoreError>> {
-        self.create_group(owner, name).boxed()
+    fn next_group_id(&self) -> BoxFuture<'_, Result<GroupId, StoreError>> {
+        async move { to_u64(self.next_id(GROUPS_COUNTER).await?) }.boxed()
+    }
+
+    fn insert_group<'a>(&'a self, group: &'a Group) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.insert_group(group).boxed()
     }
 
     fn group(&self, id: GroupId) -> BoxFuture<'_, Result<Option<Group>, StoreError>> {
         self.group(id).boxed()
     }
 
-    fn add_member(&self, group: GroupId, user: UserId) -> BoxFuture<'_, Result<bool, StoreError>> {
-        self.add_member(group, user).boxed()
-    }
-
-    fn remove_member(
+    fn relation(
         &self,
         group: GroupId,
         user: UserId,
-    ) -> BoxFuture<'_, Result<bool, StoreError>> {
-        self.remove_member(group, user).boxed()
+    ) -> BoxFuture<'_, Result<Option<Relation>, StoreError>> {
+        self.relation(group, user).boxed()
     }
 
-    fn members(&self, group: GroupId) -> BoxFuture<'_, Result<Vec<UserId>, StoreError>> {
+    fn add_pending(
+        &self,
+        group: GroupId,
+        user: UserId,
+        pending: Pending,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        self.insert_relation(group, user, pending.into()).boxed()
+    }
+
+    fn add_member(
+        &self,
+        group: GroupId,
+        user: UserId,
+        from: Option<Pending>,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        self.add_member(group, user, from).boxed()
+    }
+
+    fn remove(
+        &self,
+        group: GroupId,
+        user: UserId,
+        which: Removable,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        self.remove(group, user, which).boxed()
+    }
+
+    fn set_admin(
+        &self,
+        group: GroupId,
+        user: UserId,
+        admin: bool,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        self.set_admin(group, user, admin).boxed()
+    }
+
+    fn members(&self, group: GroupId) -> BoxFuture<'_, Result<Vec<(UserId, bool)>, StoreError>> {
         self.members(group).boxed()
+    }
+
+    fn pending(
+        &self,
+        group: GroupId,
+        pending: Pending,
+    ) -> BoxFuture<'_, Result<Vec<UserId>, StoreError>> {
+        self.pending(group, pending).boxed()
     }
 
     fn groups_of(&self, user: UserId) -> BoxFuture<'_, Result<Vec<Group>, StoreError>> {

@@ -11,6 +11,8 @@
 //!
 //! Replacing and compare-and-deleting a session run as Lua scripts, so each
 //! is one atomic step even when two connections of a device race.
+//!
+//! Announcements (`crate::announce`) are PUBLISHed on the same connection.
 
 use std::time::Duration;
 
@@ -21,7 +23,8 @@ use redis::{AsyncCommands, Script};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{Sessions, Tokens};
+use super::{Sessions, Tokens, Touched};
+use crate::announce::Announcer;
 use crate::error::StoreError;
 use crate::model::{Session, TokenRecord, UserId};
 
@@ -48,15 +51,18 @@ return 0
 ";
 
 /// Re-records a device's session (ARGV[2]) unless another connection holds
-/// it: 1 when connection ARGV[4] of node ARGV[3] is (now) the recorded one.
+/// it: 0 when another does, 1 when connection ARGV[4] of node ARGV[3] was
+/// the recorded one, 2 when the device had no session and now has this one.
 const TOUCH_SCRIPT: &str = r"
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
+local was = 2
 if cur then
   local ok, s = pcall(cjson.decode, cur)
   if not (ok and s.node == ARGV[3] and s.conn == ARGV[4]) then return 0 end
+  was = 1
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return 1
+return was
 ";
 
 /// One device's session as stored in its user's hash.
@@ -170,9 +176,9 @@ impl RedisStore {
         Ok(removed == 1)
     }
 
-    async fn touch_session(&self, session: &Session) -> Result<bool, StoreError> {
+    async fn touch_session(&self, session: &Session) -> Result<Touched, StoreError> {
         let mut conn = self.conn.clone();
-        let current: i64 = self
+        let touched: i64 = self
             .touch
             .key(self.sessions_key(session.user_id))
             .arg(&session.device_id)
@@ -182,7 +188,22 @@ impl RedisStore {
             .invoke_async(&mut conn)
             .await
             .map_err(backend)?;
-        Ok(current == 1)
+        match touched {
+            0 => Ok(Touched::Replaced),
+            1 => Ok(Touched::Current),
+            2 => Ok(Touched::Recorded),
+            other => Err(StoreError::corrupt(format!(
+                "the touch script answered {other}"
+            ))),
+        }
+    }
+
+    async fn publish_id(&self, channel: &str, id: u64) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        conn.publish::<_, _, i64>(channel, id.to_string())
+            .await
+            .map(drop)
+            .map_err(backend)
     }
 
     async fn list_sessions(&self, users: &[UserId]) -> Result<Vec<Session>, StoreError> {
@@ -247,12 +268,18 @@ impl Sessions for RedisStore {
         self.remove_session(user, device, node, conn_id).boxed()
     }
 
-    fn touch<'a>(&'a self, session: &'a Session) -> BoxFuture<'a, Result<bool, StoreError>> {
+    fn touch<'a>(&'a self, session: &'a Session) -> BoxFuture<'a, Result<Touched, StoreError>> {
         self.touch_session(session).boxed()
     }
 
     fn list<'a>(&'a self, users: &'a [UserId]) -> BoxFuture<'a, Result<Vec<Session>, StoreError>> {
         self.list_sessions(users).boxed()
+    }
+}
+
+impl Announcer for RedisStore {
+    fn publish(&self, channel: &'static str, id: u64) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.publish_id(channel, id).boxed()
     }
 }
 

@@ -4,15 +4,19 @@
 // Each test binary compiles this module and uses a different part of it.
 #![allow(dead_code)]
 
+pub mod api;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use fishchat_e2e::{mongo, redis, redis_url, unique_name};
+use fishchat_register::membership::RecordingLog;
 use fishchat_register::password::Passwords;
 use fishchat_register::store::mongo::MongoStore;
 use fishchat_register::store::redis::RedisStore;
-use fishchat_register::{Registry, Stores, TokenPolicy};
+use fishchat_register::{Outbound, Registry, Stores, TokenPolicy};
 use mongodb::Database;
+use mongodb::bson::doc;
 
 /// Token lifetime for tests that do not wait for expiry.
 pub const LONG_TTL: Duration = Duration::from_secs(600);
@@ -23,6 +27,8 @@ pub struct TestEnv {
     pub db: Database,
     pub redis: RedisStore,
     pub prefix: String,
+    /// The membership log the registry tells (a recording fake).
+    pub log: Arc<RecordingLog>,
 }
 
 /// A registry whose tokens live `ttl`, with cheap argon2 parameters (debug
@@ -45,9 +51,15 @@ pub async fn test_env(test: &str, ttl: Duration) -> TestEnv {
         tokens: Arc::new(redis_store.clone()),
         sessions: Arc::new(redis_store.clone()),
     };
+    let log = Arc::new(RecordingLog::default());
+    let outbound = Outbound {
+        membership: log.clone(),
+        announcer: Arc::new(redis_store.clone()),
+    };
     let params = argon2::Params::new(1024, 1, 1, None).expect("valid argon2 params");
     let registry = Registry::new(
         stores,
+        outbound,
         TokenPolicy {
             ttl,
             grace: Duration::from_secs(60),
@@ -59,10 +71,25 @@ pub async fn test_env(test: &str, ttl: Duration) -> TestEnv {
         db,
         redis: redis_store,
         prefix,
+        log,
     }
 }
 
 impl TestEnv {
+    /// Makes the next user and group ids start above a random billion, so ids
+    /// this test announces on the shared Redis channels are not ones another
+    /// test's fresh database hands out too.
+    pub async fn spread_ids(&self) {
+        let start = 1_000_000_000 + i64::from(rand::random::<u32>());
+        for counter in ["users", "groups"] {
+            self.db
+                .collection::<mongodb::bson::Document>("counters")
+                .update_one(doc! { "_id": counter }, doc! { "$set": { "seq": start } })
+                .await
+                .expect("move an id counter");
+        }
+    }
+
     /// Drops the database and deletes every key under the prefix.
     pub async fn cleanup(self) {
         self.db.drop().await.expect("drop test database");
