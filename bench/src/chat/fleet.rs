@@ -25,7 +25,7 @@ pub trait Fleet {
     fn counts(&mut self) -> Counts;
     /// Tells every connection to send in `window`.
     async fn send(&mut self, window: Window);
-    /// Tells every connection to stop sending, SYNC its inbox and log out.
+    /// Tells every connection to stop sending, audit its conversations and log out.
     async fn sync(&mut self);
     /// The outcome of every connection that finished by `until`, and the
     /// fleet's measures; the fleet is gone afterwards.

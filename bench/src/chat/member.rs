@@ -363,7 +363,7 @@ impl Side for Member<'_> {
 }
 
 impl Member<'_> {
-    /// Sends and receives until the run says SYNC (Ok) or the connection ends (Err).
+    /// Sends and receives until the run says to audit (Ok) or the connection ends (Err).
     async fn chat(
         &mut self,
         wire: &mut Wire,
@@ -581,7 +581,7 @@ impl Member<'_> {
         self.out.sync_failure = match result {
             Ok(Ok(())) => None,
             Ok(Err(Failure(why))) => Some(why),
-            Err(_) => Some("sync timeout".into()),
+            Err(_) => Some("audit timeout".into()),
         };
     }
 

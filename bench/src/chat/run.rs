@@ -1,7 +1,7 @@
 //! One run of a chat scenario: every connection logs in, then the senders
 //! send for `--seconds` from one agreed time, the run waits up to `--drain`
-//! for the acks and pushes still on their way, and every connection SYNCs
-//! its inbox and logs out. Each phase is bounded. The same steps drive a
+//! for the acks and pushes still on their way, and every connection audits
+//! its conversations and logs out. Each phase is bounded. The same steps drive a
 //! fleet in this process or one of worker processes ([`Fleet`]).
 
 use std::path::Path;
@@ -27,8 +27,8 @@ use crate::wait;
 /// How long after the sending is decided the first send may go (every
 /// connection, in every process, hears of the start before it comes).
 const START_DELAY: Duration = Duration::from_millis(300);
-/// How long the connections have for SYNC and LOGOUT once told (each one's
-/// SYNC is bounded by 30 s, its LOGOUT by 5 s).
+/// How long the connections have for the audit and LOGOUT once told (each
+/// one's audit is bounded by 30 s, its LOGOUT by 5 s).
 pub const FINISH: Duration = Duration::from_secs(40);
 /// Added to the login bound (for worker processes, their start too).
 const LOGIN_SLACK: Duration = Duration::from_secs(10);
@@ -187,7 +187,7 @@ struct CpuSpent {
 }
 
 /// Drives `fleet` through the phases: every connection logged in, the
-/// sending from one agreed time, the stragglers, then SYNC and logout.
+/// sending from one agreed time, the stragglers, then the audit and logout.
 async fn drive(
     mut fleet: impl Fleet,
     plan: &Plan,
@@ -238,8 +238,8 @@ async fn drive(
         acked: fleet.counts().acked,
     };
 
-    // 4. SYNC every inbox, log out, collect.
-    progress.phase("syncing", total);
+    // 4. Audit every connection's conversations, log out, collect.
+    progress.phase("auditing", total);
     fleet.sync().await;
     let gathered = fleet.collect(Instant::now() + FINISH).await?;
     let timing = Timing {

@@ -31,7 +31,7 @@ const EXIT_GRACE: Duration = Duration::from_secs(2);
 pub enum Order {
     /// Send in this window.
     Send(Window),
-    /// Stop sending, SYNC, log out, and report the outcomes.
+    /// Stop sending, audit, log out, and report the outcomes.
     Sync,
 }
 
