@@ -1,10 +1,19 @@
 //! Accepting a message: check it, deduplicate it, give it an id, publish it.
 //!
-//! Why publishing happens even on a duplicate: the dedup record is written
-//! before the broker has the message, so a crash between the two would leave
-//! a record for a message that was never published. Re-publishing on every
-//! resend closes that gap; msg_job stores by (inbox, server message id), so a
-//! second copy in the broker never becomes a second copy in an inbox.
+//! A resend of a `client_msg_id` is answered as the first message only if it
+//! *is* the first message: the dedup record keeps a fingerprint of the kind
+//! (direct or group), the recipient or group and the body, and a resend whose
+//! fingerprint differs is refused with `RESEND_MISMATCH`, publishing nothing.
+//! One server message id therefore names exactly one message.
+//!
+//! Why publishing happens again on an exact resend: the dedup record is
+//! written before the broker has the message, so a crash between the two
+//! would leave a record for a message that was never published. Re-publishing
+//! the same message (same id, timestamp, conversation and body) closes that
+//! gap; msg_job stores by (conversation, server message id), so a second copy
+//! in the broker never becomes a second copy in the store, and who may read a
+//! group message is decided by membership in the store, not by the recipient
+//! list that rides along for the push.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -12,6 +21,9 @@ use bytes::Bytes;
 use fishchat_codec::ErrorCode;
 use fishchat_codec::pb::{SendToGroup, SendToUser};
 use fishchat_rpc::events::{ChatEvent, chat_event::Conversation};
+
+use fishchat_conversations::ConvKey;
+use xxhash_rust::xxh3::Xxh3;
 
 use crate::ports::{Accepted, Dedup, Directory, IdSource, Kind, Publisher, Refusal};
 
@@ -67,18 +79,19 @@ impl<D: Directory, U: Dedup, I: IdSource, P: Publisher> Chat<D, U, I, P> {
                 format!("no user {}", msg.to_user_id),
             ));
         }
-        let mut inboxes = vec![msg.to_user_id];
+        let mut recipients = vec![msg.to_user_id];
         if from != msg.to_user_id {
-            inboxes.push(from);
+            recipients.push(from);
         }
         let draft = Draft {
             from,
             client_msg_id: &msg.client_msg_id,
             body: &msg.body,
             conversation: Conversation::ToUserId(msg.to_user_id),
-            inboxes,
+            recipients,
         };
-        self.accept(draft, Kind::Direct, msg.to_user_id).await
+        let key = ConvKey::direct(from, msg.to_user_id);
+        self.accept(draft, Kind::Direct, key).await
     }
 
     /// Sends to a group of which the authenticated user `from` is a member.
@@ -96,9 +109,10 @@ impl<D: Directory, U: Dedup, I: IdSource, P: Publisher> Chat<D, U, I, P> {
             client_msg_id: &msg.client_msg_id,
             body: &msg.body,
             conversation: Conversation::GroupId(msg.group_id),
-            inboxes: members,
+            recipients: members,
         };
-        self.accept(draft, Kind::Group, msg.group_id).await
+        self.accept(draft, Kind::Group, ConvKey::Group(msg.group_id))
+            .await
     }
 
     fn check(&self, from: u64, client_msg_id: &str, body: &Bytes) -> Result<(), Refusal> {
@@ -133,15 +147,30 @@ impl<D: Directory, U: Dedup, I: IdSource, P: Publisher> Chat<D, U, I, P> {
         Ok(())
     }
 
-    async fn accept(&self, draft: Draft<'_>, kind: Kind, key: u64) -> Result<Accepted, Refusal> {
+    async fn accept(
+        &self,
+        draft: Draft<'_>,
+        kind: Kind,
+        key: ConvKey,
+    ) -> Result<Accepted, Refusal> {
         let candidate = Accepted {
             server_msg_id: self.ids.next_id().await?,
             timestamp_ms: now_ms(),
+            fingerprint: fingerprint(draft.conversation, draft.body),
         };
         let accepted = self
             .dedup
             .claim(draft.from, draft.client_msg_id, candidate)
             .await?;
+        if accepted.fingerprint != candidate.fingerprint {
+            return Err(Refusal::new(
+                ErrorCode::ResendMismatch,
+                format!(
+                    "client_msg_id {:?} was first used for a message with another target or body",
+                    draft.client_msg_id
+                ),
+            ));
+        }
         let event = ChatEvent {
             server_msg_id: accepted.server_msg_id,
             from_user_id: draft.from,
@@ -149,9 +178,11 @@ impl<D: Directory, U: Dedup, I: IdSource, P: Publisher> Chat<D, U, I, P> {
             body: draft.body.clone(),
             timestamp_ms: accepted.timestamp_ms,
             client_msg_id: draft.client_msg_id.to_string(),
-            inboxes: draft.inboxes,
+            recipients: draft.recipients,
         };
-        self.publisher.publish(kind, key, &event).await?;
+        self.publisher
+            .publish(kind, &key.to_string(), &event)
+            .await?;
         tracing::debug!(
             from = draft.from,
             server_msg_id = accepted.server_msg_id,
@@ -168,7 +199,21 @@ struct Draft<'a> {
     client_msg_id: &'a str,
     body: &'a Bytes,
     conversation: Conversation,
-    inboxes: Vec<u64>,
+    recipients: Vec<u64>,
+}
+
+/// What a resend must repeat: the kind, the recipient or group, the body.
+/// xxh3 is stable across processes and builds, so every logic node agrees.
+fn fingerprint(conversation: Conversation, body: &[u8]) -> u64 {
+    let (kind, id) = match conversation {
+        Conversation::ToUserId(user) => (b'u', user),
+        Conversation::GroupId(group) => (b'g', group),
+    };
+    let mut hasher = Xxh3::new();
+    hasher.update(&[kind]);
+    hasher.update(&id.to_le_bytes());
+    hasher.update(body);
+    hasher.digest()
 }
 
 fn now_ms() -> i64 {
@@ -192,7 +237,7 @@ mod tests {
         groups: HashMap<u64, Vec<u64>>,
         dedup: Mutex<HashMap<(u64, String), Accepted>>,
         next: AtomicU64,
-        published: Mutex<Vec<(Kind, u64, ChatEvent)>>,
+        published: Mutex<Vec<(Kind, String, ChatEvent)>>,
     }
 
     impl Directory for &Fakes {
@@ -220,8 +265,10 @@ mod tests {
     }
 
     impl Publisher for &Fakes {
-        async fn publish(&self, kind: Kind, key: u64, e: &ChatEvent) -> Result<(), Refusal> {
-            self.published.lock().push((kind, key, e.clone()));
+        async fn publish(&self, kind: Kind, key: &str, e: &ChatEvent) -> Result<(), Refusal> {
+            self.published
+                .lock()
+                .push((kind, key.to_owned(), e.clone()));
             Ok(())
         }
     }
@@ -247,7 +294,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn direct_message_lands_in_both_inboxes_keyed_by_recipient() {
+    async fn a_direct_message_is_keyed_by_its_conversation_and_pushed_to_both_sides() {
         let f = fakes();
         let accepted = chat(&f)
             .send_to_user(1, &to_user("a", 2, b"hi"))
@@ -255,10 +302,10 @@ mod tests {
             .unwrap();
         let published = f.published.lock();
         let (kind, key, event) = &published[0];
-        assert_eq!((*kind, *key), (Kind::Direct, 2));
+        assert_eq!((*kind, key.as_str()), (Kind::Direct, "d:1:2"));
         assert_eq!(event.server_msg_id, accepted.server_msg_id);
         assert_eq!(event.from_user_id, 1);
-        assert_eq!(event.inboxes, vec![2, 1]);
+        assert_eq!(event.recipients, vec![2, 1]);
     }
 
     #[tokio::test]
@@ -282,6 +329,29 @@ mod tests {
         // Another sender's identical client id is a different message.
         let other = c.send_to_user(3, &to_user("a", 2, b"hi")).await.unwrap();
         assert_ne!(other.server_msg_id, first.server_msg_id);
+    }
+
+    #[tokio::test]
+    async fn a_resend_with_another_body_or_target_is_refused_and_publishes_nothing() {
+        let f = fakes();
+        let c = chat(&f);
+        c.send_to_user(1, &to_user("a", 2, b"hi")).await.unwrap();
+        let group = SendToGroup {
+            client_msg_id: "a".into(),
+            group_id: 7,
+            body: Bytes::from_static(b"hi"),
+        };
+        let refusals = [
+            c.send_to_user(1, &to_user("a", 2, b"changed")).await,
+            c.send_to_user(1, &to_user("a", 3, b"hi")).await,
+            c.send_to_group(1, &group).await,
+        ];
+        for refusal in refusals {
+            assert_eq!(refusal.unwrap_err().code, ErrorCode::ResendMismatch);
+        }
+        let published = f.published.lock();
+        assert_eq!(published.len(), 1, "only the first send was published");
+        assert_eq!(published[0].2.body, Bytes::from_static(b"hi"));
     }
 
     #[tokio::test]
@@ -329,7 +399,10 @@ mod tests {
         assert!(f.published.lock().is_empty());
         c.send_to_group(1, &msg(7)).await.unwrap();
         let published = f.published.lock();
-        assert_eq!((published[0].0, published[0].1), (Kind::Group, 7));
-        assert_eq!(published[0].2.inboxes, vec![1, 2, 3]);
+        assert_eq!(
+            (published[0].0, published[0].1.as_str()),
+            (Kind::Group, "g:7")
+        );
+        assert_eq!(published[0].2.recipients, vec![1, 2, 3]);
     }
 }

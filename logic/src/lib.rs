@@ -9,7 +9,9 @@
 //! Redis, Kafka and the register and manager services.
 
 pub mod adapters;
+pub mod cached_groups;
 pub mod chat;
 pub mod known_users;
+pub mod notify;
 pub mod ports;
 pub mod service;

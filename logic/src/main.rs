@@ -8,9 +8,14 @@ use std::net::SocketAddr;
 
 use clap::Parser;
 use fishchat_discovery::{NodeInfo, Registration, Resolver, default_node_id};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fishchat_announcements::{AnnouncedCache, listen};
 use fishchat_logic::adapters::kafka::{KafkaConfig, KafkaPublisher};
 use fishchat_logic::adapters::redis::{RedisDedup, RedisIds};
 use fishchat_logic::adapters::register::RegisterDirectory;
+use fishchat_logic::cached_groups::CachedGroups;
 use fishchat_logic::chat::{Chat, Limits};
 use fishchat_logic::known_users::KnownUsers;
 use fishchat_logic::service::LogicService;
@@ -42,9 +47,9 @@ struct Config {
     max_body: usize,
     /// Kafka bootstrap servers, comma-separated.
     kafka_brokers: String,
-    /// Topic of direct messages, keyed by recipient.
+    /// Topic of direct messages, keyed by conversation.
     p2p_topic: String,
-    /// Topic of group messages, keyed by group.
+    /// Topic of group messages, keyed by conversation.
     group_topic: String,
     /// Partitions of each topic when logic has to create it.
     partitions: i32,
@@ -114,6 +119,12 @@ struct Overrides {
 /// recipient it has not seen: a million ids take some 20 MB.
 const KNOWN_USERS: usize = 1_000_000;
 
+/// Groups whose members a logic node remembers between register's announcements.
+const CACHED_GROUPS: usize = 100_000;
+
+/// How long cached members are trusted without an announcement (a backstop).
+const GROUP_TTL: Duration = Duration::from_secs(60);
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -132,9 +143,20 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     let register = Resolver::start(&config.etcd_endpoints, "register").await?;
     let manager = Resolver::start(&config.etcd_endpoints, "manager").await?;
+    let groups = Arc::new(AnnouncedCache::new(GROUP_TTL, CACHED_GROUPS));
+    let (_stop_listening, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(listen(
+        config.redis_url.clone(),
+        fishchat_rpc::channels::GROUPS,
+        Arc::clone(&groups),
+        stopped,
+    ));
     let chat = Chat::new(
         KnownUsers::new(
-            RegisterDirectory::new(register.balanced_channel("grpc")),
+            CachedGroups::new(
+                RegisterDirectory::new(register.balanced_channel("grpc")),
+                groups,
+            ),
             KNOWN_USERS,
         ),
         RedisDedup::new(redis.clone(), &config.key_prefix, config.dedup_ttl_secs),

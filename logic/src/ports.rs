@@ -39,6 +39,9 @@ pub struct Accepted {
     pub server_msg_id: u64,
     /// When the server first accepted the message.
     pub timestamp_ms: i64,
+    /// A hash of what was sent (kind, recipient or group, body): a resend
+    /// must match it to be answered as the first message.
+    pub fingerprint: u64,
 }
 
 /// Users and groups (the register service).
@@ -73,19 +76,20 @@ pub trait IdSource: Send + Sync {
 /// Which topic a message goes to; each kind has its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    /// Direct messages, keyed by recipient.
+    /// Direct messages.
     Direct,
-    /// Group messages, keyed by group.
+    /// Group messages.
     Group,
 }
 
 /// The broker.
 pub trait Publisher: Send + Sync {
-    /// Publishes `event` under `key` and resolves once the broker has it durably.
+    /// Publishes `event` under `key` (its conversation, so one conversation
+    /// stays in one partition) and resolves once the broker has it durably.
     fn publish(
         &self,
         kind: Kind,
-        key: u64,
+        key: &str,
         event: &ChatEvent,
     ) -> impl Future<Output = Result<(), Refusal>> + Send;
 }

@@ -1,12 +1,15 @@
 //! The gRPC surface of logic: thin translations between the contract in
 //! `rpc/proto/logic.proto` and the domain.
 
+use std::sync::Arc;
+
 use fishchat_codec::ErrorCode;
-use fishchat_codec::pb::{self, SendAck, SyncReply};
+use fishchat_codec::pb::{self, SendAck};
 use fishchat_rpc::logic::logic_server::Logic;
 use fishchat_rpc::logic::{
-    AckReply, AckRequest, HeartbeatReply, HeartbeatRequest, LoginReply, LoginRequest, LogoutReply,
-    LogoutRequest, Origin, SendToGroupRequest, SendToUserRequest, SyncRequest,
+    HeartbeatReply, HeartbeatRequest, HistoryRequest, LoginReply, LoginRequest, LogoutReply,
+    LogoutRequest, Origin, ReadRequest, SendToGroupRequest, SendToUserRequest,
+    SyncConversationsRequest, SyncRequest,
 };
 use fishchat_rpc::manager::manager_client::ManagerClient;
 use fishchat_rpc::register::register_client::RegisterClient;
@@ -16,6 +19,7 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::chat::Chat;
+use crate::notify::{ReadNotifier, updates};
 use crate::ports::{Accepted, Dedup, Directory, IdSource, Publisher, Refusal};
 
 /// Longest device id a client may log in with.
@@ -26,6 +30,7 @@ pub struct LogicService<D, U, I, P> {
     chat: Chat<D, U, I, P>,
     register: RegisterClient<Channel>,
     manager: ManagerClient<Channel>,
+    notifier: Arc<ReadNotifier>,
 }
 
 impl<D, U, I, P> LogicService<D, U, I, P> {
@@ -33,6 +38,7 @@ impl<D, U, I, P> LogicService<D, U, I, P> {
     pub fn new(chat: Chat<D, U, I, P>, register: Channel, manager: Channel) -> Self {
         Self {
             chat,
+            notifier: Arc::new(ReadNotifier::new(register.clone())),
             register: RegisterClient::new(register),
             manager: ManagerClient::new(manager),
         }
@@ -107,16 +113,8 @@ where
             .await?
             .into_inner()
             .replaced;
-        let cursor = self
-            .manager
-            .clone()
-            .cursor(manager::CursorRequest { user_id, device_id })
-            .await?
-            .into_inner();
         Ok(Response::new(LoginReply {
             user_id,
-            last_acked_seq: cursor.acked_seq,
-            max_seq: cursor.max_seq,
             replaced: replaced.map(|s| Origin {
                 access_node_id: s.access_node_id,
                 push_addr: s.push_addr,
@@ -192,40 +190,54 @@ where
         Ok(Response::new(ack(message.client_msg_id, result)))
     }
 
-    async fn sync(&self, request: Request<SyncRequest>) -> Result<Response<SyncReply>, Status> {
-        let SyncRequest {
-            user_id,
-            after_seq,
-            limit,
-        } = request.into_inner();
+    async fn sync_conversations(
+        &self,
+        request: Request<SyncConversationsRequest>,
+    ) -> Result<Response<pb::SyncConversationsReply>, Status> {
+        let SyncConversationsRequest { user_id, request } = request.into_inner();
         self.manager
             .clone()
-            .sync(manager::SyncRequest {
-                user_id,
-                after_seq,
-                limit,
-            })
+            .sync_conversations(manager::SyncConversationsRequest { user_id, request })
             .await
     }
 
-    async fn ack(&self, request: Request<AckRequest>) -> Result<Response<AckReply>, Status> {
-        let AckRequest {
-            user_id,
-            device_id,
-            up_to_seq,
-        } = request.into_inner();
-        let cursor = self
+    async fn sync(&self, request: Request<SyncRequest>) -> Result<Response<pb::SyncReply>, Status> {
+        let SyncRequest { user_id, request } = request.into_inner();
+        self.manager
+            .clone()
+            .sync(manager::SyncRequest { user_id, request })
+            .await
+    }
+
+    async fn history(
+        &self,
+        request: Request<HistoryRequest>,
+    ) -> Result<Response<pb::HistoryReply>, Status> {
+        let HistoryRequest { user_id, request } = request.into_inner();
+        self.manager
+            .clone()
+            .history(manager::HistoryRequest { user_id, request })
+            .await
+    }
+
+    async fn read(&self, request: Request<ReadRequest>) -> Result<Response<pb::ReadReply>, Status> {
+        let ReadRequest { user_id, request } = request.into_inner();
+        let conversation = request.as_ref().and_then(|r| r.conversation);
+        let read = self
             .manager
             .clone()
-            .ack(manager::AckRequest {
-                user_id,
-                device_id,
-                up_to_seq,
-            })
+            .read(manager::ReadRequest { user_id, request })
             .await?
             .into_inner();
-        Ok(Response::new(AckReply {
-            acked_seq: cursor.acked_seq,
-        }))
+        let reply = read.reply.unwrap_or_default();
+        if read.moved
+            && let Some(conversation) = conversation
+        {
+            // The reader has its answer at once; the other devices hear shortly after.
+            let notifier = Arc::clone(&self.notifier);
+            let updates = updates(user_id, conversation, reply.read_seq);
+            tokio::spawn(async move { notifier.notify(updates).await });
+        }
+        Ok(Response::new(reply))
     }
 }

@@ -32,6 +32,7 @@ async fn concurrent_claims_of_one_client_id_agree_on_the_first() {
             let candidate = Accepted {
                 server_msg_id: 1000 + i,
                 timestamp_ms: 5,
+                fingerprint: 9,
             };
             dedup.claim(42, "cmid-1", candidate).await.unwrap()
         })
@@ -45,6 +46,7 @@ async fn concurrent_claims_of_one_client_id_agree_on_the_first() {
     let other = Accepted {
         server_msg_id: 7,
         timestamp_ms: 1,
+        fingerprint: 3,
     };
     assert_eq!(dedup.claim(43, "cmid-1", other).await.unwrap(), other);
 }
@@ -135,9 +137,10 @@ async fn published_events_reach_the_topic_in_key_order() {
             body: Bytes::from(format!("m{i}")),
             timestamp_ms: 1,
             client_msg_id: format!("c{i}"),
-            inboxes: vec![to, 99],
+            recipients: vec![to, 99],
         };
-        publisher.publish(Kind::Direct, to, &event).await.unwrap();
+        let key = format!("d:{to}:99");
+        publisher.publish(Kind::Direct, &key, &event).await.unwrap();
     }
 
     let consumer: StreamConsumer = kafka_config()
@@ -156,10 +159,10 @@ async fn published_events_reach_the_topic_in_key_order() {
         };
         let key = String::from_utf8(msg.key().unwrap().to_vec()).unwrap();
         let event = ChatEvent::decode(msg.payload().unwrap()).unwrap();
-        assert_eq!(
-            Some(Conversation::ToUserId(key.parse().unwrap())),
-            event.conversation
-        );
+        let Some(Conversation::ToUserId(to)) = event.conversation else {
+            panic!("not a direct message: {event:?}");
+        };
+        assert_eq!(key, format!("d:{to}:99"));
         by_key.entry(key).or_default().push(event.server_msg_id);
         seen += 1;
         (seen == 300).then_some(())

@@ -2,8 +2,8 @@
 //!
 //! The producer is idempotent with `acks=all`, so a send is acknowledged only
 //! once every in-sync replica has it and a retried batch is never written
-//! twice. One topic per kind of message; the key (recipient or group id)
-//! keeps one inbox or one group in one partition, hence in order.
+//! twice. One topic per kind of message; the key (the conversation) keeps
+//! one conversation in one partition, hence in order.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -149,16 +149,15 @@ impl Drop for KafkaPublisher {
 }
 
 impl Publisher for KafkaPublisher {
-    async fn publish(&self, kind: Kind, key: u64, event: &ChatEvent) -> Result<(), Refusal> {
+    async fn publish(&self, kind: Kind, key: &str, event: &ChatEvent) -> Result<(), Refusal> {
         let topic = match kind {
             Kind::Direct => &self.config.p2p_topic,
             Kind::Group => &self.config.group_topic,
         };
-        let key = key.to_string();
         let payload = event.encode_to_vec();
         let (delivered, delivery) = oneshot::channel();
         let record = BaseRecord::with_opaque_to(topic, Box::new(delivered))
-            .key(&key)
+            .key(key)
             .payload(&payload);
         self.producer
             .send(record)

@@ -7,7 +7,7 @@ use tokio::sync::Mutex;
 
 use crate::ports::{Accepted, Dedup, IdSource, Refusal};
 
-/// Dedup records `<prefix>dedup:<sender>:<client id>` → `<id>:<timestamp>`,
+/// Dedup records `<prefix>dedup:<sender>:<client id>` → `<id>:<timestamp>:<fingerprint>`,
 /// written with one atomic `SET NX GET` so two concurrent resends cannot both
 /// win; they expire after `ttl_secs` (a client resends within minutes, not days).
 #[derive(Clone)]
@@ -36,7 +36,10 @@ impl Dedup for RedisDedup {
         candidate: Accepted,
     ) -> Result<Accepted, Refusal> {
         let key = format!("{}dedup:{sender}:{client_msg_id}", self.prefix);
-        let value = format!("{}:{}", candidate.server_msg_id, candidate.timestamp_ms);
+        let value = format!(
+            "{}:{}:{}",
+            candidate.server_msg_id, candidate.timestamp_ms, candidate.fingerprint
+        );
         let previous: Option<String> = redis::cmd("SET")
             .arg(&key)
             .arg(&value)
@@ -60,11 +63,13 @@ impl Dedup for RedisDedup {
 }
 
 fn parse_accepted(value: &str) -> Option<Accepted> {
-    let (id, ts) = value.split_once(':')?;
-    Some(Accepted {
-        server_msg_id: id.parse().ok()?,
-        timestamp_ms: ts.parse().ok()?,
-    })
+    let mut parts = value.split(':');
+    let accepted = Accepted {
+        server_msg_id: parts.next()?.parse().ok()?,
+        timestamp_ms: parts.next()?.parse().ok()?,
+        fingerprint: parts.next()?.parse().ok()?,
+    };
+    parts.next().is_none().then_some(accepted)
 }
 
 /// Message ids from one Redis counter, `<prefix>msg_id`, taken in blocks so
@@ -143,13 +148,16 @@ mod tests {
     #[test]
     fn dedup_values_parse_or_fail_cleanly() {
         assert_eq!(
-            parse_accepted("12:34"),
+            parse_accepted("12:34:56"),
             Some(Accepted {
                 server_msg_id: 12,
-                timestamp_ms: 34
+                timestamp_ms: 34,
+                fingerprint: 56,
             })
         );
-        for bad in ["", "12", "x:1", "1:y", ":"] {
+        for bad in [
+            "", "12", "12:34", "x:1:2", "1:y:2", "1:2:z", "1:2:3:4", "::",
+        ] {
             assert_eq!(parse_accepted(bad), None, "{bad}");
         }
     }
