@@ -1,14 +1,18 @@
 //! Helpers shared by the pipeline tests: unique topics on the real broker, an
-//! idempotent producer, a running pipeline, and the group's committed offsets.
+//! idempotent producer keyed by conversation, a running pipeline, the group's
+//! committed offsets, and what each conversation should hold.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
+use fishchat_codec::DEFAULT_MAX_FRAME_LEN;
 use fishchat_msg_job::pipeline::BatchConfig;
 use fishchat_msg_job::{
-    Conversation, InboxStore, NewMessage, Pipeline, PipelineError, Pusher, Stats, event, kafka,
+    ConvKey, MemoryStore, MessageStore, NewMessage, Pipeline, PipelineError, Pusher, Stats, Target,
+    event, kafka,
 };
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -17,10 +21,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// A record to produce: (topic, key, payload).
-pub type Record = (String, u64, Vec<u8>);
+pub type Record = (String, String, Vec<u8>);
 
-/// What each inbox should hold: inbox -> (Kafka key, server_msg_id) in produced order.
-pub type Expected = std::collections::HashMap<u64, Vec<(u64, u64)>>;
+/// What each conversation should hold: its server_msg_ids in produced order,
+/// so the i-th must have seq i + 1.
+pub type Expected = BTreeMap<ConvKey, Vec<u64>>;
 
 /// How long any wait for the broker or the pipeline may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(60);
@@ -42,11 +47,87 @@ pub fn direct(id: u64, from: u64, to: u64) -> NewMessage {
     NewMessage {
         server_msg_id: id,
         from_user_id: from,
-        conversation: Conversation::ToUserId(to),
+        target: Target::ToUserId(to),
         body: Bytes::from(format!("body {id}")),
         timestamp_ms: 1_700_000_000_000 + id as i64,
         client_msg_id: format!("c-{id}"),
     }
+}
+
+/// A message from `from` to group `group`.
+pub fn in_group(id: u64, from: u64, group: u64) -> NewMessage {
+    NewMessage {
+        target: Target::GroupId(group),
+        ..direct(id, from, 0)
+    }
+}
+
+/// The record logic would produce for `message`: keyed by its conversation,
+/// pushed to `recipients`.
+pub fn record(topic: &str, message: &NewMessage, recipients: &[u64]) -> Record {
+    (
+        topic.to_owned(),
+        message.key().to_string(),
+        event::encode(message, recipients),
+    )
+}
+
+/// The record of a direct message, pushed to its recipient and its sender.
+pub fn p2p_record(topic: &str, message: &NewMessage) -> Record {
+    let Target::ToUserId(to) = message.target else {
+        panic!("not a direct message");
+    };
+    record(topic, message, &[to, message.from_user_id])
+}
+
+/// What the conversations hold once `messages` are stored in the given order.
+pub fn expected<'a>(messages: impl IntoIterator<Item = &'a NewMessage>) -> Expected {
+    let mut expected = Expected::new();
+    for message in messages {
+        expected
+            .entry(message.key())
+            .or_default()
+            .push(message.server_msg_id);
+    }
+    expected
+}
+
+/// The groups [`events`] sends to; user 201 is a recipient of every group message.
+pub const EVENT_GROUPS: [u64; 3] = [1000, 1001, 1002];
+
+/// `count` events over a p2p and a group topic (every tenth to a group), and
+/// what each conversation should hold.
+pub fn events(p2p: &str, group: &str, count: u64) -> (Vec<Record>, Expected) {
+    let mut records = Vec::new();
+    let mut messages = Vec::new();
+    for id in 1..=count {
+        let from = 100 + id % 7;
+        if id % 10 == 0 {
+            let message = in_group(id, from, EVENT_GROUPS[(id % 3) as usize]);
+            records.push(record(group, &message, &[from, 201, 202 + id % 3]));
+            messages.push(message);
+        } else {
+            let message = direct(id, from, 1 + id % 17);
+            records.push(p2p_record(p2p, &message));
+            messages.push(message);
+        }
+    }
+    (records, expected(&messages))
+}
+
+/// Asserts `store` holds exactly `expected`: each message once, at seqs
+/// 1..=n of its conversation in produced order, and nothing else.
+pub fn assert_stored(store: &MemoryStore, expected: &Expected) {
+    for (key, want) in expected {
+        let got: Vec<u64> = store
+            .messages(*key)
+            .iter()
+            .map(|m| m.server_msg_id)
+            .collect();
+        assert_eq!(&got, want, "conversation {key} (seq i+1 is the i-th)");
+    }
+    let total: usize = expected.values().map(Vec::len).sum();
+    assert_eq!(store.total(), total, "messages stored outside the expected ones");
 }
 
 /// Produces `(topic, key, payload)` records in order with an idempotent, acks=all producer.
@@ -59,12 +140,11 @@ pub async fn produce(records: &[Record]) {
         .create()
         .expect("producer");
     let sends = records.iter().map(|(topic, key, payload)| {
-        let key = key.to_string();
         let producer = &producer;
         async move {
             producer
                 .send(
-                    FutureRecord::to(topic).key(&key).payload(payload),
+                    FutureRecord::to(topic).key(key).payload(payload),
                     Duration::from_secs(30),
                 )
                 .await
@@ -117,7 +197,7 @@ pub fn start<S, P>(
     max_messages: usize,
 ) -> Running
 where
-    S: InboxStore + 'static,
+    S: MessageStore + 'static,
     P: Pusher + 'static,
 {
     let consumer =
@@ -125,6 +205,7 @@ where
     let batch = BatchConfig {
         max_messages,
         linger: Duration::from_millis(20),
+        max_frame_len: DEFAULT_MAX_FRAME_LEN,
     };
     let pipeline = Pipeline::new(consumer, store, pusher, batch);
     let stats = pipeline.stats();
@@ -173,6 +254,30 @@ pub async fn committed_and_high(group: &str, topics: &[String]) -> Vec<(String, 
     .expect("committed offsets task")
 }
 
+/// How many records of `topics` the group has committed, over all partitions.
+pub async fn committed_count(group: &str, topics: &[String]) -> i64 {
+    committed_and_high(group, topics)
+        .await
+        .iter()
+        .map(|(_, _, offset, _)| match offset {
+            Offset::Offset(o) => *o,
+            _ => 0,
+        })
+        .sum()
+}
+
+/// Whether every partition's committed offset is its high watermark.
+pub async fn all_committed(group: &str, topics: &[String]) -> bool {
+    committed_and_high(group, topics)
+        .await
+        .iter()
+        .all(|(_, _, committed, high)| match committed {
+            Offset::Offset(o) => o == high,
+            Offset::Invalid => *high == 0,
+            _ => false,
+        })
+}
+
 /// Asserts every partition's committed offset is its high watermark: a fresh
 /// consumer of the group would get nothing new.
 pub async fn assert_all_committed(group: &str, topics: &[String]) {
@@ -184,46 +289,4 @@ pub async fn assert_all_committed(group: &str, topics: &[String]) {
         };
         assert_eq!(committed, high, "{topic}/{partition} not fully committed");
     }
-}
-
-/// Encodes a direct message for the p2p topic, keyed by recipient, stored in both inboxes.
-pub fn p2p_record(topic: &str, message: &NewMessage) -> Record {
-    let Conversation::ToUserId(to) = message.conversation else {
-        panic!("not a direct message");
-    };
-    (
-        topic.to_owned(),
-        to,
-        event::encode(message, &[to, message.from_user_id]),
-    )
-}
-
-/// `count` events over a p2p and a group topic, and what each inbox should hold
-/// as (kafka key, server_msg_id) in produced order.
-pub fn events(p2p: &str, group: &str, count: u64) -> (Vec<Record>, Expected) {
-    let mut records = Vec::new();
-    let mut expected = Expected::new();
-    for id in 1..=count {
-        let from = 100 + id % 7;
-        if id % 10 == 0 {
-            let group_id = 1000 + id % 3;
-            let members = [from, 201, 202 + id % 3];
-            let mut message = direct(id, from, 0);
-            message.conversation = Conversation::GroupId(group_id);
-            records.push((
-                group.to_owned(),
-                group_id,
-                event::encode(&message, &members),
-            ));
-            for m in members {
-                expected.entry(m).or_default().push((group_id, id));
-            }
-        } else {
-            let to = 1 + id % 17;
-            records.push(p2p_record(p2p, &direct(id, from, to)));
-            expected.entry(to).or_default().push((to, id));
-            expected.entry(from).or_default().push((to, id));
-        }
-    }
-    (records, expected)
 }

@@ -1,106 +1,82 @@
 //! Store, order, commit, redelivery and malformed payloads, with the in-memory store.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use fishchat_e2e::{kafka_tool, unique_name, wait_until};
 use fishchat_msg_job::push::NoPush;
-use fishchat_msg_job::{InboxStore, MemoryInbox, NewMessage, StoreError};
+use fishchat_msg_job::{ConvKey, MemoryStore, MessageStore, NewMessage, StoreError};
 
 use crate::common::{
-    DEADLINE, assert_all_committed, committed_and_high, direct, events, p2p_record, produce, start,
-    topics,
+    DEADLINE, all_committed, assert_all_committed, assert_stored, committed_and_high,
+    committed_count, direct, events, expected, p2p_record, produce, start, topics,
 };
 
-/// 500 events, direct and group, over two 4-partition topics: every inbox gets
-/// its messages once, in the order of their partition, and every offset is committed.
+/// 500 events, direct and group, over two 4-partition topics keyed by
+/// conversation: every conversation holds its messages once, at seqs 1..=n
+/// in produced order, and every offset is committed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stores_500_events_in_partition_order_and_commits() {
+async fn stores_500_events_once_per_conversation_in_order_and_commits() {
     let topics = topics("mj-order", 2, 4).await;
     let (p2p, group) = (&topics[0], &topics[1]);
     let (records, expected) = events(p2p, group, 500);
-    let expected_total: usize = expected.values().map(Vec::len).sum();
     produce(&records).await;
 
     let group_id = unique_name("mj-order");
-    let store = Arc::new(MemoryInbox::new());
+    let store = Arc::new(MemoryStore::new());
     let running = start(&group_id, &topics, Arc::clone(&store), NoPush, 64);
-    wait_until(DEADLINE, "all 500 events stored", async || {
-        (store.total() >= expected_total).then_some(())
-    })
-    .await;
     let stats = Arc::clone(&running.stats);
     running.wait_committed(500).await;
     running.stop().await;
 
-    assert_eq!(store.total(), expected_total, "extra copies stored");
-    for (inbox, sent) in &expected {
-        let stored: Vec<u64> = store
-            .messages(*inbox)
-            .iter()
-            .map(|m| m.server_msg_id)
-            .collect();
-        let mut sorted = stored.clone();
-        sorted.sort_unstable();
-        let mut want: Vec<u64> = sent.iter().map(|(_, id)| *id).collect();
-        want.sort_unstable();
-        assert_eq!(sorted, want, "inbox {inbox} holds the wrong messages");
-        // Within one Kafka key (one partition) the inbox keeps the produced order.
-        let position: HashMap<u64, usize> =
-            stored.iter().enumerate().map(|(i, id)| (*id, i)).collect();
-        let mut last_by_key: HashMap<u64, usize> = HashMap::new();
-        for (key, id) in sent {
-            let at = position[id];
-            if let Some(previous) = last_by_key.insert(*key, at) {
-                assert!(
-                    previous < at,
-                    "inbox {inbox}: message {id} stored before an earlier one of key {key}"
-                );
-            }
-        }
-    }
+    assert_stored(&store, &expected);
+    assert_eq!(stats.stored_messages.load(Ordering::Relaxed), 500);
     assert_eq!(stats.malformed.load(Ordering::Relaxed), 0);
     assert_all_committed(&group_id, &topics).await;
 }
 
-/// Stores items one by one into a shared [`MemoryInbox`] and, after `crash_after`
-/// items, hangs forever without returning: the process "died" after storing
-/// part of a batch and before committing it.
+/// Stores messages one by one into a shared [`MemoryStore`] and, once
+/// `crash_after` are stored and at least one of the current batch is, hangs
+/// forever without returning: the process "died" after storing part of a
+/// batch and before committing it.
 struct CrashingStore {
-    inner: Arc<MemoryInbox>,
+    inner: Arc<MemoryStore>,
     crash_after: usize,
     stored: AtomicUsize,
     crashed: AtomicBool,
 }
 
-impl InboxStore for CrashingStore {
-    async fn store(&self, items: &[(u64, NewMessage)]) -> Result<Vec<u64>, StoreError> {
-        let mut seqs = Vec::with_capacity(items.len());
-        for (inbox, message) in items {
-            if self.stored.fetch_add(1, Ordering::SeqCst) >= self.crash_after {
+impl MessageStore for CrashingStore {
+    async fn store(&self, messages: &[NewMessage]) -> Result<Vec<u64>, StoreError> {
+        let mut seqs = Vec::with_capacity(messages.len());
+        for (i, message) in messages.iter().enumerate() {
+            // Never at a batch's first message, so the batch in hand always
+            // holds stored but uncommitted messages when the "crash" comes.
+            if i > 0 && self.stored.load(Ordering::SeqCst) >= self.crash_after {
                 self.crashed.store(true, Ordering::SeqCst);
                 futures::future::pending::<()>().await;
             }
-            seqs.push(self.inner.store_one(*inbox, message));
+            seqs.extend(self.inner.store(std::slice::from_ref(message)).await?);
+            self.stored.fetch_add(1, Ordering::SeqCst);
         }
         Ok(seqs)
     }
 }
 
 /// A consumer killed between storing and committing: its successor gets the
-/// uncommitted tail again, and every message ends up stored exactly once.
+/// uncommitted tail again, part of it already stored, and every message ends
+/// up stored exactly once at its seq.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redelivery_after_a_crash_before_commit_stores_each_message_once() {
     let topics = topics("mj-redeliver", 1, 3).await;
-    let records: Vec<_> = (1..=500_u64)
-        .map(|id| p2p_record(&topics[0], &direct(id, 100 + id % 5, id % 13 + 1)))
+    let messages: Vec<NewMessage> = (1..=500_u64)
+        .map(|id| direct(id, 100 + id % 5, id % 13 + 1))
         .collect();
+    let records: Vec<_> = messages.iter().map(|m| p2p_record(&topics[0], m)).collect();
     produce(&records).await;
-    let expected_items = 1000;
 
     let group_id = unique_name("mj-redeliver");
-    let inner = Arc::new(MemoryInbox::new());
+    let inner = Arc::new(MemoryStore::new());
     let crashing = Arc::new(CrashingStore {
         inner: Arc::clone(&inner),
         crash_after: 437,
@@ -114,49 +90,34 @@ async fn redelivery_after_a_crash_before_commit_stores_each_message_once() {
         async || crashing.crashed.load(Ordering::SeqCst).then_some(()),
     )
     .await;
-    let committed_by_first = first.stats.committed_records.load(Ordering::SeqCst);
     first.task.abort();
     let _ = first.task.await;
-    assert_eq!(inner.total(), 437);
-    assert!(committed_by_first < 500);
+    // The aborted task dropped its consumer, which closed it: every commit it
+    // sent has landed, so the broker's offsets are what the successor reads from.
+    let stored_at_crash = inner.total() as i64;
+    let committed_by_first = committed_count(&group_id, &topics).await;
+    assert!(stored_at_crash >= 437, "{stored_at_crash} stored at the crash");
+    assert!(
+        committed_by_first < stored_at_crash,
+        "the batch in hand ({committed_by_first} committed of {stored_at_crash} stored) was committed"
+    );
 
     let second = start(&group_id, &topics, Arc::clone(&inner), NoPush, 50);
     let stats = Arc::clone(&second.stats);
     wait_until(
         DEADLINE,
         "the successor to commit every record",
-        async || {
-            (stats.committed_records.load(Ordering::SeqCst) + committed_by_first == 500)
-                .then_some(())
-        },
+        async || all_committed(&group_id, &topics).await.then_some(()),
     )
     .await;
     second.stop().await;
 
-    // The successor re-stored the uncommitted tail, part of which was already stored.
-    let restored = stats.stored_items.load(Ordering::SeqCst) as usize;
-    assert_eq!(restored, 2 * (500 - committed_by_first as usize));
-    assert!(restored > expected_items - 437, "nothing was redelivered");
-    assert_eq!(inner.total(), expected_items);
-    for inbox in (1..=13).chain(100..105) {
-        let ids: Vec<u64> = inner
-            .messages(inbox)
-            .iter()
-            .map(|m| m.server_msg_id)
-            .collect();
-        let mut unique = ids.clone();
-        unique.sort_unstable();
-        unique.dedup();
-        assert_eq!(unique.len(), ids.len(), "inbox {inbox} holds a duplicate");
-        if inbox < 100 {
-            // A recipient's messages all share one key, hence one partition: produced order.
-            assert!(
-                ids.windows(2).all(|w| w[0] < w[1]),
-                "inbox {inbox} out of order: {ids:?}"
-            );
-        }
-    }
-    assert_all_committed(&group_id, &topics).await;
+    // The successor stored the whole uncommitted tail again, the part stored
+    // before the crash included, and the store kept one copy of each.
+    let restored = stats.stored_messages.load(Ordering::SeqCst) as i64;
+    assert_eq!(restored, 500 - committed_by_first);
+    assert!(restored > 500 - stored_at_crash, "nothing was redelivered");
+    assert_stored(&inner, &expected(&messages));
 }
 
 /// A payload that is not a ChatEvent is skipped, counted and committed; the
@@ -165,24 +126,23 @@ async fn redelivery_after_a_crash_before_commit_stores_each_message_once() {
 async fn a_malformed_payload_is_skipped_and_committed() {
     let topics = topics("mj-malformed", 1, 1).await;
     let topic = &topics[0];
+    let key = ConvKey::direct(10, 20).to_string();
     let records = vec![
         p2p_record(topic, &direct(1, 10, 20)),
-        (topic.clone(), 20, b"\xff\xff\xff not protobuf".to_vec()),
-        (topic.clone(), 20, Vec::new()),
-        p2p_record(topic, &direct(2, 10, 20)),
+        (topic.clone(), key.clone(), b"\xff\xff\xff not protobuf".to_vec()),
+        (topic.clone(), key, Vec::new()),
+        p2p_record(topic, &direct(2, 20, 10)),
     ];
     produce(&records).await;
 
     let group_id = unique_name("mj-malformed");
-    let store = Arc::new(MemoryInbox::new());
+    let store = Arc::new(MemoryStore::new());
     let running = start(&group_id, &topics, Arc::clone(&store), NoPush, 100);
     let stats = Arc::clone(&running.stats);
     running.wait_committed(4).await;
     running.stop().await;
 
-    let ids: Vec<u64> = store.messages(20).iter().map(|m| m.server_msg_id).collect();
-    assert_eq!(ids, [1, 2]);
-    assert_eq!(store.total(), 4);
+    assert_stored(&store, &expected(&[direct(1, 10, 20), direct(2, 20, 10)]));
     // The garbage and the empty payload (an event naming no conversation).
     assert_eq!(stats.malformed.load(Ordering::SeqCst), 2);
     assert_all_committed(&group_id, &topics).await;
@@ -191,18 +151,16 @@ async fn a_malformed_payload_is_skipped_and_committed() {
 /// Stores the first half of each batch, then fails, until `healthy` is set: a
 /// store that breaks mid-batch, as MongoDB can.
 struct FlakyStore {
-    inner: Arc<MemoryInbox>,
+    inner: Arc<MemoryStore>,
     healthy: AtomicBool,
 }
 
-impl InboxStore for FlakyStore {
-    async fn store(&self, items: &[(u64, NewMessage)]) -> Result<Vec<u64>, StoreError> {
+impl MessageStore for FlakyStore {
+    async fn store(&self, messages: &[NewMessage]) -> Result<Vec<u64>, StoreError> {
         if self.healthy.load(Ordering::SeqCst) {
-            return self.inner.store(items).await;
+            return self.inner.store(messages).await;
         }
-        for (inbox, message) in &items[..items.len() / 2] {
-            self.inner.store_one(*inbox, message);
-        }
+        self.inner.store(&messages[..messages.len() / 2]).await?;
         Err(StoreError("injected failure after half the batch".into()))
     }
 }
@@ -212,13 +170,20 @@ impl InboxStore for FlakyStore {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_store_is_retried_and_nothing_is_committed_meanwhile() {
     let topics = topics("mj-retry", 1, 1).await;
-    let records: Vec<_> = (1..=100_u64)
-        .map(|id| p2p_record(&topics[0], &direct(id, 500, 600)))
+    let messages: Vec<NewMessage> = (1..=100_u64)
+        .map(|id| {
+            if id % 3 == 0 {
+                direct(id, 600, 500)
+            } else {
+                direct(id, 500, 600)
+            }
+        })
         .collect();
+    let records: Vec<_> = messages.iter().map(|m| p2p_record(&topics[0], m)).collect();
     produce(&records).await;
 
     let group_id = unique_name("mj-retry");
-    let inner = Arc::new(MemoryInbox::new());
+    let inner = Arc::new(MemoryStore::new());
     let flaky = Arc::new(FlakyStore {
         inner: Arc::clone(&inner),
         healthy: AtomicBool::new(false),
@@ -242,14 +207,7 @@ async fn a_failing_store_is_retried_and_nothing_is_committed_meanwhile() {
     flaky.healthy.store(true, Ordering::SeqCst);
     running.wait_committed(100).await;
     running.stop().await;
-    for inbox in [500, 600] {
-        let ids: Vec<u64> = inner
-            .messages(inbox)
-            .iter()
-            .map(|m| m.server_msg_id)
-            .collect();
-        assert_eq!(ids, (1..=100).collect::<Vec<_>>(), "inbox {inbox}");
-    }
+    assert_stored(&inner, &expected(&messages));
     assert_all_committed(&group_id, &topics).await;
 }
 
@@ -266,9 +224,14 @@ async fn operators_see_the_group_its_members_committed_offsets_and_lag() {
     produce(&records).await;
 
     let group_id = unique_name("mj-ops");
-    let store = Arc::new(MemoryInbox::new());
+    let store = Arc::new(MemoryStore::new());
     let running = start(&group_id, &topics, Arc::clone(&store), NoPush, 50);
     running.wait_committed(90).await;
+    // Commits are asynchronous: wait until the broker has them all.
+    wait_until(DEADLINE, "every offset committed", async || {
+        all_committed(&group_id, &topics).await.then_some(())
+    })
+    .await;
     let group = group_id.clone();
     let live = tokio::task::spawn_blocking(move || kafka_tool::describe_group(&group))
         .await
@@ -301,19 +264,27 @@ async fn operators_see_the_group_its_members_committed_offsets_and_lag() {
 }
 
 /// Two consumers in one group: the second joining and then the first leaving each move
-/// partitions mid-stream; every message is still stored once, each recipient's in the order
-/// produced, and every offset is committed.
+/// partitions mid-stream; every message is still stored once, each conversation's at seqs
+/// 1..=n in produced order, and every offset is committed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_consumers_and_two_rebalances_store_each_message_once_in_order() {
     let topics = topics("mj-rebalance", 1, 4).await;
-    let records: Vec<_> = (1..=1200_u64)
-        .map(|id| p2p_record(&topics[0], &direct(id, 100 + id % 5, id % 13 + 1)))
+    let messages: Vec<NewMessage> = (1..=1200_u64)
+        .map(|id| {
+            let (a, b) = (100 + id % 5, id % 13 + 1);
+            if id % 4 == 0 {
+                direct(id, b, a)
+            } else {
+                direct(id, a, b)
+            }
+        })
         .collect();
+    let records: Vec<_> = messages.iter().map(|m| p2p_record(&topics[0], m)).collect();
     let group_id = unique_name("mj-rebalance");
-    let store = Arc::new(MemoryInbox::new());
-    let stored = |records: usize| {
+    let store = Arc::new(MemoryStore::new());
+    let stored = |count: usize| {
         let store = Arc::clone(&store);
-        async move || (store.total() >= 2 * records).then_some(())
+        async move || (store.total() >= count).then_some(())
     };
 
     let first = start(&group_id, &topics, Arc::clone(&store), NoPush, 50);
@@ -328,33 +299,19 @@ async fn two_consumers_and_two_rebalances_store_each_message_once_in_order() {
     produce(&records[400..800]).await;
     wait_until(DEADLINE, "800 stored by the two", stored(800)).await;
 
-    let first_committed = Arc::clone(&first.stats);
+    let first_stats = Arc::clone(&first.stats);
     first.stop().await;
     produce(&records[800..]).await;
     wait_until(DEADLINE, "all 1,200 stored", stored(1200)).await;
-    let second_committed = Arc::clone(&second.stats);
+    let second_stats = Arc::clone(&second.stats);
     wait_until(DEADLINE, "every offset committed", async || {
-        let all = committed_and_high(&group_id, &topics).await;
-        all.iter()
-            .all(|(_, _, committed, high)| *committed == rdkafka::Offset::Offset(*high))
-            .then_some(())
+        all_committed(&group_id, &topics).await.then_some(())
     })
     .await;
     second.stop().await;
 
-    assert!(first_committed.committed_records.load(Ordering::SeqCst) > 0);
-    assert!(second_committed.committed_records.load(Ordering::SeqCst) > 0);
-    assert_eq!(store.total(), 2400, "a message stored twice");
-    for inbox in 1..=13 {
-        let ids: Vec<u64> = store
-            .messages(inbox)
-            .iter()
-            .map(|m| m.server_msg_id)
-            .collect();
-        assert!(
-            ids.windows(2).all(|w| w[0] < w[1]),
-            "inbox {inbox} out of order: {ids:?}"
-        );
-    }
+    assert!(first_stats.committed_records.load(Ordering::SeqCst) > 0);
+    assert!(second_stats.committed_records.load(Ordering::SeqCst) > 0);
+    assert_stored(&store, &expected(&messages));
     assert_all_committed(&group_id, &topics).await;
 }

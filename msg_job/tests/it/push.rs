@@ -1,271 +1,133 @@
-//! Pushes after storing, through a fake register and fake access nodes served
-//! over real gRPC on ephemeral ports.
+//! Pushes after storing: what a fake access node gets, frame by frame and byte for byte.
 
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use fishchat_e2e::{unique_name, wait_until};
-use fishchat_msg_job::grpc_push::GrpcPusher;
-use fishchat_msg_job::{Conversation, MemoryInbox, event};
-use fishchat_rpc::access::access_server::{Access, AccessServer};
-use fishchat_rpc::access::{KickReply, KickRequest, PushReply, PushRequest};
-use fishchat_rpc::register::register_server::{Register, RegisterServer};
-use fishchat_rpc::register::*;
-use parking_lot::Mutex;
-use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
-use tonic::{Request, Response, Status};
+use fishchat_codec::{Command, DEFAULT_MAX_FRAME_LEN, encode_frame_to_bytes, pb};
+use fishchat_e2e::unique_name;
+use fishchat_msg_job::grpc_push::{GrpcPusher, SESSION_CAPACITY, SESSION_TTL, SessionCache};
+use fishchat_msg_job::{ConvKey, MemoryStore, NewMessage};
 
-use crate::common::{DEADLINE, direct, p2p_record, produce, start, topics};
+use crate::common::{assert_stored, direct, expected, in_group, produce, record, start, topics};
+use crate::fakes::{FakeAccess, FakeRegister, dead_addr, decode_push, key_of, session};
 
-/// An access node that records what it is pushed, after checking each pushed
-/// message is already in the store with that seq.
-#[derive(Clone)]
-struct FakeAccess {
-    store: Arc<MemoryInbox>,
-    pushes: Arc<Mutex<Vec<PushRequest>>>,
-    pushed_before_stored: Arc<Mutex<Vec<(u64, u64)>>>,
-}
-
-#[tonic::async_trait]
-impl Access for FakeAccess {
-    async fn push(&self, request: Request<PushRequest>) -> Result<Response<PushReply>, Status> {
-        let request = request.into_inner();
-        for delivery in &request.deliveries {
-            for user in &delivery.user_ids {
-                let stored = self.store.messages(*user);
-                for m in &delivery.messages {
-                    let in_store = usize::try_from(m.seq)
-                        .ok()
-                        .and_then(|seq| stored.get(seq.wrapping_sub(1)))
-                        .is_some_and(|s| s.server_msg_id == m.server_msg_id);
-                    if !in_store {
-                        self.pushed_before_stored.lock().push((*user, m.seq));
-                    }
-                }
-            }
-        }
-        let users = request
-            .deliveries
-            .iter()
-            .map(|d| d.user_ids.len())
-            .sum::<usize>();
-        self.pushes.lock().push(request);
-        Ok(Response::new(PushReply {
-            absent_user_ids: Vec::new(),
-            delivered_connections: u32::try_from(users).unwrap_or(u32::MAX),
-        }))
-    }
-
-    async fn kick(&self, _: Request<KickRequest>) -> Result<Response<KickReply>, Status> {
-        Err(Status::unimplemented("not used by msg_job"))
-    }
-}
-
-/// A register whose only working call is `ListSessions`, over a fixed table.
-struct FakeRegister {
-    sessions: Vec<Session>,
-}
-
-fn unused<T>() -> Result<Response<T>, Status> {
-    Err(Status::unimplemented("not used by msg_job"))
-}
-
-#[tonic::async_trait]
-impl Register for FakeRegister {
-    async fn create_user(
-        &self,
-        _: Request<CreateUserRequest>,
-    ) -> Result<Response<CreateUserReply>, Status> {
-        unused()
-    }
-    async fn login(&self, _: Request<LoginRequest>) -> Result<Response<LoginReply>, Status> {
-        unused()
-    }
-    async fn verify_token(
-        &self,
-        _: Request<VerifyTokenRequest>,
-    ) -> Result<Response<VerifyTokenReply>, Status> {
-        unused()
-    }
-    async fn revoke_token(
-        &self,
-        _: Request<RevokeTokenRequest>,
-    ) -> Result<Response<RevokeTokenReply>, Status> {
-        unused()
-    }
-    async fn get_user(&self, _: Request<GetUserRequest>) -> Result<Response<User>, Status> {
-        unused()
-    }
-    async fn record_session(
-        &self,
-        _: Request<Session>,
-    ) -> Result<Response<RecordSessionReply>, Status> {
-        unused()
-    }
-    async fn remove_session(
-        &self,
-        _: Request<RemoveSessionRequest>,
-    ) -> Result<Response<RemoveSessionReply>, Status> {
-        unused()
-    }
-    async fn touch_session(
-        &self,
-        _: Request<Session>,
-    ) -> Result<Response<TouchSessionReply>, Status> {
-        unused()
-    }
-    async fn list_sessions(
-        &self,
-        request: Request<ListSessionsRequest>,
-    ) -> Result<Response<ListSessionsReply>, Status> {
-        let users = request.into_inner().user_ids;
-        let sessions = self
-            .sessions
-            .iter()
-            .filter(|s| users.contains(&s.user_id))
-            .cloned()
-            .collect();
-        Ok(Response::new(ListSessionsReply { sessions }))
-    }
-    async fn create_group(
-        &self,
-        _: Request<CreateGroupRequest>,
-    ) -> Result<Response<Group>, Status> {
-        unused()
-    }
-    async fn join_group(
-        &self,
-        _: Request<GroupMemberRequest>,
-    ) -> Result<Response<GroupMemberReply>, Status> {
-        unused()
-    }
-    async fn quit_group(
-        &self,
-        _: Request<GroupMemberRequest>,
-    ) -> Result<Response<GroupMemberReply>, Status> {
-        unused()
-    }
-    async fn group_members(
-        &self,
-        _: Request<GroupMembersRequest>,
-    ) -> Result<Response<GroupMembersReply>, Status> {
-        unused()
-    }
-    async fn user_groups(
-        &self,
-        _: Request<UserGroupsRequest>,
-    ) -> Result<Response<UserGroupsReply>, Status> {
-        unused()
-    }
-}
-
-/// Binds an ephemeral loopback port for a test server.
-fn ephemeral() -> (TcpIncoming, SocketAddr) {
-    let incoming = TcpIncoming::bind(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind");
-    let addr = incoming.local_addr().expect("local addr");
-    (incoming, addr)
-}
-
-fn session(user_id: u64, push_addr: String, conn_id: u64) -> Session {
-    Session {
-        user_id,
-        device_id: format!("d{conn_id}"),
-        access_node_id: "fake-access".into(),
-        push_addr,
-        conn_id,
-    }
-}
-
-/// Users 1 and 2 (two devices) are online on a fake node, user 3 on a dead one:
-/// the live node gets each user's stored messages with their seqs, in order,
-/// grouped in one request per batch; the dead node is counted, and nothing blocks the commits.
+/// Users 1, 2 (two devices), 4, 5 and 6 are online on one fake node, user 3
+/// on a dead one. Every stored message reaches the live node exactly once, in
+/// a PUSH frame that is the codec's encoding of the stored messages at their
+/// seqs; each batch carries a conversation in one frame, addressed to the
+/// union of its messages' recipients on that node; a group message to many
+/// recipients there is one delivery naming them all. Nothing is pushed before
+/// it is stored, and the dead node only costs a counted failure.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stored_messages_are_pushed_with_their_seqs() {
-    let store = Arc::new(MemoryInbox::new());
-    let access = FakeAccess {
-        store: Arc::clone(&store),
-        pushes: Arc::default(),
-        pushed_before_stored: Arc::default(),
-    };
-    let (incoming, access_addr) = ephemeral();
-    tokio::spawn(
-        Server::builder()
-            .add_service(AccessServer::new(access.clone()))
-            .serve_with_incoming(incoming),
-    );
-    // A port that was bound and released: nothing answers there.
-    let dead_addr = ephemeral().1;
-    let register = FakeRegister {
-        sessions: vec![
-            session(1, access_addr.to_string(), 11),
-            session(2, format!("http://{access_addr}"), 21),
-            session(2, format!("http://{access_addr}"), 22),
-            session(3, dead_addr.to_string(), 31),
-        ],
-    };
-    let (incoming, register_addr) = ephemeral();
-    tokio::spawn(
-        Server::builder()
-            .add_service(RegisterServer::new(register))
-            .serve_with_incoming(incoming),
-    );
+async fn every_stored_message_is_pushed_once_per_conversation_and_batch_as_encoded() {
+    let store = Arc::new(MemoryStore::new());
+    let access = FakeAccess::checking(Arc::clone(&store));
+    let node = access.serve();
+    let online = [1_u64, 2, 4, 5, 6];
+    let mut sessions: Vec<_> = online.iter().map(|&u| session(u, &node, u * 10)).collect();
+    sessions.push(session(2, &node, 21));
+    sessions.push(session(3, &dead_addr(), 30));
+    let register = FakeRegister::new(sessions);
+    let register_addr = register.serve();
 
     let topics = topics("mj-push", 1, 2).await;
-    let mut records: Vec<_> = (1..=20_u64)
-        .map(|id| p2p_record(&topics[0], &direct(id, 3, 1 + id % 2)))
+    let mut sent: Vec<(NewMessage, Vec<u64>)> = Vec::new();
+    for id in 1..=20 {
+        let to = 1 + id % 2;
+        sent.push((direct(id, 3, to), vec![to, 3]));
+    }
+    for id in 21..=24 {
+        let (from, to) = if id % 2 == 0 { (1, 2) } else { (2, 1) };
+        sent.push((direct(id, from, to), vec![to, from]));
+    }
+    // Membership changed between the first two: a frame holding both goes to both sets.
+    sent.push((in_group(25, 1, 7), vec![1, 2]));
+    sent.push((in_group(26, 2, 7), vec![2, 4]));
+    sent.push((in_group(27, 3, 7), vec![1, 2, 3, 4, 5, 6]));
+    let records: Vec<_> = sent.iter().map(|(m, r)| record(&topics[0], m, r)).collect();
+    let recipients: HashMap<u64, &[u64]> = sent
+        .iter()
+        .map(|(m, r)| (m.server_msg_id, r.as_slice()))
         .collect();
-    let mut group_message = direct(21, 3, 0);
-    group_message.conversation = Conversation::GroupId(7);
-    records.push((
-        topics[0].clone(),
-        7,
-        event::encode(&group_message, &[1, 2, 3, 4]),
-    ));
     produce(&records).await;
 
-    let pusher = GrpcPusher::new(&format!("http://{register_addr}")).expect("pusher");
-    let group_id = unique_name("mj-push");
-    let running = start(&group_id, &topics, Arc::clone(&store), pusher, 100);
-    let pushed = async || {
-        let pushes = access.pushes.lock();
-        let mut per_user: std::collections::BTreeMap<u64, Vec<(u64, u64)>> = Default::default();
-        for request in pushes.iter() {
-            for delivery in &request.deliveries {
-                for user in &delivery.user_ids {
-                    per_user
-                        .entry(*user)
-                        .or_default()
-                        .extend(delivery.messages.iter().map(|m| (m.seq, m.server_msg_id)));
-                }
-            }
-        }
-        (per_user.values().map(Vec::len).sum::<usize>() == 22).then_some(per_user)
-    };
-    let per_user = wait_until(DEADLINE, "11 pushes to each of users 1 and 2", pushed).await;
+    let sessions = Arc::new(SessionCache::new(SESSION_TTL, SESSION_CAPACITY));
+    let pusher = GrpcPusher::new(&register_addr, sessions).expect("pusher");
+    let running = start(
+        &unique_name("mj-push"),
+        &topics,
+        Arc::clone(&store),
+        pusher,
+        100,
+    );
     let stats = Arc::clone(&running.stats);
-    running.wait_committed(21).await;
+    // A batch is committed only after its push returned: every push is in.
+    running.wait_committed(27).await;
     running.stop().await;
 
-    assert!(
-        access.pushed_before_stored.lock().is_empty(),
-        "pushed before stored"
-    );
-    for user in [1_u64, 2] {
-        let got = &per_user[&user];
-        let stored: Vec<(u64, u64)> = store
-            .messages(user)
-            .iter()
-            .enumerate()
-            .map(|(i, m)| (i as u64 + 1, m.server_msg_id))
-            .collect();
-        assert_eq!(got, &stored, "user {user} got other pushes than its inbox");
-        assert!(got.windows(2).all(|w| w[0].0 < w[1].0));
+    assert_stored(&store, &expected(sent.iter().map(|(m, _)| m)));
+    assert_eq!(access.violations(), Vec::<String>::new());
+    let mut delivered: BTreeMap<ConvKey, Vec<u64>> = BTreeMap::new();
+    let mut carried_by: HashMap<u64, Vec<Vec<u64>>> = HashMap::new();
+    for request in access.requests() {
+        let mut in_request = HashSet::new();
+        for delivery in &request.deliveries {
+            let push = decode_push(&delivery.frame).expect("a PUSH frame");
+            let key = push
+                .messages
+                .first()
+                .and_then(key_of)
+                .expect("a frame with a message");
+            assert!(in_request.insert(key), "{key} in two frames of one batch");
+            assert!(
+                push.messages.iter().all(|m| key_of(m) == Some(key)),
+                "a frame mixes conversations: {push:?}"
+            );
+            let stored = store.messages(key);
+            let want = pb::Push {
+                messages: push
+                    .messages
+                    .iter()
+                    .map(|m| {
+                        let at = usize::try_from(m.seq - 1).expect("seq");
+                        stored.get(at).expect("a stored seq").stored(m.seq)
+                    })
+                    .collect(),
+            };
+            let encoded = encode_frame_to_bytes(Command::Push, 0, &want, DEFAULT_MAX_FRAME_LEN)
+                .expect("encode");
+            assert_eq!(delivery.frame, encoded, "{key}: not the stored messages as encoded");
+            let mut union: Vec<u64> = push
+                .messages
+                .iter()
+                .flat_map(|m| recipients[&m.server_msg_id].iter().copied())
+                .filter(|user| online.contains(user))
+                .collect();
+            union.sort_unstable();
+            union.dedup();
+            assert_eq!(delivery.user_ids, union, "{key}: not its recipients here");
+            delivered
+                .entry(key)
+                .or_default()
+                .extend(push.messages.iter().map(|m| m.seq));
+            for m in &push.messages {
+                carried_by
+                    .entry(m.server_msg_id)
+                    .or_default()
+                    .push(delivery.user_ids.clone());
+            }
+        }
     }
-    assert!(!per_user.contains_key(&3) && !per_user.contains_key(&4));
-    // Each batch went to the live node as one request carrying both users.
-    assert!(access.pushes.lock().iter().all(|r| r.deliveries.len() <= 2));
+    for key in expected(sent.iter().map(|(m, _)| m)).keys() {
+        let stored = store.messages(*key).len() as u64;
+        assert_eq!(
+            delivered.get(key),
+            Some(&(1..=stored).collect::<Vec<_>>()),
+            "{key}: each stored seq once, in order"
+        );
+    }
+    assert_eq!(carried_by[&27], [vec![1, 2, 4, 5, 6]], "the wide group message");
     assert!(
         stats.push_failures.load(Ordering::SeqCst) >= 1,
         "the dead node was not counted"

@@ -1,0 +1,93 @@
+//! A stuck access node costs its users their pushes, not everyone their messages.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use fishchat_e2e::{unique_name, wait_until};
+use fishchat_msg_job::grpc_push::{GrpcPusher, SESSION_CAPACITY, SESSION_TTL, SessionCache};
+use fishchat_msg_job::{ConvKey, MemoryStore, NewMessage};
+
+use crate::common::{
+    all_committed, assert_all_committed, assert_stored, direct, expected, p2p_record, produce,
+    start, topics,
+};
+use crate::fakes::{FakeAccess, FakeRegister, session};
+
+/// How long the pusher waits for one node's push (`grpc_push`'s private
+/// `PUSH_TIMEOUT`): what each batch would lose if a stuck node held it up.
+const PUSH_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Messages in the stream.
+const MESSAGES: u64 = 200;
+
+/// Users 1-4 are on a healthy node, users 11-14 on a node that takes pushes
+/// and never answers; every message goes to one of each. The stream is
+/// stored and committed, and the healthy node's users get every push, in a
+/// fraction of the time the stuck node would cost if each message waited for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_access_node_does_not_hold_up_consumption() {
+    let store = Arc::new(MemoryStore::new());
+    let healthy = FakeAccess::checking(Arc::clone(&store));
+    let stuck = FakeAccess::hanging();
+    let (healthy_addr, stuck_addr) = (healthy.serve(), stuck.serve());
+    let mut sessions: Vec<_> = (1..=4).map(|u| session(u, &healthy_addr, u)).collect();
+    sessions.extend((11..=14).map(|u| session(u, &stuck_addr, u)));
+    let register = FakeRegister::new(sessions);
+    let register_addr = register.serve();
+
+    let topics = topics("mj-stuck", 1, 2).await;
+    let messages: Vec<NewMessage> = (1..=MESSAGES)
+        .map(|id| {
+            let (healthy_user, stuck_user) = (1 + id % 4, 11 + (id / 4) % 4);
+            if id % 2 == 0 {
+                direct(id, stuck_user, healthy_user)
+            } else {
+                direct(id, healthy_user, stuck_user)
+            }
+        })
+        .collect();
+    let records: Vec<_> = messages.iter().map(|m| p2p_record(&topics[0], m)).collect();
+
+    let sessions = Arc::new(SessionCache::new(SESSION_TTL, SESSION_CAPACITY));
+    let pusher = GrpcPusher::new(&register_addr, sessions).expect("pusher");
+    let group_id = unique_name("mj-stuck");
+    let running = start(&group_id, &topics, Arc::clone(&store), pusher, 10);
+    let started = Instant::now();
+    // A stream, not one burst: many batches, each of which could wait for the stuck node.
+    for chunk in records.chunks(10) {
+        produce(chunk).await;
+    }
+    let deadline = PUSH_TIMEOUT * MESSAGES as u32 / 4;
+    let stats = Arc::clone(&running.stats);
+    // The clock started with the stream.
+    wait_until(deadline.saturating_sub(started.elapsed()), "the whole stream stored and committed", async || {
+        (stats.committed_records.load(Ordering::SeqCst) == MESSAGES
+            && all_committed(&group_id, &topics).await)
+            .then_some(())
+    })
+    .await;
+    running.stop().await;
+
+    let want = expected(&messages);
+    assert_stored(&store, &want);
+    assert_all_committed(&group_id, &topics).await;
+    for user in 1..=4 {
+        let got: Vec<(ConvKey, u64)> = healthy
+            .pushed_to(user)
+            .iter()
+            .map(|&(key, seq, _)| (key, seq))
+            .collect();
+        let all: BTreeSet<(ConvKey, u64)> = want
+            .iter()
+            .filter(|(key, _)| key.is_party(user))
+            .flat_map(|(key, ids)| (1..=ids.len() as u64).map(|seq| (*key, seq)))
+            .collect();
+        assert_eq!(got.len(), all.len(), "user {user}: a push lost or repeated");
+        assert_eq!(got.into_iter().collect::<BTreeSet<_>>(), all, "user {user}");
+    }
+    assert_eq!(healthy.violations(), Vec::<String>::new());
+    assert!(!stuck.requests().is_empty(), "the stuck node was never tried");
+    assert!(stats.push_failures.load(Ordering::SeqCst) >= 1);
+}
