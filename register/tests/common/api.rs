@@ -23,6 +23,7 @@ pub struct Api {
     stop: oneshot::Sender<()>,
     server: JoinHandle<std::io::Result<()>>,
     seen: Mutex<BTreeSet<Seen>>,
+    codes: Mutex<BTreeSet<String>>,
 }
 
 /// A reply: its status and its JSON body (`Null` when empty).
@@ -77,6 +78,7 @@ impl Api {
             stop,
             server,
             seen: Mutex::default(),
+            codes: Mutex::default(),
         }
     }
 
@@ -111,22 +113,10 @@ impl Api {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request.send().await.expect("send");
-        let status = response.status();
-        let text = response.text().await.expect("read body");
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or_else(|err| panic!("{status}: {text:?}: {err}"))
-        };
-        self.seen
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert((route_method(route), template.to_owned(), status.as_u16()));
-        Reply { status, body }
+        self.send(route, request).await
     }
 
-    /// Sends a raw body (say, broken JSON) to `path`.
+    /// Sends a raw body (say, broken JSON) to `route`, which has no parameters.
     pub async fn raw(&self, route: &str, token: Option<&str>, body: &'static str) -> Reply {
         let (method, path) = route.split_once(' ').expect("METHOD /path");
         let method = Method::from_bytes(method.as_bytes()).expect("method");
@@ -138,9 +128,30 @@ impl Api {
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
+        self.send(route, request).await
+    }
+
+    /// Sends `request` for `route` and remembers its status and code.
+    async fn send(&self, route: &str, request: reqwest::RequestBuilder) -> Reply {
         let response = request.send().await.expect("send");
         let status = response.status();
-        let body = response.json().await.unwrap_or(Value::Null);
+        let text = response.text().await.expect("read body");
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|err| panic!("{status}: {text:?}: {err}"))
+        };
+        let (method, template) = route.split_once(' ').expect("METHOD /path");
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert((method.to_owned(), template.to_owned(), status.as_u16()));
+        if let Some(code) = body["code"].as_str() {
+            self.codes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(code.to_owned());
+        }
         Reply { status, body }
     }
 
@@ -208,13 +219,17 @@ impl Api {
             .clone()
     }
 
+    /// Every error code seen so far.
+    pub fn codes(&self) -> BTreeSet<String> {
+        self.codes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// Stops the server and waits for it.
     pub async fn stop(self) {
         let _ = self.stop.send(());
         self.server.await.expect("server task").expect("server");
     }
-}
-
-fn route_method(route: &str) -> String {
-    route.split(' ').next().unwrap_or_default().to_owned()
 }
