@@ -453,8 +453,10 @@ impl EventLoop {
             }
             (State::Active, Body::SendToUser(m)) => Request::SendToUser(m),
             (State::Active, Body::SendToGroup(m)) => Request::SendToGroup(m),
+            (State::Active, Body::SyncConversations(m)) => Request::SyncConversations(m),
             (State::Active, Body::Sync(m)) => Request::Sync(m),
-            (State::Active, Body::DeliveryAck(m)) => Request::Ack(m),
+            (State::Active, Body::History(m)) => Request::History(m),
+            (State::Active, Body::Read(m)) => Request::Read(m),
             (State::Active, Body::Logout(_)) => return self.begin_close(slot),
             (State::Active | State::LoggingIn, Body::Login(_)) => {
                 return self.refuse(
@@ -468,8 +470,10 @@ impl EventLoop {
                 State::AwaitingLogin | State::LoggingIn,
                 Body::SendToUser(_)
                 | Body::SendToGroup(_)
+                | Body::SyncConversations(_)
                 | Body::Sync(_)
-                | Body::DeliveryAck(_)
+                | Body::History(_)
+                | Body::Read(_)
                 | Body::Logout(_),
             ) => {
                 return self.refuse(slot, request_id, ErrorCode::NotLoggedIn, "log in first");
@@ -792,8 +796,10 @@ fn client_body_len(body: &Body) -> Option<usize> {
         Body::Ping(m) => m.encoded_len(),
         Body::SendToUser(m) => m.encoded_len(),
         Body::SendToGroup(m) => m.encoded_len(),
-        Body::DeliveryAck(m) => m.encoded_len(),
+        Body::SyncConversations(m) => m.encoded_len(),
         Body::Sync(m) => m.encoded_len(),
+        Body::History(m) => m.encoded_len(),
+        Body::Read(m) => m.encoded_len(),
         Body::Logout(m) => m.encoded_len(),
         _ => return None,
     })

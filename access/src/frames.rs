@@ -1,12 +1,13 @@
 //! The frames an access node sends, encoded once into shareable `Bytes`.
 //!
 //! Every outbound frame must fit the client's maximum frame size, so replies
-//! that carry a variable number of messages are cut to fit: a SYNC_REPLY is
-//! trimmed (with `has_more` set, so the client asks again) and a PUSH is split
-//! into several frames.
+//! that carry a variable number of messages are cut to fit, with `has_more`
+//! set so the client asks again: a SYNC_REPLY or HISTORY_REPLY loses trailing
+//! messages, a SYNC_CONVERSATIONS_REPLY trailing conversations. PUSH frames
+//! arrive encoded (msg_job cuts them to fit).
 
 use bytes::Bytes;
-use fishchat_codec::pb::{self, StoredMessage};
+use fishchat_codec::pb;
 use fishchat_codec::{Command, ErrorCode, HEADER_LEN, KickReason, encode_frame_to_bytes};
 use prost::Message;
 
@@ -67,26 +68,46 @@ pub fn sync_reply(request_id: u32, mut reply: pb::SyncReply, max: u32) -> Bytes 
     frame(Command::SyncReply, request_id, &reply, max)
 }
 
-/// PUSH frames carrying `messages` in order, as few as fit.
-pub fn pushes(messages: Vec<StoredMessage>, max: u32) -> Vec<Bytes> {
-    let budget = body_budget(max);
-    let mut frames = Vec::new();
-    let mut batch = pb::Push::default();
-    let mut batch_len = 0;
-    for message in messages {
-        let len = prost::encoding::message::encoded_len(1, &message);
-        if !batch.messages.is_empty() && batch_len + len > budget {
-            frames.push(frame(Command::Push, 0, &batch, max));
-            batch.messages.clear();
-            batch_len = 0;
+/// A HISTORY_REPLY that fits: the oldest messages of the page (its tail)
+/// are left for the next request, but at least one message is always kept.
+pub fn history_reply(request_id: u32, mut reply: pb::HistoryReply, max: u32) -> Bytes {
+    while reply.messages.len() > 1 && reply.encoded_len() > body_budget(max) {
+        reply.messages.pop();
+        reply.has_more = true;
+    }
+    frame(Command::HistoryReply, request_id, &reply, max)
+}
+
+/// A SYNC_CONVERSATIONS_REPLY that fits: trailing conversations are left for
+/// the next page (`has_more`); a single conversation too large alone keeps
+/// only its newest messages that fit and says `has_gap`, so the client syncs
+/// the rest.
+pub fn conversations_reply(
+    request_id: u32,
+    mut reply: pb::SyncConversationsReply,
+    max: u32,
+) -> Bytes {
+    while reply.conversations.len() > 1 && reply.encoded_len() > body_budget(max) {
+        reply.conversations.pop();
+        reply.has_more = true;
+    }
+    if let Some(only) = reply.conversations.first_mut() {
+        while !only.messages.is_empty()
+            && prost::Message::encoded_len(&reply_of(only)) > body_budget(max)
+        {
+            only.messages.remove(0);
+            only.has_gap = true;
         }
-        batch_len += len;
-        batch.messages.push(message);
     }
-    if !batch.messages.is_empty() {
-        frames.push(frame(Command::Push, 0, &batch, max));
+    frame(Command::SyncConversationsReply, request_id, &reply, max)
+}
+
+/// A reply holding just `summary`, to measure it.
+fn reply_of(summary: &pb::ConversationSummary) -> pb::SyncConversationsReply {
+    pb::SyncConversationsReply {
+        conversations: vec![summary.clone()],
+        has_more: true,
     }
-    frames
 }
 
 #[cfg(test)]
@@ -95,11 +116,11 @@ mod tests {
     use bytes::BytesMut;
     use fishchat_codec::{Body, FrameDecoder};
 
-    fn message(seq: u64, size: usize) -> StoredMessage {
-        StoredMessage {
+    fn message(seq: u64, size: usize) -> pb::StoredMessage {
+        pb::StoredMessage {
             seq,
             body: vec![b'x'; size].into(),
-            ..StoredMessage::default()
+            ..pb::StoredMessage::default()
         }
     }
 
@@ -115,22 +136,6 @@ mod tests {
     }
 
     #[test]
-    fn a_push_too_large_for_one_frame_is_split_in_order() {
-        let max = 4096;
-        let messages: Vec<_> = (1..=10).map(|seq| message(seq, 1000)).collect();
-        let frames = pushes(messages, max);
-        assert!(frames.len() >= 3, "{} frames", frames.len());
-        let seqs: Vec<u64> = decode_all(&frames, max)
-            .into_iter()
-            .flat_map(|body| match body {
-                Body::Push(p) => p.messages.into_iter().map(|m| m.seq).collect::<Vec<_>>(),
-                other => panic!("{other:?}"),
-            })
-            .collect();
-        assert_eq!(seqs, (1..=10).collect::<Vec<_>>());
-    }
-
-    #[test]
     fn a_sync_reply_too_large_is_trimmed_and_says_more_follow() {
         let max = 4096;
         let reply = pb::SyncReply {
@@ -142,6 +147,46 @@ mod tests {
                 assert!(r.has_more);
                 assert!(!r.messages.is_empty() && r.messages.len() < 10);
                 assert_eq!(r.messages[0].seq, 1);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_conversations_reply_too_large_is_cut_by_conversation_then_by_message() {
+        let max = 4096;
+        let summary = |id, count| pb::ConversationSummary {
+            conversation: Some(pb::ConversationRef {
+                id: Some(pb::conversation_ref::Id::GroupId(id)),
+            }),
+            head_seq: count,
+            messages: (1..=count).map(|seq| message(seq, 500)).collect(),
+            ..Default::default()
+        };
+        let reply = pb::SyncConversationsReply {
+            conversations: (1..=5).map(|id| summary(id, 3)).collect(),
+            has_more: false,
+        };
+        match &decode_all(&[conversations_reply(1, reply, max)], max)[..] {
+            [Body::SyncConversationsReply(r)] => {
+                assert!(r.has_more);
+                assert!(!r.conversations.is_empty() && r.conversations.len() < 5);
+            }
+            other => panic!("{other:?}"),
+        }
+        let alone = pb::SyncConversationsReply {
+            conversations: vec![summary(9, 20)],
+            has_more: false,
+        };
+        match &decode_all(&[conversations_reply(1, alone, max)], max)[..] {
+            [Body::SyncConversationsReply(r)] => {
+                let only = &r.conversations[0];
+                assert!(only.has_gap);
+                assert_eq!(
+                    only.messages.last().map(|m| m.seq),
+                    Some(20),
+                    "the newest kept"
+                );
             }
             other => panic!("{other:?}"),
         }

@@ -1,18 +1,19 @@
-//! The Access gRPC service: msg_job pushes stored messages here, and other
-//! access nodes kick connections that a newer login replaced.
+//! The Access gRPC service: msg_job pushes stored messages here (logic read
+//! updates), and other access nodes kick connections that a newer login
+//! replaced.
 //!
-//! A delivery's frames are encoded once and shared (`Bytes`) by every
-//! connection they go to, whatever loop holds it.
+//! A delivery's frame arrives encoded once, by its sender, and the same
+//! bytes (`Bytes`, shared, not copied) go to every connection of every user
+//! it names, whatever loop holds it: the node never decodes a push.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use fishchat_codec::KickReason;
+use fishchat_codec::{HEADER_LEN, KickReason, LENGTH_LEN};
 use fishchat_rpc::access::access_server::Access;
 use fishchat_rpc::access::{KickReply, KickRequest, PushReply, PushRequest};
 use tonic::{Request, Response, Status};
 
-use crate::frames;
 use crate::mailbox::{LoopHandle, PushBatch, ToLoop};
 use crate::metrics::Metrics;
 use crate::table::ConnTable;
@@ -53,10 +54,14 @@ impl PushService {
         let mut batches: Vec<PushBatch> = self.loops.iter().map(|_| PushBatch::default()).collect();
         let mut reply = PushReply::default();
         for delivery in request.deliveries {
-            if delivery.messages.is_empty() {
+            if !fits(&delivery.frame, self.max_frame_len) {
+                tracing::warn!(
+                    len = delivery.frame.len(),
+                    "dropping a pushed frame that is not one whole frame within the limit"
+                );
                 continue;
             }
-            let frames = frames::pushes(delivery.messages, self.max_frame_len);
+            let frames = [delivery.frame];
             // Where this delivery's frames start in each loop's batch, once used there.
             let mut first: Vec<Option<u32>> = vec![None; batches.len()];
             for user_id in delivery.user_ids {
@@ -94,6 +99,20 @@ impl PushService {
     }
 }
 
+/// Whether `frame` is exactly one frame whose length prefix matches it and
+/// which a client accepts: a caller's bug must not desynchronize a client's stream.
+fn fits(frame: &[u8], max_frame_len: u32) -> bool {
+    let Some(prefix) = frame.get(..LENGTH_LEN) else {
+        return false;
+    };
+    let mut len = [0; LENGTH_LEN];
+    len.copy_from_slice(prefix);
+    let claimed = u32::from_be_bytes(len) as usize;
+    claimed + LENGTH_LEN == frame.len()
+        && claimed <= max_frame_len as usize
+        && claimed >= HEADER_LEN
+}
+
 #[tonic::async_trait]
 impl Access for PushService {
     async fn push(&self, request: Request<PushRequest>) -> Result<Response<PushReply>, Status> {
@@ -107,5 +126,25 @@ impl Access for PushService {
             .upstream
             .kick_local(request.user_id, request.conn_id, reason);
         Ok(Response::new(KickReply { kicked }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fishchat_codec::{Command, encode_frame_to_bytes, pb};
+
+    #[test]
+    fn only_one_whole_frame_within_the_limit_is_pushed() {
+        let frame = encode_frame_to_bytes(Command::Push, 0, &pb::Push::default(), 1024).unwrap();
+        assert!(fits(&frame, 1024));
+        assert!(!fits(&frame[..frame.len() - 1], 1024), "cut short");
+        let mut two = frame.to_vec();
+        two.extend_from_slice(&frame);
+        assert!(!fits(&two, 1024), "two frames");
+        let claimed = (frame.len() - LENGTH_LEN) as u32;
+        assert!(fits(&frame, claimed));
+        assert!(!fits(&frame, claimed - 1), "over the limit");
+        assert!(!fits(&[0, 0], 1024));
     }
 }

@@ -19,8 +19,8 @@ use fishchat_rpc::access::KickRequest;
 use fishchat_rpc::access::access_client::AccessClient;
 use fishchat_rpc::logic::logic_client::LogicClient;
 use fishchat_rpc::logic::{
-    AckRequest, HeartbeatRequest, LoginRequest, LogoutRequest, Origin, SendToGroupRequest,
-    SendToUserRequest, SyncRequest,
+    HeartbeatRequest, HistoryRequest, LoginRequest, LogoutRequest, Origin, ReadRequest,
+    SendToGroupRequest, SendToUserRequest, SyncConversationsRequest, SyncRequest,
 };
 use fishchat_rpc::status::error_code;
 use tokio::runtime::Handle;
@@ -65,10 +65,14 @@ pub enum Request {
     SendToUser(pb::SendToUser),
     /// SEND_TO_GROUP.
     SendToGroup(pb::SendToGroup),
+    /// SYNC_CONVERSATIONS.
+    SyncConversations(pb::SyncConversationsRequest),
     /// SYNC.
     Sync(pb::SyncRequest),
-    /// DELIVERY_ACK.
-    Ack(pb::DeliveryAck),
+    /// HISTORY.
+    History(pb::HistoryRequest),
+    /// READ.
+    Read(pb::ReadRequest),
 }
 
 /// Calls logic on behalf of connections and routes the answers back.
@@ -271,11 +275,25 @@ impl Upstream {
                     .await;
                 (send_ack(id, client_msg_id, result, max), Then::Nothing)
             }
-            Request::Sync(sync) => {
+            Request::SyncConversations(request) => {
+                let request = SyncConversationsRequest {
+                    user_id: caller.user_id,
+                    request: Some(request),
+                };
+                let result = self
+                    .retrying(&request, |mut logic, request| async move {
+                        logic.sync_conversations(request).await
+                    })
+                    .await;
+                match result {
+                    Ok(reply) => (frames::conversations_reply(id, reply, max), Then::Nothing),
+                    Err(status) => (self.error(caller, &status), Then::Nothing),
+                }
+            }
+            Request::Sync(request) => {
                 let request = SyncRequest {
                     user_id: caller.user_id,
-                    after_seq: sync.after_seq,
-                    limit: sync.limit,
+                    request: Some(request),
                 };
                 let result = self
                     .retrying(&request, |mut logic, request| async move {
@@ -287,20 +305,36 @@ impl Upstream {
                     Err(status) => (self.error(caller, &status), Then::Nothing),
                 }
             }
-            Request::Ack(ack) => {
-                let request = AckRequest {
+            Request::History(request) => {
+                let request = HistoryRequest {
                     user_id: caller.user_id,
-                    device_id: caller.device_id.to_string(),
-                    up_to_seq: ack.up_to_seq,
+                    request: Some(request),
                 };
                 let result = self
                     .retrying(&request, |mut logic, request| async move {
-                        logic.ack(request).await
+                        logic.history(request).await
                     })
                     .await;
                 match result {
-                    // DELIVERY_ACK has no reply; an empty frame releases the request slot.
-                    Ok(_) => (Bytes::new(), Then::Nothing),
+                    Ok(reply) => (frames::history_reply(id, reply, max), Then::Nothing),
+                    Err(status) => (self.error(caller, &status), Then::Nothing),
+                }
+            }
+            Request::Read(request) => {
+                let request = ReadRequest {
+                    user_id: caller.user_id,
+                    request: Some(request),
+                };
+                let result = self
+                    .retrying(&request, |mut logic, request| async move {
+                        logic.read(request).await
+                    })
+                    .await;
+                match result {
+                    Ok(reply) => (
+                        frames::frame(Command::ReadReply, id, &reply, max),
+                        Then::Nothing,
+                    ),
                     Err(status) => (self.error(caller, &status), Then::Nothing),
                 }
             }
@@ -332,8 +366,6 @@ impl Upstream {
         }
         let body = pb::LoginReply {
             user_id: reply.user_id,
-            last_acked_seq: reply.last_acked_seq,
-            max_seq: reply.max_seq,
             heartbeat_interval_ms: self.heartbeat_interval_ms,
             server_time_ms: now_ms(),
         };
