@@ -127,7 +127,11 @@ pub fn assert_stored(store: &MemoryStore, expected: &Expected) {
         assert_eq!(&got, want, "conversation {key} (seq i+1 is the i-th)");
     }
     let total: usize = expected.values().map(Vec::len).sum();
-    assert_eq!(store.total(), total, "messages stored outside the expected ones");
+    assert_eq!(
+        store.total(),
+        total,
+        "messages stored outside the expected ones"
+    );
 }
 
 /// Produces `(topic, key, payload)` records in order with an idempotent, acks=all producer.

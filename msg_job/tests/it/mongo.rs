@@ -12,8 +12,8 @@ use fishchat_msg_job::push::NoPush;
 use mongodb::bson::{Document, doc};
 
 use crate::common::{
-    DEADLINE, EVENT_GROUPS, Expected, all_committed, assert_all_committed, committed_count,
-    events, produce, start, topics,
+    DEADLINE, EVENT_GROUPS, Expected, all_committed, assert_all_committed, committed_count, events,
+    produce, start, topics,
 };
 
 /// The member of every group of [`events`] through whom the tests read groups.

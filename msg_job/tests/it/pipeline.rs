@@ -96,7 +96,10 @@ async fn redelivery_after_a_crash_before_commit_stores_each_message_once() {
     // sent has landed, so the broker's offsets are what the successor reads from.
     let stored_at_crash = inner.total() as i64;
     let committed_by_first = committed_count(&group_id, &topics).await;
-    assert!(stored_at_crash >= 437, "{stored_at_crash} stored at the crash");
+    assert!(
+        stored_at_crash >= 437,
+        "{stored_at_crash} stored at the crash"
+    );
     assert!(
         committed_by_first < stored_at_crash,
         "the batch in hand ({committed_by_first} committed of {stored_at_crash} stored) was committed"
@@ -129,7 +132,11 @@ async fn a_malformed_payload_is_skipped_and_committed() {
     let key = ConvKey::direct(10, 20).to_string();
     let records = vec![
         p2p_record(topic, &direct(1, 10, 20)),
-        (topic.clone(), key.clone(), b"\xff\xff\xff not protobuf".to_vec()),
+        (
+            topic.clone(),
+            key.clone(),
+            b"\xff\xff\xff not protobuf".to_vec(),
+        ),
         (topic.clone(), key, Vec::new()),
         p2p_record(topic, &direct(2, 20, 10)),
     ];

@@ -97,7 +97,10 @@ async fn every_stored_message_is_pushed_once_per_conversation_and_batch_as_encod
             };
             let encoded = encode_frame_to_bytes(Command::Push, 0, &want, DEFAULT_MAX_FRAME_LEN)
                 .expect("encode");
-            assert_eq!(delivery.frame, encoded, "{key}: not the stored messages as encoded");
+            assert_eq!(
+                delivery.frame, encoded,
+                "{key}: not the stored messages as encoded"
+            );
             let mut union: Vec<u64> = push
                 .messages
                 .iter()
@@ -127,7 +130,11 @@ async fn every_stored_message_is_pushed_once_per_conversation_and_batch_as_encod
             "{key}: each stored seq once, in order"
         );
     }
-    assert_eq!(carried_by[&27], [vec![1, 2, 4, 5, 6]], "the wide group message");
+    assert_eq!(
+        carried_by[&27],
+        [vec![1, 2, 4, 5, 6]],
+        "the wide group message"
+    );
     assert!(
         stats.push_failures.load(Ordering::SeqCst) >= 1,
         "the dead node was not counted"

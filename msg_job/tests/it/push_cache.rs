@@ -29,7 +29,9 @@ async fn publish(channel: &str, payload: &str) -> i64 {
         .strip_prefix("redis://")
         .and_then(|rest| rest.split('/').next())
         .filter(|addr| !addr.contains('@'))
-        .unwrap_or_else(|| panic!("{url}: this helper speaks to an unauthenticated redis://host:port"));
+        .unwrap_or_else(|| {
+            panic!("{url}: this helper speaks to an unauthenticated redis://host:port")
+        });
     let exchange = async {
         let mut stream = TcpStream::connect(addr).await?;
         let command = format!(
@@ -101,19 +103,33 @@ async fn a_user_moved_to_another_node_is_pushed_there_after_the_announcement() {
     running.wait_committed(1).await;
     assert!(got(&node_a, 1), "the first message did not reach node A");
     let filled = Instant::now();
-    assert_eq!(sessions.get(1), Some(vec![addr_a.clone()]), "user 1 not cached on A");
+    assert_eq!(
+        sessions.get(1),
+        Some(vec![addr_a.clone()]),
+        "user 1 not cached on A"
+    );
     assert_eq!(register.calls(), [vec![1, 2]]);
 
     produce(&[p2p_record(&topics[0], &direct(2, 2, 1))]).await;
     running.wait_committed(2).await;
     assert!(got(&node_a, 2), "the second message did not reach node A");
-    assert_eq!(register.calls().len(), 1, "an unchanged user was looked up again");
+    assert_eq!(
+        register.calls().len(),
+        1,
+        "an unchanged user was looked up again"
+    );
 
     register.set_sessions(vec![session(1, &addr_b, 2)]);
-    assert_eq!(publish(channel, "1").await, 1, "the cache is not subscribed");
-    wait_until(MOVE_DEADLINE, "the announcement to drop user 1", async || {
-        sessions.get(1).is_none().then_some(())
-    })
+    assert_eq!(
+        publish(channel, "1").await,
+        1,
+        "the cache is not subscribed"
+    );
+    wait_until(
+        MOVE_DEADLINE,
+        "the announcement to drop user 1",
+        async || sessions.get(1).is_none().then_some(()),
+    )
     .await;
     assert!(sessions.get(2).is_some(), "an unannounced user was dropped");
     produce(&[p2p_record(&topics[0], &direct(3, 2, 1))]).await;

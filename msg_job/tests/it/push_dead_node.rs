@@ -62,11 +62,15 @@ async fn a_stuck_access_node_does_not_hold_up_consumption() {
     let deadline = PUSH_TIMEOUT * MESSAGES as u32 / 4;
     let stats = Arc::clone(&running.stats);
     // The clock started with the stream.
-    wait_until(deadline.saturating_sub(started.elapsed()), "the whole stream stored and committed", async || {
-        (stats.committed_records.load(Ordering::SeqCst) == MESSAGES
-            && all_committed(&group_id, &topics).await)
-            .then_some(())
-    })
+    wait_until(
+        deadline.saturating_sub(started.elapsed()),
+        "the whole stream stored and committed",
+        async || {
+            (stats.committed_records.load(Ordering::SeqCst) == MESSAGES
+                && all_committed(&group_id, &topics).await)
+                .then_some(())
+        },
+    )
     .await;
     running.stop().await;
 
@@ -88,6 +92,9 @@ async fn a_stuck_access_node_does_not_hold_up_consumption() {
         assert_eq!(got.into_iter().collect::<BTreeSet<_>>(), all, "user {user}");
     }
     assert_eq!(healthy.violations(), Vec::<String>::new());
-    assert!(!stuck.requests().is_empty(), "the stuck node was never tried");
+    assert!(
+        !stuck.requests().is_empty(),
+        "the stuck node was never tried"
+    );
     assert!(stats.push_failures.load(Ordering::SeqCst) >= 1);
 }
