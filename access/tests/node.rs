@@ -13,14 +13,15 @@ use std::time::Duration;
 use bytes::{BufMut, BytesMut};
 use fishchat_access::{AccessNode, Config, Metrics, PushService};
 use fishchat_codec::pb::{self, StoredMessage};
-use fishchat_codec::{Body, ErrorCode, FrameDecoder, KickReason};
+use fishchat_codec::{Body, Command, ErrorCode, FrameDecoder, KickReason, encode_frame_to_bytes};
 use fishchat_e2e::wait_until;
 use fishchat_rpc::access::{Delivery, PushRequest};
 use fishchat_rpc::logic::logic_client::LogicClient;
 use fishchat_rpc::logic::logic_server::{Logic, LogicServer};
 use fishchat_rpc::logic::{
-    AckReply, AckRequest, HeartbeatReply, HeartbeatRequest, LoginReply, LoginRequest, LogoutReply,
-    LogoutRequest, Origin, SendToGroupRequest, SendToUserRequest, SyncRequest,
+    HeartbeatReply, HeartbeatRequest, HistoryRequest, LoginReply, LoginRequest, LogoutReply,
+    LogoutRequest, Origin, ReadRequest, SendToGroupRequest, SendToUserRequest,
+    SyncConversationsRequest, SyncRequest,
 };
 use fishchat_rpc::status::error_status;
 use parking_lot::Mutex;
@@ -68,12 +69,7 @@ impl Logic for Served {
             .sessions
             .lock()
             .insert((user_id, request.device_id), origin);
-        Ok(Response::new(LoginReply {
-            user_id,
-            last_acked_seq: 0,
-            max_seq: 0,
-            replaced,
-        }))
+        Ok(Response::new(LoginReply { user_id, replaced }))
     }
 
     async fn logout(
@@ -127,9 +123,25 @@ impl Logic for Served {
         Ok(Response::new(pb::SyncReply::default()))
     }
 
-    async fn ack(&self, request: Request<AckRequest>) -> Result<Response<AckReply>, Status> {
-        Ok(Response::new(AckReply {
-            acked_seq: request.into_inner().up_to_seq,
+    async fn sync_conversations(
+        &self,
+        _request: Request<SyncConversationsRequest>,
+    ) -> Result<Response<pb::SyncConversationsReply>, Status> {
+        Ok(Response::new(pb::SyncConversationsReply::default()))
+    }
+
+    async fn history(
+        &self,
+        _request: Request<HistoryRequest>,
+    ) -> Result<Response<pb::HistoryReply>, Status> {
+        Ok(Response::new(pb::HistoryReply::default()))
+    }
+
+    async fn read(&self, request: Request<ReadRequest>) -> Result<Response<pb::ReadReply>, Status> {
+        let seq = request.into_inner().request.unwrap_or_default().seq;
+        Ok(Response::new(pb::ReadReply {
+            read_seq: seq,
+            unread: 0,
         }))
     }
 }
@@ -516,6 +528,11 @@ fn stored(seq: u64, body: &str) -> StoredMessage {
     }
 }
 
+/// A PUSH frame of `messages`, encoded once as msg_job does.
+fn push_frame(messages: Vec<StoredMessage>) -> bytes::Bytes {
+    encode_frame_to_bytes(Command::Push, 0, &pb::Push { messages }, 64 * 1024).unwrap()
+}
+
 fn pushed_seqs(body: &Body) -> Vec<u64> {
     match body {
         Body::Push(p) => p.messages.iter().map(|m| m.seq).collect(),
@@ -531,7 +548,7 @@ async fn a_push_reaches_every_device_of_a_user_and_reports_absent_users() {
     let reply = h.push.deliver(PushRequest {
         deliveries: vec![Delivery {
             user_ids: vec![9, 10],
-            messages: vec![stored(1, "a"), stored(2, "b")],
+            frame: push_frame(vec![stored(1, "a"), stored(2, "b")]),
         }],
     });
     assert_eq!(reply.absent_user_ids, [10]);
@@ -553,7 +570,7 @@ async fn a_reader_that_never_reads_is_kicked_as_a_slow_consumer() {
         h.push.deliver(PushRequest {
             deliveries: vec![Delivery {
                 user_ids: vec![1],
-                messages: vec![stored(seq, &message)],
+                frame: push_frame(vec![stored(seq, &message)]),
             }],
         });
         pushed += message.len();
