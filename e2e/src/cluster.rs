@@ -151,6 +151,17 @@ impl Cluster {
         let pushed = Pushed::default();
         let push_addr = serve_access(pushed.clone()).await;
 
+        // manager first: register tells it of every group join.
+        let manager_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let mut vars = common.clone();
+        vars.extend([
+            env("MANAGER", "GRPC_LISTEN", manager_addr),
+            env("MANAGER", "MONGO_URL", mongo_url()),
+            env("MANAGER", "DATABASE", &database),
+            env("MANAGER", "ETCD_ENDPOINTS", &etcd),
+        ]);
+        let manager = ServiceProcess::start("fishchat-manager", vars, &log_dir);
+
         let register_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let register_http: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let mut vars = common.clone();
@@ -165,18 +176,9 @@ impl Cluster {
             // Debug builds hash slowly; strength is not under test here.
             env("REGISTER", "ARGON2_MEMORY_KIB", 1024),
             env("REGISTER", "ARGON2_ITERATIONS", 1),
+            env("REGISTER", "MANAGER_ADDR", format!("http://{manager_addr}")),
         ]);
         let register = ServiceProcess::start("fishchat-register", vars, &log_dir);
-
-        let manager_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let mut vars = common.clone();
-        vars.extend([
-            env("MANAGER", "GRPC_LISTEN", manager_addr),
-            env("MANAGER", "MONGO_URL", mongo_url()),
-            env("MANAGER", "DATABASE", &database),
-            env("MANAGER", "ETCD_ENDPOINTS", &etcd),
-        ]);
-        let manager = ServiceProcess::start("fishchat-manager", vars, &log_dir);
 
         let msg_job_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let mut vars = common.clone();
@@ -194,6 +196,7 @@ impl Cluster {
                 "REGISTER_ADDR",
                 format!("http://{register_addr}"),
             ),
+            env("MSG_JOB", "REDIS_URL", redis_url()),
             env("MSG_JOB", "MONGO_URL", mongo_url()),
             env("MSG_JOB", "DATABASE", &database),
             env("MSG_JOB", "ETCD_ENDPOINTS", &etcd),
