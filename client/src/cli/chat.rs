@@ -62,6 +62,16 @@ pub async fn chat(globals: &Globals) -> anyhow::Result<()> {
         listed: false,
         sends: JoinSet::new(),
     };
+    // Commands wait for the first catch-up, so they act on a current conversation list.
+    while !chat.listed {
+        match events.recv().await {
+            Some(event) => chat.on_event(event),
+            None => {
+                println!("the session ended");
+                return Ok(());
+            }
+        }
+    }
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     loop {
         while chat.sends.try_join_next().is_some() {}

@@ -39,9 +39,9 @@ impl Names {
         if let Some(id) = self.known_id(name_or_id) {
             return Ok(id);
         }
-        let user = match api.find_user(token, name_or_id).await {
+        let user = match api.user_by_name(token, name_or_id).await {
             Ok(user) => user,
-            Err(err) if err.is_not_found() => bail!("no user named {name_or_id:?}"),
+            Err(err) if err.status() == Some(404) => bail!("no user named {name_or_id:?}"),
             Err(err) => {
                 return Err(err).with_context(|| format!("looking up user {name_or_id:?}"));
             }

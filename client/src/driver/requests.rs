@@ -30,7 +30,7 @@ pub(crate) enum AppRequest {
 impl AppRequest {
     fn body(&self) -> Body {
         match self {
-            AppRequest::History { request, .. } => request.clone().into(),
+            AppRequest::History { request, .. } => (*request).into(),
             AppRequest::Read {
                 conversation, seq, ..
             } => pb::ReadRequest {

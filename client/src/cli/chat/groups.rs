@@ -2,7 +2,7 @@
 //! Each answers with the line to print.
 
 use anyhow::Context;
-use fishchat_client::register::{JoinStatus, RegisterApi};
+use fishchat_client::register::{JoinStatus, RegisterApi, Role};
 
 use super::super::names::Names;
 
@@ -91,7 +91,14 @@ pub async fn members(
         .with_context(|| format!("listing the members of group #{group_id}"))?;
     let rows: Vec<String> = members
         .iter()
-        .map(|member| format!("{} ({})", names.name_of(member.user_id), member.role))
+        .map(|member| {
+            let role = match member.role {
+                Role::Owner => "owner",
+                Role::Admin => "admin",
+                Role::Member => "member",
+            };
+            format!("{} ({role})", names.name_of(member.user_id))
+        })
         .collect();
     Ok(format!("group #{group_id}: {}", rows.join(", ")))
 }
