@@ -40,7 +40,7 @@ pub enum ConvError {
     #[error(
         "database {database} holds per-user inboxes of FishChat before conversations \
          (collections {collections}); they are not migrated. Reset the data: \
-         `scripts/stack reset` for the local stack, or drop those collections \
+         `scripts/stack purge` for the local stack (it deletes all its data), or drop those collections \
          (mongosh: use {database}; db.messages.drop(); db.cursors.drop())"
     )]
     OldLayout {

@@ -335,6 +335,6 @@ async fn a_database_of_the_older_layout_is_refused_with_how_to_reset() {
         .unwrap();
     let err = ConversationStore::new(&db).prepare().await.unwrap_err();
     assert!(matches!(err, ConvError::OldLayout { .. }), "{err}");
-    assert!(err.to_string().contains("scripts/stack reset"), "{err}");
+    assert!(err.to_string().contains("scripts/stack purge"), "{err}");
     db.drop().await.expect("drop");
 }

@@ -102,7 +102,7 @@ async fn bad_input_is_refused_and_closed_and_other_connections_carry_on() {
         .add_access(&[("LOOPS", "1"), ("MAX_FRAME_LEN", "4096")])
         .await;
     let addr = cluster.access[0].client;
-    let (_alice, alice_token) = cluster.new_user("alice").await;
+    let (sender, alice_token) = cluster.new_user("alice").await;
     let (bob, _) = cluster.new_user("bob").await;
     let mut bystander = login(addr, &alice_token, "laptop").await;
 
@@ -158,8 +158,13 @@ async fn bad_input_is_refused_and_closed_and_other_connections_carry_on() {
         let reply = logic
             .sync(SyncRequest {
                 user_id: bob,
-                after_seq: 0,
-                limit: 100,
+                request: Some(pb::SyncRequest {
+                    conversation: Some(pb::ConversationRef {
+                        id: Some(pb::conversation_ref::Id::UserId(sender)),
+                    }),
+                    after_seq: 0,
+                    limit: 100,
+                }),
             })
             .await
             .ok()?
