@@ -6,7 +6,9 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use fishchat_client::register::{RegisterApi, RegisterError};
+use fishchat_client::register::{
+    InviteStatus, JoinStatus, Member, RegisterApi, RegisterError, Role,
+};
 use fishchat_e2e::services::{ServiceProcess, bin_dir, free_port, wait_healthy};
 use fishchat_e2e::{etcd_endpoint, mongo_url, redis_url, unique_name};
 
@@ -37,6 +39,8 @@ async fn start_register(test: &str) -> Register {
         // Debug builds hash slowly; strength is not under test here.
         var("ARGON2_MEMORY_KIB", "1024"),
         var("ARGON2_ITERATIONS", "1"),
+        // No manager here: register alone records membership changes nowhere.
+        var("MANAGER_ADDR", "none"),
     ];
     let log_dir = bin_dir().join("e2e-logs").join(&name);
     eprintln!("register logs in {}", log_dir.display());
@@ -58,14 +62,15 @@ fn user(prefix: &str) -> String {
 async fn register_api_accounts_tokens_and_groups() {
     let register = start_register("client-api").await;
     let api = RegisterApi::new(format!("{}/", register.url));
-    let (alice, bob) = (user("alice"), user("bob"));
+    let (alice, bob, carol) = (user("alice"), user("bob"), user("carol a/b"));
     let alice_id = api.create_user(&alice, "pw-a").await.unwrap();
     let bob_id = api.create_user(&bob, "pw-b").await.unwrap();
+    let carol_id = api.create_user(&carol, "pw-c").await.unwrap();
     assert_ne!(alice_id, bob_id);
     match api.create_user(&alice, "again").await {
-        Err(RegisterError::Refused {
-            status: 409, code, ..
-        }) => assert_eq!(code, "INVALID_ARGUMENT"),
+        Err(err @ RegisterError::Refused { status: 409, .. }) => {
+            assert_eq!(err.code(), Some("NAME_TAKEN"));
+        }
         other => panic!("expected 409, got {other:?}"),
     }
 
@@ -74,28 +79,158 @@ async fn register_api_accounts_tokens_and_groups() {
     assert!(!login.token.is_empty());
     let wrong = api.login(&alice, "nope").await.unwrap_err();
     assert!(wrong.is_unauthorized(), "{wrong}");
-
-    let group = api.create_group(&login.token, "friends").await.unwrap();
-    assert_eq!((group.name.as_str(), group.owner_id), ("friends", alice_id));
     let bob_login = api.login(&bob, "pw-b").await.unwrap();
-    assert!(
-        api.join_group(&bob_login.token, group.group_id)
-            .await
-            .unwrap()
+    let carol_login = api.login(&carol, "pw-c").await.unwrap();
+
+    // Names with a slash and a space are looked up as one path segment.
+    let found = api.user_by_name(&bob_login.token, &carol).await.unwrap();
+    assert_eq!(
+        (found.user_id, found.name.as_str()),
+        (carol_id, carol.as_str())
     );
-    assert!(
-        !api.join_group(&bob_login.token, group.group_id)
-            .await
-            .unwrap()
-    );
-    let mut members = api
-        .group_members(&login.token, group.group_id)
+    let missing = api
+        .user_by_name(&bob_login.token, "nobody?")
+        .await
+        .unwrap_err();
+    assert_eq!(missing.status(), Some(404), "{missing}");
+
+    // An open group: Bob joins at once, leaves, and joins again.
+    let open = api
+        .create_group(&login.token, "friends", true)
         .await
         .unwrap();
-    members.sort_unstable();
-    assert_eq!(members, [alice_id, bob_id]);
+    assert_eq!(
+        (open.name.as_str(), open.owner_id, open.open),
+        ("friends", alice_id, true)
+    );
+    assert_eq!(
+        api.group(&bob_login.token, open.group_id).await.unwrap(),
+        open
+    );
+    for _ in 0..2 {
+        assert_eq!(
+            api.join_group(&bob_login.token, open.group_id)
+                .await
+                .unwrap(),
+            JoinStatus::Member
+        );
+    }
+    let members = api
+        .group_members(&login.token, open.group_id)
+        .await
+        .unwrap();
+    assert_eq!(
+        members,
+        [
+            Member {
+                user_id: alice_id,
+                role: Role::Owner
+            },
+            Member {
+                user_id: bob_id,
+                role: Role::Member
+            }
+        ]
+    );
+    assert!(
+        api.leave_group(&bob_login.token, open.group_id)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !api.leave_group(&bob_login.token, open.group_id)
+            .await
+            .unwrap()
+    );
+    let owner_stays = api
+        .leave_group(&login.token, open.group_id)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        owner_stays.code(),
+        Some("OWNER_CANNOT_LEAVE"),
+        "{owner_stays}"
+    );
+
+    // A closed group: requests wait, are approved or rejected; invitations admit.
+    let closed = api
+        .create_group(&login.token, "closed", false)
+        .await
+        .unwrap();
+    assert_eq!(
+        api.join_group(&bob_login.token, closed.group_id)
+            .await
+            .unwrap(),
+        JoinStatus::Pending
+    );
+    let outsider = api
+        .group_members(&bob_login.token, closed.group_id)
+        .await
+        .unwrap_err();
+    assert_eq!(outsider.status(), Some(403), "{outsider}");
+    assert_eq!(
+        api.join_requests(&login.token, closed.group_id)
+            .await
+            .unwrap(),
+        [bob_id]
+    );
+    api.approve(&login.token, closed.group_id, bob_id)
+        .await
+        .unwrap();
+    assert_eq!(
+        api.join_group(&carol_login.token, closed.group_id)
+            .await
+            .unwrap(),
+        JoinStatus::Pending
+    );
+    api.reject(&login.token, closed.group_id, carol_id)
+        .await
+        .unwrap();
+    assert!(
+        api.join_requests(&login.token, closed.group_id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        api.invite(&login.token, closed.group_id, carol_id)
+            .await
+            .unwrap(),
+        InviteStatus::Invited
+    );
+    assert_eq!(
+        api.join_group(&carol_login.token, closed.group_id)
+            .await
+            .unwrap(),
+        JoinStatus::Member
+    );
+
+    // Admins: Bob, made admin, removes Carol; the owner demotes him.
+    let bob_admin = api
+        .add_admin(&login.token, closed.group_id, bob_id)
+        .await
+        .unwrap();
+    assert_eq!(bob_admin.role, Role::Admin);
+    let forbidden = api
+        .remove_member(&bob_login.token, closed.group_id, alice_id)
+        .await
+        .unwrap_err();
+    assert_eq!(forbidden.status(), Some(403), "{forbidden}");
+    api.remove_member(&bob_login.token, closed.group_id, carol_id)
+        .await
+        .unwrap();
+    api.remove_admin(&login.token, closed.group_id, bob_id)
+        .await
+        .unwrap();
+    let members = api
+        .group_members(&bob_login.token, closed.group_id)
+        .await
+        .unwrap();
+    let roles: Vec<(u64, Role)> = members.iter().map(|m| (m.user_id, m.role)).collect();
+    assert_eq!(roles, [(alice_id, Role::Owner), (bob_id, Role::Member)]);
+
     let groups = api.my_groups(&bob_login.token).await.unwrap();
-    assert_eq!(groups, [group]);
+    assert_eq!(groups, [closed]);
 
     api.logout(&bob_login.token).await.unwrap();
     let revoked = api.my_groups(&bob_login.token).await.unwrap_err();
