@@ -420,10 +420,11 @@ async fn listen_prints_count_messages_and_the_next_run_resumes_after_them() {
         (Some(7), Some("m1"))
     );
     // Only what was printed counts as received: the next run starts after 2.
-    let out = fishchat(home.path(), &servers, &listen).await;
+    let next = ["listen", "--count", "1", "--timeout", "20"];
+    let out = fishchat(home.path(), &servers, &next).await;
     assert_success(&out);
     let seqs: Vec<_> = json_lines(&out).iter().map(|l| l["seq"].as_u64()).collect();
-    assert_eq!(seqs[0], Some(3));
+    assert_eq!(seqs, [Some(3)]);
     let seen = seen.lock().unwrap();
     assert_eq!(seen.listings[0], []);
     assert_eq!(seen.listings[1], [(Conversation::Group(7), 2)]);
