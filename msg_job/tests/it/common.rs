@@ -134,19 +134,26 @@ pub fn assert_stored(store: &MemoryStore, expected: &Expected) {
     );
 }
 
-/// Produces `(topic, key, payload)` records in order with an idempotent, acks=all producer.
-pub async fn produce(records: &[Record]) {
-    let producer: FutureProducer = fishchat_e2e::kafka_config()
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("compression.type", "lz4")
-        .set("linger.ms", "5")
-        .create()
-        .expect("producer");
-    let sends = records.iter().map(|(topic, key, payload)| {
-        let producer = &producer;
-        async move {
-            producer
+/// An idempotent, acks=all producer, as logic's.
+pub struct Producer(FutureProducer);
+
+impl Producer {
+    /// A producer to the stack's broker.
+    pub fn new() -> Self {
+        let producer = fishchat_e2e::kafka_config()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", "lz4")
+            .set("linger.ms", "5")
+            .create()
+            .expect("producer");
+        Self(producer)
+    }
+
+    /// Produces `(topic, key, payload)` records in order and waits until the broker has them all.
+    pub async fn send(&self, records: &[Record]) {
+        let sends = records.iter().map(|(topic, key, payload)| async move {
+            self.0
                 .send(
                     FutureRecord::to(topic).key(key).payload(payload),
                     Duration::from_secs(30),
@@ -154,9 +161,14 @@ pub async fn produce(records: &[Record]) {
                 .await
                 .map_err(|(err, _)| err)
                 .expect("produce");
-        }
-    });
-    futures::future::join_all(sends).await;
+        });
+        futures::future::join_all(sends).await;
+    }
+}
+
+/// Produces `(topic, key, payload)` records in order with a fresh [`Producer`].
+pub async fn produce(records: &[Record]) {
+    Producer::new().send(records).await;
 }
 
 /// A pipeline running in a task, and the switch that stops it.
