@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use fishchat_client::register::RegisterApi;
-use fishchat_client::{Client, ClientOptions, Event, Events, StoredMessage};
+use fishchat_client::register::{JoinStatus, RegisterApi};
+use fishchat_client::{Client, ClientOptions, Conversation, Event, Events, StoredMessage};
 use fishchat_e2e::cluster::Cluster;
 
 /// How long one expected event may take (a debug build on a busy machine).
@@ -53,7 +53,7 @@ async fn messages(events: &mut Events, count: usize) -> Vec<StoredMessage> {
     let mut got = Vec::new();
     while got.len() < count {
         match tokio::time::timeout(DEADLINE, events.recv()).await {
-            Ok(Some(Event::Message(message))) => got.push(message),
+            Ok(Some(Event::Message { message, .. })) => got.push(message),
             Ok(Some(_)) => {}
             Ok(None) => panic!("the client stopped after {} messages", got.len()),
             Err(_) => panic!("only {} of {count} messages arrived", got.len()),
@@ -87,24 +87,25 @@ async fn two_users_chat_both_ways_and_a_group_of_three_talks() {
     );
     b.send_to_user(alice, "hi alice").await.unwrap();
     // Alice's inbox holds her own message first, then Bob's reply.
+    // Alice's chat with Bob: her own message first, then Bob's reply, seqs 1 and 2.
     let got = messages(&mut a_events, 2).await;
     assert_eq!(bodies(&got), ["hi bob", "hi alice"]);
     assert_eq!(got[1].from_user_id, bob);
+    assert_eq!((got[0].seq, got[1].seq), (1, 2), "one sequence for both sides");
 
     let register = RegisterApi::new(format!("http://{}", cluster.register_http));
-    let group = register.create_group(&alice_token, "three").await.unwrap();
-    register
-        .join_group(&bob_token, group.group_id)
+    let group = register
+        .create_group(&alice_token, "three", true)
         .await
         .unwrap();
-    register
-        .join_group(&carol_token, group.group_id)
-        .await
-        .unwrap();
+    for token in [&bob_token, &carol_token] {
+        let joined = register.join_group(token, group.group_id).await.unwrap();
+        assert_eq!(joined, JoinStatus::Member, "an open group");
+    }
     c.send_to_group(group.group_id, "hello group")
         .await
         .unwrap();
-    // Bob's inbox also holds his own reply to Alice, before the group message.
+    // Bob's events also hold his own reply to Alice, before the group message.
     let got = messages(&mut b_events, 2).await;
     assert_eq!(bodies(&got), ["hi alice", "hello group"]);
     for events in [&mut a_events, &mut c_events] {
@@ -120,10 +121,9 @@ async fn two_users_chat_both_ways_and_a_group_of_three_talks() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_offline_user_gets_exactly_what_it_missed_in_order_once() {
     let cluster = chat_cluster("chat-offline", 1).await;
-    let (_alice, alice_token) = cluster.new_user("alice").await;
+    let (alice, alice_token) = cluster.new_user("alice").await;
     let (bob, bob_token) = cluster.new_user("bob").await;
     let (a, _a_events) = connect(&cluster, &alice_token, "a").await;
-    // Bob was here once: his cursor starts at his last ack.
     let (b, _) = connect(&cluster, &bob_token, "b").await;
     b.close().await;
 
@@ -145,20 +145,26 @@ async fn an_offline_user_gets_exactly_what_it_missed_in_order_once() {
         acks.iter().map(|a| a.server_msg_id).collect::<Vec<_>>()
     );
 
-    b.ack(seqs[99]).await.unwrap();
+    let chat = Conversation::User(alice);
+    let read = b.read(chat, seqs[99]).await.unwrap();
+    assert_eq!((read.read_seq, read.unread), (100, 0));
     b.close().await;
-    // A fresh device state with no local memory: the server's cursor says all is read.
-    let (b, _) = fishchat_e2e::wait_until(DEADLINE, "the ack to reach the cursor", async || {
-        let (b, events) = connect(&cluster, &bob_token, "b").await;
-        if b.sync().await.unwrap().is_empty() {
-            Some((b, events))
-        } else {
-            b.close().await;
-            None
+    // Another device, with no local memory: the shared read position says all is read.
+    let (tablet, mut tablet_events) = connect(&cluster, &bob_token, "tablet").await;
+    synced(&mut tablet_events).await;
+    let info = tablet.conversation(chat).expect("the chat with alice");
+    assert_eq!((info.head_seq, info.read_seq, info.unread), (100, 100, 0));
+}
+
+/// Waits until the client caught up after its login.
+async fn synced(events: &mut Events) {
+    loop {
+        match tokio::time::timeout(DEADLINE, events.recv()).await {
+            Ok(Some(Event::Synced)) => return,
+            Ok(Some(_)) => {}
+            other => panic!("no Synced event: {other:?}"),
         }
-    })
-    .await;
-    assert!(b.sync().await.unwrap().is_empty());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -245,5 +251,56 @@ async fn killing_an_access_node_mid_traffic_loses_nothing_acknowledged() {
             ids, acked[i],
             "receiver {i}: every acknowledged message, once, in order"
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_reaches_the_readers_other_device_and_the_sender_as_a_receipt() {
+    let cluster = chat_cluster("chat-read", 1).await;
+    let (alice, alice_token) = cluster.new_user("alice").await;
+    let (bob, bob_token) = cluster.new_user("bob").await;
+    let (a, mut a_events) = connect(&cluster, &alice_token, "a").await;
+    let (phone, mut phone_events) = connect(&cluster, &bob_token, "phone").await;
+    let (_laptop, mut laptop_events) = connect(&cluster, &bob_token, "laptop").await;
+    for i in 0..3 {
+        a.send_to_user(bob, format!("m{i}")).await.unwrap();
+    }
+    messages(&mut phone_events, 3).await;
+    let read = phone.read(Conversation::User(alice), 2).await.unwrap();
+    assert_eq!((read.read_seq, read.unread), (2, 1));
+
+    let receipt = next(&mut a_events, |event| match event {
+        Event::ReadReceipt {
+            conversation,
+            reader_user_id,
+            read_seq,
+        } => Some((conversation, reader_user_id, read_seq)),
+        _ => None,
+    })
+    .await;
+    assert_eq!(receipt, (Conversation::User(bob), bob, 2));
+    let moved = next(&mut laptop_events, |event| match event {
+        Event::Read {
+            conversation,
+            read_seq,
+            unread,
+        } => Some((conversation, read_seq, unread)),
+        _ => None,
+    })
+    .await;
+    assert_eq!(moved, (Conversation::User(alice), 2, 1));
+}
+
+/// The first event `pick` accepts.
+async fn next<T>(events: &mut Events, pick: impl Fn(Event) -> Option<T>) -> T {
+    loop {
+        match tokio::time::timeout(DEADLINE, events.recv()).await {
+            Ok(Some(event)) => {
+                if let Some(found) = pick(event) {
+                    return found;
+                }
+            }
+            other => panic!("the event never came: {other:?}"),
+        }
     }
 }
