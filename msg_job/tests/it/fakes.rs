@@ -29,6 +29,22 @@ pub fn dead_addr() -> String {
     ephemeral().1.to_string()
 }
 
+/// A loopback address that accepts connections and never says a word: a node
+/// stuck below gRPC. Returns its address.
+pub async fn silent_addr() -> String {
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    addr.to_string()
+}
+
 /// The PUSH body of one whole client frame, or why `frame` is not exactly one
 /// unprompted PUSH frame.
 pub fn decode_push(frame: &[u8]) -> Result<pb::Push, String> {

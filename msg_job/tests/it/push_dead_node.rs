@@ -13,7 +13,7 @@ use crate::common::{
     DEADLINE, Producer, all_committed, assert_all_committed, assert_stored, direct, expected,
     p2p_record, start, topics,
 };
-use crate::fakes::{FakeAccess, FakeRegister, session};
+use crate::fakes::{FakeAccess, FakeRegister, session, silent_addr};
 
 /// How long the pusher waits for one node's push (`grpc_push`'s private
 /// `PUSH_TIMEOUT`): what each batch would lose if a stuck node held it up.
@@ -26,10 +26,12 @@ const MESSAGES: u64 = 400;
 const BATCH: usize = 10;
 
 /// Users 1-4 are on a healthy node, users 11-14 on a node that takes pushes
-/// and never answers; every message goes to one of each. The stream is
-/// stored and committed, and the healthy node's users get every push, within
-/// half the time a pusher waiting for the stuck node in every batch would
-/// need (20 s), a tenth of what waiting for it per message would (200 s).
+/// and never answers, users 21-24 behind a socket that accepts connections
+/// and never speaks; every message goes to a healthy user and a stuck one.
+/// The stream is stored and committed, and the healthy node's users get
+/// every push, within half the time a pusher waiting for a stuck node in
+/// every batch would need (20 s), a tenth of what waiting for it per message
+/// would (200 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stuck_access_node_does_not_hold_up_consumption() {
     let store = Arc::new(MemoryStore::new());
@@ -38,13 +40,16 @@ async fn a_stuck_access_node_does_not_hold_up_consumption() {
     let (healthy_addr, stuck_addr) = (healthy.serve(), stuck.serve());
     let mut sessions: Vec<_> = (1..=4).map(|u| session(u, &healthy_addr, u)).collect();
     sessions.extend((11..=14).map(|u| session(u, &stuck_addr, u)));
+    let silent_addr = silent_addr().await;
+    sessions.extend((21..=24).map(|u| session(u, &silent_addr, u)));
     let register = FakeRegister::new(sessions);
     let register_addr = register.serve();
 
     let topics = topics("mj-stuck", 1, 2).await;
     let messages: Vec<NewMessage> = (1..=MESSAGES)
         .map(|id| {
-            let (healthy_user, stuck_user) = (1 + id % 4, 11 + (id / 4) % 4);
+            let stuck_node = if id % 3 == 0 { 20 } else { 10 };
+            let (healthy_user, stuck_user) = (1 + id % 4, stuck_node + 1 + (id / 4) % 4);
             if id % 2 == 0 {
                 direct(id, stuck_user, healthy_user)
             } else {
