@@ -139,6 +139,10 @@ mod tests {
         let config = Config::default();
         config.passwords().expect("default argon2 costs are valid");
         assert_eq!(
+            config.manager_addr, "http://127.0.0.1:7030",
+            "manager's default gRPC address"
+        );
+        assert_eq!(
             config.token_policy().ttl,
             Duration::from_secs(7 * 24 * 3600)
         );

@@ -1,8 +1,10 @@
 //! The register's rules, over storage it reaches only through the traits of
 //! [`crate::store`] and the outside world through [`MembershipLog`] and
 //! [`Announcer`]. Both surfaces (gRPC and HTTP) call these methods and
-//! nothing else. Accounts, tokens and sessions are here; groups in [`groups`].
+//! nothing else. Accounts, tokens and sessions are here; groups in `groups`,
+//! and how their changes are told and announced in `changes`.
 
+mod changes;
 mod groups;
 
 use std::sync::Arc;
@@ -370,6 +372,39 @@ pub(crate) mod fixture {
             memory,
             log,
         }
+    }
+
+    /// The users of [`with_group`].
+    pub(crate) struct Users {
+        pub(crate) owner: UserId,
+        pub(crate) admin: UserId,
+        pub(crate) bob: UserId,
+        pub(crate) carol: UserId,
+    }
+
+    /// A fixture with four users and a group (`open` or not) of the owner and an admin.
+    pub(crate) async fn with_group(open: bool) -> (Fixture, Users, Group) {
+        let f = fixture(Duration::from_secs(60));
+        let r = &f.registry;
+        let mut ids = Vec::new();
+        for name in ["owner", "admin", "bob", "carol"] {
+            ids.push(r.create_user(name, "pw").await.expect("create"));
+        }
+        let users = Users {
+            owner: ids[0],
+            admin: ids[1],
+            bob: ids[2],
+            carol: ids[3],
+        };
+        let group = r.create_group(users.owner, "g", open).await.expect("group");
+        r.invite(group.id, users.owner, users.admin)
+            .await
+            .expect("invite");
+        r.join_group(group.id, users.admin).await.expect("join");
+        r.set_admin(group.id, users.owner, users.admin, true)
+            .await
+            .expect("admin");
+        (f, users, group)
     }
 }
 
