@@ -19,14 +19,17 @@ use tonic::{Request, Response, Status};
 /// The group whose joins the stand-in refuses.
 const REFUSED_GROUP: u64 = 13;
 
-/// Records (call, user, group) of every membership call.
+/// One membership call: its name, user and group.
+type Call = (&'static str, u64, u64);
+
+/// Records every membership call.
 #[derive(Default, Clone)]
 struct StandIn {
-    calls: Arc<Mutex<Vec<(&'static str, u64, u64)>>>,
+    calls: Arc<Mutex<Vec<Call>>>,
 }
 
 impl StandIn {
-    fn calls(&self) -> Vec<(&'static str, u64, u64)> {
+    fn calls(&self) -> Vec<Call> {
         self.calls
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
