@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fishchat_codec::pb::StoredMessage;
+use fishchat_codec::pb::{ReadUpdate, StoredMessage};
 use fishchat_rpc::access::access_server::{Access, AccessServer};
 use fishchat_rpc::access::{KickReply, KickRequest, PushReply, PushRequest};
 use fishchat_rpc::logic::logic_client::LogicClient;
@@ -25,14 +25,26 @@ use crate::{etcd_endpoint, kafka_brokers, mongo_url, redis_url, unique_name};
 /// How long a service may take to come up (a debug build on a busy machine).
 const START_DEADLINE: Duration = Duration::from_secs(60);
 
-/// Messages pushed to the stand-in access node, per user, in arrival order.
+/// What the stand-in access node was asked to write, per user, in arrival
+/// order: the messages of PUSH frames and the bodies of READ_UPDATE frames.
 #[derive(Debug, Default, Clone)]
-pub struct Pushed(Arc<Mutex<Vec<(u64, StoredMessage)>>>);
+pub struct Pushed(Arc<Mutex<Recorded>>);
+
+#[derive(Debug, Default)]
+struct Recorded {
+    messages: Vec<(u64, StoredMessage)>,
+    read_updates: Vec<(u64, ReadUpdate)>,
+}
 
 impl Pushed {
     /// Every (user, message) pushed so far.
     pub async fn all(&self) -> Vec<(u64, StoredMessage)> {
-        self.0.lock().await.clone()
+        self.0.lock().await.messages.clone()
+    }
+
+    /// Every (user, READ_UPDATE body) pushed so far.
+    pub async fn read_updates(&self) -> Vec<(u64, ReadUpdate)> {
+        self.0.lock().await.read_updates.clone()
     }
 }
 
@@ -42,14 +54,18 @@ impl Access for Pushed {
         &self,
         request: tonic::Request<PushRequest>,
     ) -> Result<tonic::Response<PushReply>, tonic::Status> {
-        let mut pushed = self.0.lock().await;
+        let mut recorded = self.0.lock().await;
         let mut delivered = 0;
         for delivery in request.into_inner().deliveries {
-            let messages = push_messages(delivery.frame)?;
+            let frame = decode_frame(delivery.frame)?;
             for user in &delivery.user_ids {
                 delivered += 1;
-                for message in &messages {
-                    pushed.push((*user, message.clone()));
+                match &frame {
+                    Frame::Push(messages) => recorded
+                        .messages
+                        .extend(messages.iter().map(|m| (*user, m.clone()))),
+                    Frame::ReadUpdate(update) => recorded.read_updates.push((*user, *update)),
+                    Frame::Other => {}
                 }
             }
         }
@@ -67,17 +83,25 @@ impl Access for Pushed {
     }
 }
 
-/// The messages of a pushed frame; only PUSH frames are recorded, a
-/// READ_UPDATE carries none.
-fn push_messages(frame: bytes::Bytes) -> Result<Vec<StoredMessage>, tonic::Status> {
+/// What a pushed frame carries, as far as the stand-in records it.
+enum Frame {
+    Push(Vec<StoredMessage>),
+    ReadUpdate(ReadUpdate),
+    Other,
+}
+
+/// Decodes a pushed frame; one that does not decode fails the push, as a
+/// real access node would refuse it.
+fn decode_frame(frame: bytes::Bytes) -> Result<Frame, tonic::Status> {
     let mut buf = bytes::BytesMut::from(&frame[..]);
     let decoded = fishchat_codec::FrameDecoder::new(fishchat_codec::DEFAULT_MAX_FRAME_LEN)
         .decode(&mut buf)
         .map_err(|err| tonic::Status::invalid_argument(err.to_string()))?
         .ok_or_else(|| tonic::Status::invalid_argument("a partial frame"))?;
     match decoded.body() {
-        Ok(fishchat_codec::Body::Push(push)) => Ok(push.messages),
-        Ok(_) => Ok(Vec::new()),
+        Ok(fishchat_codec::Body::Push(push)) => Ok(Frame::Push(push.messages)),
+        Ok(fishchat_codec::Body::ReadUpdate(update)) => Ok(Frame::ReadUpdate(update)),
+        Ok(_) => Ok(Frame::Other),
         Err(err) => Err(tonic::Status::invalid_argument(err.to_string())),
     }
 }
