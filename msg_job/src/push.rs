@@ -58,52 +58,62 @@ impl Pusher for NoPush {
 }
 
 /// The PUSH frames of a stored batch: per conversation, its messages in seq
-/// order (a redelivered duplicate once) in as few frames of at most
-/// `max_frame_len` bytes as fit, for the union of their recipients.
+/// order (a redelivered duplicate once), consecutive messages with the same
+/// recipients sharing a frame of at most `max_frame_len` bytes. A recipient
+/// set that changes within a batch (a member joined or left between two
+/// messages) starts a new frame, so nobody gets a message not addressed to it.
 pub fn frames(stored: &[(Accepted, u64)], max_frame_len: u32) -> Vec<Outgoing> {
-    let mut by_conversation: BTreeMap<ConvKey, (Vec<StoredMessage>, Vec<u64>)> = BTreeMap::new();
+    let mut by_conversation: BTreeMap<ConvKey, Vec<(StoredMessage, Vec<u64>)>> = BTreeMap::new();
     for (accepted, seq) in stored {
-        let (messages, recipients) = by_conversation
+        let mut recipients = accepted.recipients.clone();
+        recipients.sort_unstable();
+        recipients.dedup();
+        by_conversation
             .entry(accepted.message.key())
-            .or_default();
-        messages.push(accepted.message.stored(*seq));
-        recipients.extend(&accepted.recipients);
+            .or_default()
+            .push((accepted.message.stored(*seq), recipients));
     }
     let budget = (max_frame_len as usize).saturating_sub(HEADER_LEN);
     let mut out = Vec::new();
-    for (key, (mut messages, mut recipients)) in by_conversation {
-        messages.sort_by_key(|m| m.seq);
-        messages.dedup_by_key(|m| m.seq);
-        recipients.sort_unstable();
-        recipients.dedup();
+    for (key, mut messages) in by_conversation {
+        messages.sort_by_key(|(m, _)| m.seq);
+        messages.dedup_by_key(|(m, _)| m.seq);
         let mut batch = pb::Push::default();
         let mut batch_len = 0;
-        let mut flush = |batch: &mut pb::Push| {
-            match encode_frame_to_bytes(Command::Push, 0, &*batch, max_frame_len) {
-                Ok(frame) => out.push(Outgoing {
-                    frame,
-                    recipients: recipients.clone(),
-                }),
-                // Bodies are capped far below the frame limit, so only a
-                // misconfigured limit gets here; the message stays stored.
-                Err(err) => tracing::error!(conversation = %key, %err, "a PUSH frame cannot be encoded"),
-            }
-            batch.messages.clear();
-        };
-        for message in messages {
+        let mut batch_recipients: Vec<u64> = Vec::new();
+        for (message, recipients) in messages {
             let len = prost::encoding::message::encoded_len(1, &message);
-            if !batch.messages.is_empty() && batch_len + len > budget {
-                flush(&mut batch);
+            let full = batch_len + len > budget;
+            if !batch.messages.is_empty() && (full || recipients != batch_recipients) {
+                out.extend(encode(key, &batch, &batch_recipients, max_frame_len));
+                batch.messages.clear();
                 batch_len = 0;
             }
             batch_len += len;
             batch.messages.push(message);
+            batch_recipients = recipients;
         }
         if !batch.messages.is_empty() {
-            flush(&mut batch);
+            out.extend(encode(key, &batch, &batch_recipients, max_frame_len));
         }
     }
     out
+}
+
+/// One PUSH frame for `recipients`.
+fn encode(key: ConvKey, push: &pb::Push, recipients: &[u64], max: u32) -> Option<Outgoing> {
+    match encode_frame_to_bytes(Command::Push, 0, push, max) {
+        Ok(frame) => Some(Outgoing {
+            frame,
+            recipients: recipients.to_vec(),
+        }),
+        // Bodies are capped far below the frame limit, so only a misconfigured
+        // limit gets here; the message stays stored and is synced.
+        Err(err) => {
+            tracing::error!(conversation = %key, %err, "a PUSH frame cannot be encoded");
+            None
+        }
+    }
 }
 
 #[cfg(test)]
@@ -129,7 +139,12 @@ mod tests {
 
     fn seqs(frame: &Bytes, max: u32) -> Vec<u64> {
         let mut buf = BytesMut::from(&frame[..]);
-        match FrameDecoder::new(max).decode(&mut buf).unwrap().unwrap().body() {
+        match FrameDecoder::new(max)
+            .decode(&mut buf)
+            .unwrap()
+            .unwrap()
+            .body()
+        {
             Ok(Body::Push(push)) => push.messages.iter().map(|m| m.seq).collect(),
             other => panic!("{other:?}"),
         }
@@ -150,6 +165,22 @@ mod tests {
         assert_eq!(frames[0].recipients, [1, 2]);
         assert_eq!(seqs(&frames[1].frame, max), [7]);
         assert_eq!(frames[1].recipients, [1, 2, 3]);
+    }
+
+    #[test]
+    fn a_change_of_recipients_within_a_batch_starts_a_new_frame() {
+        let max = 64 * 1024;
+        let stored = [
+            (accepted(25, 1, Target::GroupId(7), &[1, 2], 5), 1),
+            (accepted(26, 2, Target::GroupId(7), &[2, 4], 5), 2),
+            (accepted(27, 2, Target::GroupId(7), &[4, 2], 5), 3),
+        ];
+        let frames = frames(&stored, max);
+        let got: Vec<(Vec<u64>, Vec<u64>)> = frames
+            .iter()
+            .map(|f| (seqs(&f.frame, max), f.recipients.clone()))
+            .collect();
+        assert_eq!(got, [(vec![1], vec![1, 2]), (vec![2, 3], vec![2, 4])]);
     }
 
     #[test]

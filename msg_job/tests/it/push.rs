@@ -15,10 +15,11 @@ use crate::fakes::{FakeAccess, FakeRegister, dead_addr, decode_push, key_of, ses
 /// Users 1, 2 (two devices), 4, 5 and 6 are online on one fake node, user 3
 /// on a dead one. Every stored message reaches the live node exactly once, in
 /// a PUSH frame that is the codec's encoding of the stored messages at their
-/// seqs; each batch carries a conversation in one frame, addressed to the
-/// union of its messages' recipients on that node; a group message to many
-/// recipients there is one delivery naming them all. Nothing is pushed before
-/// it is stored, and the dead node only costs a counted failure.
+/// seqs; consecutive messages of a conversation with the same recipients
+/// share a frame, and every frame goes to exactly its messages' recipients on
+/// that node (a membership change within a batch starts a new frame); a group
+/// message to many recipients there is one delivery naming them all. Nothing
+/// is pushed before it is stored, and the dead node only costs a counted failure.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_stored_message_is_pushed_once_per_conversation_and_batch_as_encoded() {
     let store = Arc::new(MemoryStore::new());
@@ -41,7 +42,7 @@ async fn every_stored_message_is_pushed_once_per_conversation_and_batch_as_encod
         let (from, to) = if id % 2 == 0 { (1, 2) } else { (2, 1) };
         sent.push((direct(id, from, to), vec![to, from]));
     }
-    // Membership changed between the first two: a frame holding both goes to both sets.
+    // Membership changed between the first two: each goes to its own recipients only.
     sent.push((in_group(25, 1, 7), vec![1, 2]));
     sent.push((in_group(26, 2, 7), vec![2, 4]));
     sent.push((in_group(27, 3, 7), vec![1, 2, 3, 4, 5, 6]));
@@ -79,7 +80,7 @@ async fn every_stored_message_is_pushed_once_per_conversation_and_batch_as_encod
                 .first()
                 .and_then(key_of)
                 .expect("a frame with a message");
-            assert!(in_request.insert(key), "{key} in two frames of one batch");
+            in_request.insert(key);
             assert!(
                 push.messages.iter().all(|m| key_of(m) == Some(key)),
                 "a frame mixes conversations: {push:?}"
@@ -101,15 +102,20 @@ async fn every_stored_message_is_pushed_once_per_conversation_and_batch_as_encod
                 delivery.frame, encoded,
                 "{key}: not the stored messages as encoded"
             );
-            let mut union: Vec<u64> = push
-                .messages
-                .iter()
-                .flat_map(|m| recipients[&m.server_msg_id].iter().copied())
-                .filter(|user| online.contains(user))
-                .collect();
-            union.sort_unstable();
-            union.dedup();
-            assert_eq!(delivery.user_ids, union, "{key}: not its recipients here");
+            for m in &push.messages {
+                let mut own: Vec<u64> = recipients[&m.server_msg_id]
+                    .iter()
+                    .copied()
+                    .filter(|user| online.contains(user))
+                    .collect();
+                own.sort_unstable();
+                own.dedup();
+                assert_eq!(
+                    delivery.user_ids, own,
+                    "{key}: message {} went to others than its recipients here",
+                    m.server_msg_id
+                );
+            }
             delivered
                 .entry(key)
                 .or_default()
@@ -135,6 +141,12 @@ async fn every_stored_message_is_pushed_once_per_conversation_and_batch_as_encod
         [vec![1, 2, 4, 5, 6]],
         "the wide group message"
     );
+    assert_eq!(
+        carried_by[&25],
+        [vec![1, 2]],
+        "before the membership change"
+    );
+    assert_eq!(carried_by[&26], [vec![2, 4]], "after the membership change");
     assert!(
         stats.push_failures.load(Ordering::SeqCst) >= 1,
         "the dead node was not counted"

@@ -8,8 +8,6 @@ use fishchat_announcements::listen;
 use fishchat_e2e::{unique_name, wait_until};
 use fishchat_msg_job::grpc_push::{GrpcPusher, SESSION_CAPACITY, SESSION_TTL, SessionCache};
 use fishchat_msg_job::{ConvKey, MemoryStore};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::common::{DEADLINE, direct, p2p_record, produce, start, topics};
@@ -21,37 +19,11 @@ const MOVE_DEADLINE: Duration = Duration::from_secs(10);
 
 /// PUBLISHes `payload` on `channel` of the stack's Redis, as register
 /// announces; returns how many subscribers got it.
-///
-/// Spoken in RESP over a plain socket: this crate has no Redis client of its own.
 async fn publish(channel: &str, payload: &str) -> i64 {
-    let url = fishchat_e2e::redis_url();
-    let addr = url
-        .strip_prefix("redis://")
-        .and_then(|rest| rest.split('/').next())
-        .filter(|addr| !addr.contains('@'))
-        .unwrap_or_else(|| {
-            panic!("{url}: this helper speaks to an unauthenticated redis://host:port")
-        });
-    let exchange = async {
-        let mut stream = TcpStream::connect(addr).await?;
-        let command = format!(
-            "*3\r\n$7\r\nPUBLISH\r\n${}\r\n{channel}\r\n${}\r\n{payload}\r\n",
-            channel.len(),
-            payload.len()
-        );
-        stream.write_all(command.as_bytes()).await?;
-        let mut reply = String::new();
-        BufReader::new(stream).read_line(&mut reply).await?;
-        Ok::<_, std::io::Error>(reply)
-    };
-    let reply = tokio::time::timeout(fishchat_e2e::CONNECT_TIMEOUT, exchange)
+    let mut redis = fishchat_e2e::redis().await;
+    redis::AsyncCommands::publish(&mut redis, channel, payload)
         .await
-        .expect("redis answers PUBLISH in time")
-        .expect("PUBLISH");
-    reply
-        .strip_prefix(':')
-        .and_then(|n| n.trim_end().parse().ok())
-        .unwrap_or_else(|| panic!("PUBLISH replied {reply:?}"))
+        .expect("PUBLISH")
 }
 
 /// User 1 is on node A: a push finds it through register and caches it; a
