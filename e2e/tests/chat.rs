@@ -91,7 +91,11 @@ async fn two_users_chat_both_ways_and_a_group_of_three_talks() {
     let got = messages(&mut a_events, 2).await;
     assert_eq!(bodies(&got), ["hi bob", "hi alice"]);
     assert_eq!(got[1].from_user_id, bob);
-    assert_eq!((got[0].seq, got[1].seq), (1, 2), "one sequence for both sides");
+    assert_eq!(
+        (got[0].seq, got[1].seq),
+        (1, 2),
+        "one sequence for both sides"
+    );
 
     let register = RegisterApi::new(format!("http://{}", cluster.register_http));
     let group = register
