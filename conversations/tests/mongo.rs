@@ -311,10 +311,7 @@ async fn sync_conversations_returns_exactly_the_changed_ones_of_1000() {
             )
             .await
             .unwrap();
-        after = page
-            .conversations
-            .last()
-            .and_then(|s| s.conversation);
+        after = page.conversations.last().and_then(|s| s.conversation);
         paged.extend(page.conversations);
         if !page.has_more {
             break;
