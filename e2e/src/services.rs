@@ -24,12 +24,30 @@ pub fn bin_dir() -> PathBuf {
     deps.parent().expect("profile folder").to_path_buf()
 }
 
-/// A port that was free a moment ago on 127.0.0.1.
+/// Where [`free_port`] looks: below Linux's ephemeral range (32768 and up by
+/// default), which outgoing connections draw their local ports from. A port
+/// taken from that range could be handed to some client's connection between
+/// the check and the service's bind, and the service would fail to listen
+/// while another server answered its health check in its place.
+const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A port that was free a moment ago on 127.0.0.1, outside the ephemeral range.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind an ephemeral port")
-        .port()
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static DRAWS: AtomicU64 = AtomicU64::new(0);
+    let span = u64::from(TEST_PORTS.end - TEST_PORTS.start);
+    loop {
+        // Spread processes (nextest runs each test in its own) and draws apart.
+        let seed = u64::from(std::process::id()) * 7_919
+            + DRAWS.fetch_add(1, Ordering::Relaxed) * 104_729
+            + std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::from(d.subsec_nanos()));
+        let port = TEST_PORTS.start + (seed % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// One service process, stopped when dropped.

@@ -171,6 +171,15 @@ impl<D: Directory, U: Dedup, I: IdSource, P: Publisher> Chat<D, U, I, P> {
                 ),
             ));
         }
+        let resend = accepted != candidate;
+        let recipients = match draft.conversation {
+            // Today's members may include someone who joined after the first
+            // send: a group resend is pushed to the sender's devices only. (If
+            // the first send never reached the broker, the others see the
+            // message at their next push's gap or sync.)
+            Conversation::GroupId(_) if resend => vec![draft.from],
+            _ => draft.recipients,
+        };
         let event = ChatEvent {
             server_msg_id: accepted.server_msg_id,
             from_user_id: draft.from,
@@ -178,7 +187,7 @@ impl<D: Directory, U: Dedup, I: IdSource, P: Publisher> Chat<D, U, I, P> {
             body: draft.body.clone(),
             timestamp_ms: accepted.timestamp_ms,
             client_msg_id: draft.client_msg_id.to_string(),
-            recipients: draft.recipients,
+            recipients,
         };
         self.publisher
             .publish(kind, &key.to_string(), &event)
@@ -186,7 +195,7 @@ impl<D: Directory, U: Dedup, I: IdSource, P: Publisher> Chat<D, U, I, P> {
         tracing::debug!(
             from = draft.from,
             server_msg_id = accepted.server_msg_id,
-            resend = accepted != candidate,
+            resend,
             "message accepted"
         );
         Ok(accepted)
