@@ -15,8 +15,9 @@ mod push;
 mod report;
 mod wait;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use anyhow::ensure;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -71,6 +72,10 @@ enum Scenario {
     /// Pairs as in p2p while the receivers are disconnected at a rate and
     /// reconnect + SYNC: disconnects, reconnects, lost, duplicates, resync latency.
     Churn(chat::ChurnArgs),
+    /// A user with many conversations, a few of which change while it is
+    /// offline: reconnect + SYNC_CONVERSATIONS latency, and whether the reply
+    /// lists exactly the changed ones.
+    Resync(chat::ResyncArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -101,6 +106,18 @@ fn main() -> anyhow::Result<()> {
         Scenario::Churn(args) => {
             tokio::runtime::Runtime::new()?.block_on(chat::churn(&args, &cli.out_dir))?
         }
+        Scenario::Resync(args) => {
+            let run =
+                tokio::runtime::Runtime::new()?.block_on(chat::resync(&args, &cli.out_dir))?;
+            publish(&run.report, &cli.out_dir)?;
+            // Saved first, so the rounds that went wrong can be read.
+            ensure!(
+                run.mismatched_rounds == 0,
+                "{} rounds: SYNC_CONVERSATIONS did not list exactly the changed conversations",
+                run.mismatched_rounds
+            );
+            return Ok(());
+        }
         Scenario::TokioServer(args) => {
             return tokio::runtime::Runtime::new()?.block_on(baseline::run(&args));
         }
@@ -111,8 +128,13 @@ fn main() -> anyhow::Result<()> {
             tokio::runtime::Runtime::new()?.block_on(mqtt::run_fanout(&args))?
         }
     };
+    publish(&report, &cli.out_dir)
+}
+
+/// Prints the report's table and saves it (JSON and charts) in `out_dir`.
+fn publish(report: &report::Report, out_dir: &Path) -> anyhow::Result<()> {
     report.print();
-    let path = report.save(&cli.out_dir)?;
+    let path = report.save(out_dir)?;
     println!("saved {}", path.display());
     Ok(())
 }

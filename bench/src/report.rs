@@ -146,6 +146,11 @@ impl Chart {
             .axes("seconds since the flood started", "connections set up")
     }
 
+    /// A latency of each round of a scenario that measures in rounds (name `rounds`).
+    pub fn per_round(title: &str, series: Vec<Series>) -> Self {
+        Self::new("rounds", title, ChartKind::Xy, series).axes("round", "latency (ms)")
+    }
+
     /// The server's resident memory against its connections (name `memory`).
     pub fn memory(title: &str, series: Vec<Series>) -> Self {
         Self::new("memory", title, ChartKind::Xy, series)

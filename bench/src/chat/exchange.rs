@@ -58,13 +58,25 @@ pub async fn conversations(
     known: Vec<pb::KnownConversation>,
     newest: u32,
 ) -> Result<Vec<pb::ConversationSummary>, Failure> {
+    conversations_paged(wire, side, known, newest, CONVERSATIONS_LIMIT).await
+}
+
+/// [`conversations`] with `limit` conversations asked for per page (0: the
+/// server's default page size).
+pub async fn conversations_paged(
+    wire: &mut Wire,
+    side: &mut impl Side,
+    known: Vec<pb::KnownConversation>,
+    newest: u32,
+    limit: u32,
+) -> Result<Vec<pb::ConversationSummary>, Failure> {
     let mut all = Vec::new();
     let mut after = None;
     loop {
         let request = pb::SyncConversationsRequest {
             known: known.clone(),
             newest,
-            limit: CONVERSATIONS_LIMIT,
+            limit,
             after,
         };
         let reply = match ask(wire, side, Command::SyncConversations, &request).await? {

@@ -298,10 +298,21 @@ pub async fn login(
     index: usize,
     token: String,
 ) -> Result<(Wire, pb::LoginReply), Failure> {
-    let mut wire = setup.dial.connect(index).await?;
+    login_device(&setup.dial, index, token, DEVICE_ID).await
+}
+
+/// Opens connection `index` of `dial` and logs in as the device `device_id`
+/// (one connection per user and device: a second login of it kicks the first).
+pub async fn login_device(
+    dial: &Dial,
+    index: usize,
+    token: String,
+    device_id: &str,
+) -> Result<(Wire, pb::LoginReply), Failure> {
+    let mut wire = dial.connect(index).await?;
     let request = pb::LoginRequest {
         token,
-        device_id: DEVICE_ID.into(),
+        device_id: device_id.into(),
     };
     wire.send(Command::Login, 1, &request).await?;
     match wire.recv().await? {

@@ -21,6 +21,7 @@ mod groups;
 mod local;
 mod measures;
 mod member;
+mod resync;
 mod run;
 mod tally;
 mod track;
@@ -38,6 +39,7 @@ use crate::idle::wire::{Endpoints, Sources};
 use crate::report::Report;
 pub use churn::{ChurnArgs, churn};
 use member::Target;
+pub use resync::{ResyncArgs, resync};
 use run::{Plan, Seat};
 
 /// What both scenarios take.
