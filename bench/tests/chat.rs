@@ -1,7 +1,8 @@
 //! The chat scenarios end to end: the bench binary against a whole cluster
 //! (register, manager, logic, msg_job and a real access node, each its own
 //! process on the real servers); a small run must lose nothing, deliver
-//! nothing twice, and leave every conversation without a seq gap.
+//! nothing twice, and leave every conversation without a seq gap; a small
+//! resync run must get exactly the conversations changed while offline.
 #![allow(clippy::unwrap_used)] // a test: a failed step should panic where it happened.
 
 use std::path::Path;
@@ -19,12 +20,19 @@ async fn cluster(test: &str) -> Cluster {
     cluster
 }
 
-/// Runs the bench's `scenario` with `args` (split at spaces) against a
-/// cluster of its own named for `test`; returns its JSON report.
+/// Runs the bench's chat `scenario` (p2p, group, churn) with `args` (split
+/// at spaces) against a cluster of its own named for `test`, with 20 s for
+/// stragglers; returns its JSON report.
 async fn run(scenario: &str, test: &str, args: &str) -> Value {
     let cluster = cluster(test).await;
     let out = tempfile::tempdir().unwrap();
-    bench(&cluster, out.path(), scenario, args).await
+    bench(
+        &cluster,
+        out.path(),
+        scenario,
+        &format!("--drain 20 {args}"),
+    )
+    .await
 }
 
 /// Runs the bench with `args` (split at spaces) against `cluster`; returns
@@ -37,7 +45,7 @@ async fn bench(cluster: &Cluster, out: &Path, scenario: &str, args: &str) -> Val
         .arg(out)
         .arg(scenario)
         .args(["--access", &access, "--register", &register])
-        .args(["--user-prefix", &cluster.name, "--drain", "20"])
+        .args(["--user-prefix", &cluster.name])
         .args(args.split_whitespace())
         .kill_on_drop(true)
         .spawn()
@@ -193,4 +201,50 @@ async fn churn_loses_nothing_while_receivers_reconnect_and_sync() {
             "{pair}: {summary}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn resync_lists_exactly_the_conversations_changed_while_offline() {
+    let cluster = cluster("bench-resync").await;
+    let out = tempfile::tempdir().unwrap();
+    // The CPU of this test's process stands in for a server's.
+    let args = format!(
+        "--conversations 50 --changed 5 --iterations 3 --cpu test={}",
+        std::process::id()
+    );
+    let report = bench(&cluster, out.path(), "resync", &args).await;
+    let summary = format!("{report:#}");
+    assert_eq!(total(&report, "conversations_held"), 50, "{summary}");
+    assert_eq!(total(&report, "rounds"), 3, "{summary}");
+    for wrong in [
+        "mismatched_rounds",
+        "unchanged_listed",
+        "changed_unlisted",
+        "changed_incomplete",
+    ] {
+        assert_eq!(total(&report, wrong), 0, "{summary}");
+    }
+    let rounds = report["details"]["rounds"].as_array().unwrap();
+    assert_eq!(rounds.len(), 3, "{summary}");
+    for round in rounds {
+        assert_eq!(round["listed"], 5, "{summary}");
+        let whole = round["reconnect_sync_us"].as_u64().unwrap();
+        let sync = round["sync_us"].as_u64().unwrap();
+        assert!(sync > 0 && sync <= whole, "{summary}");
+    }
+    let charts: Vec<&str> = report["charts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(charts, ["latency-cdf", "rounds"], "{summary}");
+    assert_eq!(report["config"]["changed"], 5, "{summary}");
+    let figures = report["figures"].as_array().unwrap();
+    assert!(
+        figures
+            .iter()
+            .any(|f| f["name"] == "CPU test per reconnect"),
+        "{summary}"
+    );
 }
