@@ -43,8 +43,10 @@ const SETUP_STORED_WITHIN: Duration = Duration::from_secs(120);
 const ROUND_STORED_WITHIN: Duration = Duration::from_secs(30);
 /// Longest the first look or one measured reconnect may take.
 const RESYNC_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a cached token must stay valid: the setup, and a few seconds per round.
+/// How long a cached token must stay valid: this for the setup, plus
+/// [`TOKEN_PER_ROUND`] for each round.
 const TOKEN_BASE: Duration = Duration::from_secs(600);
+/// A round's share of a cached token's validity (sends, storing, reconnect).
 const TOKEN_PER_ROUND: Duration = Duration::from_secs(10);
 
 /// Parameters of the resync scenario.
