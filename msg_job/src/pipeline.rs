@@ -17,8 +17,9 @@
 //!   consumers briefly storing the same partition during a rebalance assign
 //!   seqs in offset order (the store's fence makes the second one fail
 //!   rather than fork the sequence). Frames are pushed in batch order.
-//! * **No stall**: commits are asynchronous (a failed one only means
-//!   redelivery); a store failure is retried with backoff, uncommitted.
+//! * **No stall**: commits are asynchronous and at most every 100 ms (a
+//!   failed one only means redelivery); a store failure is retried with
+//!   backoff, uncommitted.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -45,6 +46,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const ERROR_PAUSE: Duration = Duration::from_millis(200);
 /// Stored batches waiting for their push: how far storing may run ahead.
 const STORED_AHEAD: usize = 2;
+/// How often pushed records are committed at most. Each commit is a request
+/// the broker serves and a write to its offsets topic; committing per batch
+/// cost it more CPU than the messages did. A crash redelivers at most this
+/// much more, which the store absorbs and clients drop by seq.
+const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 
 /// How records are grouped into batches, and the client's frame limit.
 #[derive(Debug, Clone, Copy)]
@@ -60,7 +66,7 @@ pub struct BatchConfig {
 /// Counters of what the pipeline did, shared with whoever wants to watch it.
 #[derive(Debug, Default)]
 pub struct Stats {
-    /// Records whose batch was stored, pushed and handed to the commit.
+    /// Records stored, pushed and handed to a commit.
     pub committed_records: AtomicU64,
     /// Messages stored, redeliveries included.
     pub stored_messages: AtomicU64,
@@ -279,11 +285,28 @@ impl<S: MessageStore, P: Pusher> Pipeline<S, P> {
         }
     }
 
-    /// Stage two: push each stored batch, then commit it; returns the last
-    /// commit list handed to Kafka.
+    /// Stage two: push each stored batch, then commit what was pushed, at
+    /// most every [`COMMIT_INTERVAL`]; returns the offsets still to commit
+    /// when the stream of batches ends.
     async fn deliver(&self, mut to_push: mpsc::Receiver<Stored>) -> Option<TopicPartitionList> {
-        let mut last = None;
-        while let Some(batch) = to_push.recv().await {
+        let mut pending = Pending::default();
+        let mut last_commit = Instant::now();
+        loop {
+            let next = if pending.records == 0 {
+                to_push.recv().await
+            } else {
+                match tokio::time::timeout_at(last_commit + COMMIT_INTERVAL, to_push.recv()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        self.commit(&mut pending);
+                        last_commit = Instant::now();
+                        continue;
+                    }
+                }
+            };
+            let Some(batch) = next else {
+                break;
+            };
             let queued_ms = batch.started.elapsed().as_secs_f64() * 1e3 - batch.store_ms;
             let pushing = std::time::Instant::now();
             let frames = push::frames(&batch.messages, self.batch.max_frame_len);
@@ -292,17 +315,10 @@ impl<S: MessageStore, P: Pusher> Pipeline<S, P> {
                 .push_failures
                 .fetch_add(outcome.failures, Ordering::Relaxed);
             let push_ms = pushing.elapsed().as_secs_f64() * 1e3;
-            let list = commit_list(&batch.next_offsets);
-            match self.consumer.commit(&list, CommitMode::Async) {
-                Ok(()) => {
-                    self.stats
-                        .committed_records
-                        .fetch_add(batch.records as u64, Ordering::Relaxed);
-                }
-                Err(err) => {
-                    self.stats.commit_failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(%err, records = batch.records, "commit failed; the batch will be redelivered and deduplicated");
-                }
+            pending.add(&batch);
+            if last_commit.elapsed() >= COMMIT_INTERVAL {
+                self.commit(&mut pending);
+                last_commit = Instant::now();
             }
             // Stage times say where delivery latency is spent.
             tracing::debug!(
@@ -313,11 +329,49 @@ impl<S: MessageStore, P: Pusher> Pipeline<S, P> {
                 store_ms = batch.store_ms,
                 queued_ms,
                 push_ms,
-                "batch stored, pushed and committed"
+                "batch stored and pushed"
             );
-            last = Some(list);
         }
-        last
+        (pending.records > 0).then(|| {
+            self.stats
+                .committed_records
+                .fetch_add(pending.records, Ordering::Relaxed);
+            commit_list(&pending.next_offsets)
+        })
+    }
+
+    /// Hands `pending` to Kafka as one asynchronous commit and empties it.
+    fn commit(&self, pending: &mut Pending) {
+        let list = commit_list(&pending.next_offsets);
+        match self.consumer.commit(&list, CommitMode::Async) {
+            Ok(()) => {
+                self.stats
+                    .committed_records
+                    .fetch_add(pending.records, Ordering::Relaxed);
+            }
+            Err(err) => {
+                self.stats.commit_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%err, records = pending.records, "commit failed; the records will be redelivered and deduplicated");
+            }
+        }
+        *pending = Pending::default();
+    }
+}
+
+/// Pushed records whose offsets are not committed yet.
+#[derive(Debug, Default)]
+struct Pending {
+    next_offsets: BTreeMap<(String, i32), i64>,
+    records: u64,
+}
+
+impl Pending {
+    fn add(&mut self, batch: &Stored) {
+        for (partition, next) in &batch.next_offsets {
+            let at = self.next_offsets.entry(partition.clone()).or_insert(*next);
+            *at = (*at).max(*next);
+        }
+        self.records += batch.records as u64;
     }
 }
 
