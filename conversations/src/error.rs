@@ -25,6 +25,16 @@ pub enum ConvError {
         /// How many rounds in a row made no progress.
         rounds: u32,
     },
+    /// MongoDB ran a multi-statement write but did not apply all of it (it
+    /// answers `ok: 1` all the same). The statements are idempotent upserts, so
+    /// the whole call may be retried.
+    #[error("writing to {collection}: {problem}")]
+    Write {
+        /// The collection written to.
+        collection: String,
+        /// What went wrong.
+        problem: WriteProblem,
+    },
     /// A request named no conversation.
     #[error("no conversation named")]
     NoConversation,
@@ -49,6 +59,39 @@ pub enum ConvError {
         /// The old collections found.
         collections: String,
     },
+}
+
+/// Why a multi-statement write did not fully apply.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum WriteProblem {
+    /// The server refused some statements; the others were applied.
+    #[error(
+        "{refused} of {statements} upserts refused; the first on {filter}: code {code}: {message}"
+    )]
+    Refused {
+        /// Statements sent.
+        statements: usize,
+        /// Statements refused.
+        refused: usize,
+        /// The filter of the first refused statement (the document it targets).
+        filter: String,
+        /// The server's error code for it.
+        code: i32,
+        /// The server's message for it.
+        message: String,
+    },
+    /// The statements ran but the write concern was not satisfied, so they
+    /// may not survive a failover.
+    #[error("write concern not satisfied: code {code}: {message}")]
+    Concern {
+        /// The server's error code.
+        code: i32,
+        /// The server's message.
+        message: String,
+    },
+    /// The reply does not say what happened to every statement.
+    #[error("unreadable reply: {0}")]
+    Unreadable(String),
 }
 
 /// Converts an id of the API (u64) to its stored form (i64), refusing ids >= 2^63.

@@ -31,9 +31,10 @@ mod message;
 mod read;
 mod store;
 mod summary;
+mod upsert;
 pub mod writer;
 
-pub use error::ConvError;
+pub use error::{ConvError, WriteProblem};
 pub use key::ConvKey;
 pub use members::{Membership, ReadOutcome};
 pub use message::{NewMessage, Target};

@@ -22,6 +22,7 @@ use crate::error::{ConvError, is_duplicate_key, to_i64};
 use crate::key::ConvKey;
 use crate::message::{field as message_field, get_id};
 use crate::store::{ConversationStore, HEAD};
+use crate::upsert::Upsert;
 
 /// Field names of a member record.
 pub(crate) mod field {
@@ -33,7 +34,16 @@ pub(crate) mod field {
 }
 
 /// Upsert attempts before giving up on a racing first write.
-const UPSERT_ATTEMPTS: u32 = 3;
+pub(crate) const UPSERT_ATTEMPTS: u32 = 3;
+
+/// The upsert that creates `user`'s record of `key` unless it exists (then it
+/// changes nothing): a party to a direct chat, who sees everything.
+pub(crate) fn party_record(user: u64, key: ConvKey) -> Result<Upsert, ConvError> {
+    Ok(Upsert {
+        filter: doc! { field::USER: to_i64(user)?, field::CONV: key.to_string() },
+        update: doc! { "$setOnInsert": { field::READ: 0_i64, field::JOINED: 0_i64 } },
+    })
+}
 
 /// A user's standing in one conversation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,18 +126,6 @@ pub struct ReadOutcome {
 }
 
 impl ConversationStore {
-    /// Creates `user`'s record of `key` unless it exists (then changes nothing).
-    pub(crate) async fn ensure_member(&self, user: u64, key: ConvKey) -> Result<(), ConvError> {
-        let filter = doc! { field::USER: to_i64(user)?, field::CONV: key.to_string() };
-        let insert = doc! { "$setOnInsert": { field::READ: 0_i64, field::JOINED: 0_i64 } };
-        match self.members.update_one(filter, insert).upsert(true).await {
-            Ok(_) => Ok(()),
-            // A racing upsert created it first: exactly what was wanted.
-            Err(err) if is_duplicate_key(&err) => Ok(()),
-            Err(err) => Err(err.into()),
-        }
-    }
-
     /// `user`'s standing in `key`: a party to a direct chat always has one, a
     /// group needs a record (current or former member).
     pub async fn membership(&self, user: u64, key: ConvKey) -> Result<Membership, ConvError> {

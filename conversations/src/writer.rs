@@ -41,10 +41,18 @@
 //! parties get their member record (an upsert that changes nothing if it
 //! exists): that is the "first message" write of the per-user state, and
 //! never repeats per message. After the messages, each conversation's head
-//! document is moved up to its highest stored seq (`$max`, one write per
-//! conversation per batch, not per message): SYNC_CONVERSATIONS compares
-//! heads without touching messages. A head may lag the messages by the batch
-//! in progress, never lead them.
+//! document is moved up to its highest stored seq with `$max`, so a head
+//! never goes down, not even when an older batch is redelivered after a newer
+//! one: SYNC_CONVERSATIONS compares heads without touching messages. A head
+//! may lag the messages by the batch in progress, never lead them, because
+//! it is only written once its messages are stored.
+//!
+//! Each of the two is one `update` command per batch (up to 500 statements
+//! each, more in further commands), not one round trip per conversation or
+//! party; the statements are unordered and independent. A statement the
+//! server refuses fails the call with [`ConvError::Write`]: a member record
+//! before any message is stored, a head after its messages were (it lags
+//! them until the caller's retry completes the job).
 
 use std::collections::{HashMap, HashSet};
 
@@ -56,14 +64,16 @@ use parking_lot::Mutex;
 
 use crate::error::{ConvError, DUPLICATE_KEY, to_i64};
 use crate::key::ConvKey;
+use crate::members::{UPSERT_ATTEMPTS, party_record};
 use crate::message::{NewMessage, document_without_seq, field, get_id};
 use crate::store::{ConversationStore, HEAD};
+use crate::upsert::{Refusal, Upsert, refused_error};
 
 /// The most documents sent in one `insert_many`; later ones wait a round.
 const MAX_BATCH: usize = 500;
 /// Rounds in a row without any progress before a store gives up.
 const MAX_IDLE_ROUNDS: u32 = 100;
-/// Concurrent small reads or writes (max seqs, heads, member records).
+/// Concurrent reads of max seqs.
 const IN_FLIGHT: usize = 16;
 /// Conversations the caches remember before starting over (which only costs re-reads).
 const CAPACITY: usize = 100_000;
@@ -173,20 +183,25 @@ impl ConversationStore {
             .collect();
         missing.sort_unstable();
         missing.dedup();
-        let writes = missing.iter().flat_map(|&key| match key {
-            ConvKey::Direct { low, high } if low == high => vec![(low, key)],
-            ConvKey::Direct { low, high } => vec![(low, key), (high, key)],
-            ConvKey::Group(_) => Vec::new(),
-        });
-        // The futures are built before the stream: a closure inside it would
-        // make the whole store future fail tokio::spawn's Send check (rustc #102211).
-        let writes: Vec<_> = writes
-            .map(|(user, key)| self.ensure_member(user, key))
+        let upserts: Vec<Upsert> = missing
+            .iter()
+            .flat_map(|&key| match key {
+                ConvKey::Direct { low, high } if low == high => vec![(low, key)],
+                ConvKey::Direct { low, high } => vec![(low, key), (high, key)],
+                ConvKey::Group(_) => Vec::new(),
+            })
+            .map(|(user, key)| party_record(user, key))
+            .collect::<Result<_, _>>()?;
+        let refused: Vec<Refusal> = self
+            .upsert_all(&self.members, &upserts)
+            .await?
+            .into_iter()
+            // A racing upsert created the record first: exactly what was wanted.
+            .filter(|r| !r.is_race())
             .collect();
-        stream::iter(writes)
-            .buffer_unordered(IN_FLIGHT)
-            .try_collect::<()>()
-            .await?;
+        if !refused.is_empty() {
+            return Err(refused_error(self.members.name(), &upserts, &refused));
+        }
         missing
             .into_iter()
             .for_each(|key| self.known.add_parties(key));
@@ -195,23 +210,37 @@ impl ConversationStore {
 
     /// Moves each conversation's head up to `seq` (never down).
     async fn raise_heads(&self, heads: HashMap<ConvKey, u64>) -> Result<(), ConvError> {
-        let writes: Vec<_> = heads
+        let mut upserts: Vec<Upsert> = heads
             .into_iter()
-            .map(|(key, seq)| async move {
-                self.heads
-                    .update_one(
-                        doc! { "_id": key.to_string() },
-                        doc! { "$max": { HEAD: to_i64(seq)? } },
-                    )
-                    .upsert(true)
-                    .await?;
-                Ok::<_, ConvError>(())
+            .map(|(key, seq)| {
+                Ok(Upsert {
+                    filter: doc! { "_id": key.to_string() },
+                    update: doc! { "$max": { HEAD: to_i64(seq)? } },
+                })
             })
-            .collect();
-        stream::iter(writes)
-            .buffer_unordered(IN_FLIGHT)
-            .try_collect::<()>()
-            .await
+            .collect::<Result<_, ConvError>>()?;
+        let mut attempt = 1;
+        loop {
+            let refused = self.upsert_all(&self.heads, &upserts).await?;
+            if refused.is_empty() {
+                return Ok(());
+            }
+            if attempt == UPSERT_ATTEMPTS || !refused.iter().all(Refusal::is_race) {
+                return Err(refused_error(self.heads.name(), &upserts, &refused));
+            }
+            // Another writer created these heads between our match and our
+            // insert, so our `$max` was not applied; now they exist, it will be.
+            tracing::debug!(
+                heads = refused.len(),
+                attempt,
+                "heads created concurrently; raising again"
+            );
+            upserts = refused
+                .iter()
+                .filter_map(|r| upserts.get(r.index).cloned())
+                .collect();
+            attempt += 1;
+        }
     }
 
     /// One attempt at the first [`MAX_BATCH`] open messages: an ordered insert

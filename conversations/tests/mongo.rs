@@ -1,17 +1,26 @@
 //! The conversation store against a real MongoDB-protocol server
 //! (`FISHCHAT_MONGO`): seq allocation under concurrency, idempotent
 //! redelivery, one document per message whatever the audience, visibility by
-//! membership, read positions and SYNC_CONVERSATIONS. Each test uses its own
-//! database and drops it at the end.
+//! membership, read positions and SYNC_CONVERSATIONS, heads and member
+//! records written one command per batch with every refusal reported. Each
+//! test uses its own database and drops it at the end.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use fishchat_codec::pb::{self, conversation_ref};
-use fishchat_conversations::{ConvError, ConvKey, ConversationStore, MAX_PAGE, NewMessage, Target};
+use fishchat_conversations::{
+    ConvError, ConvKey, ConversationStore, HEADS, MAX_PAGE, MEMBERS, MESSAGES, NewMessage, Target,
+    WriteProblem,
+};
 use fishchat_e2e::unique_name;
-use mongodb::Database;
-use mongodb::bson::doc;
+use mongodb::bson::{Document, doc};
+use mongodb::event::EventHandler;
+use mongodb::event::command::CommandEvent;
+use mongodb::options::{Acknowledgment, ClientOptions, DatabaseOptions, WriteConcern};
+use mongodb::{Client, Database};
 
 /// A fresh database prepared for conversations, and a store over it.
 async fn fresh() -> (Database, ConversationStore) {
@@ -26,6 +35,65 @@ async fn fresh() -> (Database, ConversationStore) {
 /// A second, independent client (its own pool and caches) on the same database.
 async fn second_writer(db: &Database) -> ConversationStore {
     ConversationStore::new(&fishchat_e2e::mongo().await.database(db.name()))
+}
+
+/// Commands a client sent, as (command name, collection), counted.
+type Sent = Arc<Mutex<BTreeMap<(String, String), usize>>>;
+
+/// A store over `db` through a client of its own that counts the commands it sends.
+async fn counting_writer(db: &Database) -> (ConversationStore, Sent) {
+    let sent = Sent::default();
+    let mut options = ClientOptions::parse(fishchat_e2e::mongo_url())
+        .await
+        .expect("mongo url");
+    let seen = sent.clone();
+    options.command_event_handler = Some(EventHandler::callback(move |event| {
+        if let CommandEvent::Started(started) = event {
+            let collection = started
+                .command
+                .get_str(&started.command_name)
+                .unwrap_or_default()
+                .to_owned();
+            *seen
+                .lock()
+                .expect("counter")
+                .entry((started.command_name, collection))
+                .or_default() += 1;
+        }
+    }));
+    let client = Client::with_options(options).expect("client");
+    (ConversationStore::new(&client.database(db.name())), sent)
+}
+
+/// The commands counted since the last call, which forgets them.
+fn take(sent: &Sent) -> BTreeMap<(String, String), usize> {
+    std::mem::take(&mut *sent.lock().expect("counter"))
+}
+
+/// Expected command counts: (command name, collection, count).
+fn commands(expected: &[(&str, &str, usize)]) -> BTreeMap<(String, String), usize> {
+    expected
+        .iter()
+        .map(|&(command, collection, n)| ((command.to_owned(), collection.to_owned()), n))
+        .collect()
+}
+
+/// Every head document: conversation key → head.
+async fn heads(db: &Database) -> HashMap<String, i64> {
+    let mut cursor = db
+        .collection::<Document>(HEADS)
+        .find(doc! {})
+        .await
+        .expect("find heads");
+    let mut out = HashMap::new();
+    while cursor.advance().await.expect("next head") {
+        let head = cursor.deserialize_current().expect("head document");
+        out.insert(
+            head.get_str("_id").expect("_id").to_owned(),
+            head.get_i64("head").expect("head"),
+        );
+    }
+    out
 }
 
 fn direct(id: u64, from: u64, to: u64) -> NewMessage {
@@ -333,5 +401,234 @@ async fn a_database_of_the_older_layout_is_refused_with_how_to_reset() {
     let err = ConversationStore::new(&db).prepare().await.unwrap_err();
     assert!(matches!(err, ConvError::OldLayout { .. }), "{err}");
     assert!(err.to_string().contains("scripts/stack purge"), "{err}");
+    db.drop().await.expect("drop");
+}
+
+#[tokio::test]
+async fn a_batch_costs_one_update_command_per_collection_not_one_per_conversation() {
+    let (db, _) = fresh().await;
+    let (store, sent) = counting_writer(&db).await;
+    let batch = [
+        direct(1, 1, 2),
+        direct(2, 3, 4),
+        group(3, 1, 5),
+        direct(4, 2, 1),
+        group(5, 1, 6),
+    ];
+    assert_eq!(store.store(&batch).await.unwrap(), [1, 1, 1, 2, 1]);
+    assert_eq!(
+        take(&sent),
+        commands(&[
+            ("find", MESSAGES, 4),
+            ("insert", MESSAGES, 1),
+            ("update", MEMBERS, 1),
+            ("update", HEADS, 1),
+        ]),
+        "the max seqs of conversations new to this writer are read once"
+    );
+    let again = [
+        direct(6, 1, 2),
+        group(7, 1, 5),
+        direct(8, 4, 3),
+        group(9, 1, 6),
+    ];
+    assert_eq!(store.store(&again).await.unwrap(), [3, 2, 2, 2]);
+    assert_eq!(
+        take(&sent),
+        commands(&[("insert", MESSAGES, 1), ("update", HEADS, 1)]),
+        "known conversations cost no read and no member write"
+    );
+    // 1,200 conversations: statements are split 500 to a command.
+    let wide: Vec<NewMessage> = (0..1200).map(|i| group(100 + i, 1, 1000 + i)).collect();
+    store.store(&wide).await.unwrap();
+    let counted = take(&sent);
+    assert_eq!(
+        counted.get(&("update".to_owned(), HEADS.to_owned())),
+        Some(&3)
+    );
+    assert_eq!(
+        counted.get(&("insert".to_owned(), MESSAGES.to_owned())),
+        Some(&3)
+    );
+    db.drop().await.expect("drop");
+}
+
+#[tokio::test]
+async fn heads_of_many_conversations_in_one_store_end_at_their_highest_seq() {
+    let (db, store) = fresh().await;
+    // 400 groups and 300 direct chats, 1 to 4 messages each, interleaved: 700
+    // heads and 600 member records, more than one command of each.
+    let mut expected: HashMap<String, i64> = HashMap::new();
+    let mut batch = Vec::new();
+    let mut id = 0;
+    for round in 0..4 {
+        for conv in 0..700u64 {
+            if conv % 4 < round {
+                continue;
+            }
+            id += 1;
+            let message = if conv < 400 {
+                group(id, 1, conv)
+            } else {
+                direct(id, conv, 10_000 + conv)
+            };
+            *expected.entry(message.key().to_string()).or_default() += 1;
+            batch.push(message);
+        }
+    }
+    let seqs = store.store(&batch).await.unwrap();
+    for (message, seq) in batch.iter().zip(&seqs) {
+        assert!(*seq as i64 <= expected[&message.key().to_string()]);
+    }
+    assert_eq!(heads(&db).await, expected);
+    let members = db.collection::<Document>(MEMBERS);
+    assert_eq!(members.count_documents(doc! {}).await.unwrap(), 600);
+    db.drop().await.expect("drop");
+}
+
+#[tokio::test]
+async fn heads_never_go_down_when_an_older_batch_is_redelivered() {
+    let (db, store) = fresh().await;
+    let older = [group(1, 1, 7), direct(2, 1, 2), group(3, 2, 7)];
+    let newer = [group(4, 1, 7), direct(5, 2, 1), group(6, 1, 7)];
+    assert_eq!(store.store(&older).await.unwrap(), [1, 1, 2]);
+    assert_eq!(store.store(&newer).await.unwrap(), [3, 2, 4]);
+    let expected = HashMap::from([("g:7".to_owned(), 4), ("d:1:2".to_owned(), 2)]);
+    assert_eq!(heads(&db).await, expected);
+    // The same writer, and one restarted with empty caches, get the older batch again.
+    assert_eq!(store.store(&older).await.unwrap(), [1, 1, 2]);
+    assert_eq!(heads(&db).await, expected);
+    let restarted = second_writer(&db).await;
+    assert_eq!(restarted.store(&older).await.unwrap(), [1, 1, 2]);
+    assert_eq!(heads(&db).await, expected);
+    assert_eq!(restarted.head(ConvKey::Group(7)).await.unwrap(), 4);
+    db.drop().await.expect("drop");
+}
+
+#[tokio::test]
+async fn a_refused_head_fails_the_store_and_the_head_never_leads_its_messages() {
+    let (db, store) = fresh().await;
+    // The server refuses head documents of group 13 only.
+    db.create_collection(HEADS)
+        .validator(doc! { "_id": { "$ne": "g:13" } })
+        .await
+        .expect("create heads with a validator");
+    let batch = [group(1, 1, 12), group(2, 1, 13), group(3, 1, 14)];
+    let err = store.store(&batch).await.unwrap_err();
+    match &err {
+        ConvError::Write {
+            collection,
+            problem:
+                WriteProblem::Refused {
+                    statements: 3,
+                    refused: 1,
+                    filter,
+                    code: 121,
+                    ..
+                },
+        } if collection == HEADS && filter.contains("g:13") => {}
+        other => panic!("not the refused head: {other:?}"),
+    }
+    assert!(err.to_string().contains("1 of 3 upserts refused"), "{err}");
+    // The other statements were applied; the refused head lags its message.
+    assert_eq!(
+        heads(&db).await,
+        HashMap::from([("g:12".to_owned(), 1), ("g:14".to_owned(), 1)])
+    );
+    assert_eq!(store.max_seq(ConvKey::Group(13)).await.unwrap(), 1);
+    // Once the server accepts it, the caller's retry completes the job.
+    db.run_command(doc! { "collMod": HEADS, "validator": {} })
+        .await
+        .expect("drop the validator");
+    assert_eq!(store.store(&batch).await.unwrap(), [1, 1, 1]);
+    assert_eq!(store.head(ConvKey::Group(13)).await.unwrap(), 1);
+    db.drop().await.expect("drop");
+}
+
+#[tokio::test]
+async fn a_refused_member_record_fails_the_store_before_its_messages() {
+    let (db, store) = fresh().await;
+    db.run_command(doc! { "collMod": MEMBERS, "validator": { "user": { "$ne": 66_i64 } } })
+        .await
+        .expect("refuse records of user 66");
+    let err = store
+        .store(&[direct(1, 65, 66), direct(2, 1, 2)])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            ConvError::Write { collection, problem: WriteProblem::Refused { statements: 4, refused: 1, code: 121, .. } }
+                if collection == MEMBERS
+        ),
+        "{err:?}"
+    );
+    let messages = db.collection::<Document>(MESSAGES);
+    assert_eq!(messages.count_documents(doc! {}).await.unwrap(), 0);
+    db.drop().await.expect("drop");
+}
+
+#[tokio::test]
+async fn a_duplicate_key_on_a_head_is_retried_as_a_race_then_reported() {
+    let (db, _) = fresh().await;
+    // Two heads of the same value collide on this index, which no race would resolve.
+    db.collection::<Document>(HEADS)
+        .create_index(
+            mongodb::IndexModel::builder()
+                .keys(doc! { "head": 1 })
+                .options(
+                    mongodb::options::IndexOptions::builder()
+                        .unique(true)
+                        .build(),
+                )
+                .build(),
+        )
+        .await
+        .expect("unique head index");
+    let (store, sent) = counting_writer(&db).await;
+    let err = store
+        .store(&[group(1, 1, 21), group(2, 1, 22)])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            ConvError::Write { collection, problem: WriteProblem::Refused { statements: 1, refused: 1, code: 11000, .. } }
+                if collection == HEADS
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        take(&sent).get(&("update".to_owned(), HEADS.to_owned())),
+        Some(&3),
+        "one command, then two retries of the refused statement"
+    );
+    db.drop().await.expect("drop");
+}
+
+#[tokio::test]
+async fn the_write_concern_goes_with_the_command_and_its_failure_is_an_error() {
+    let (db, _) = fresh().await;
+    // One server cannot acknowledge w: 2: it runs the statements and says so in
+    // writeConcernError, which only reaches the reply if the concern was sent.
+    let concern = WriteConcern::builder()
+        .w(Acknowledgment::Nodes(2))
+        .w_timeout(Duration::from_millis(100))
+        .build();
+    let options = DatabaseOptions::builder().write_concern(concern).build();
+    let store = ConversationStore::new(
+        &fishchat_e2e::mongo()
+            .await
+            .database_with_options(db.name(), options),
+    );
+    let err = store.store(&[direct(1, 1, 2)]).await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            ConvError::Write { collection, problem: WriteProblem::Concern { .. } }
+                if collection == MEMBERS
+        ),
+        "{err:?}"
+    );
     db.drop().await.expect("drop");
 }
