@@ -39,7 +39,7 @@ fn store_status(err: ConvError) -> Status {
             tracing::warn!(%err, "message store unavailable");
             error_status(ErrorCode::Unavailable, "message store unavailable")
         }
-        ConvError::Corrupt(_) | ConvError::OldLayout { .. } => {
+        ConvError::Corrupt(_) | ConvError::OldLayout { .. } | ConvError::Write { .. } => {
             tracing::error!(%err, "message store error");
             error_status(ErrorCode::Internal, "message store error")
         }
