@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use fishchat_codec::pb;
 use fishchat_codec::{Body, Command, ErrorCode, Frame, FrameDecoder, KickReason};
+use fishchat_rpc::logic::outgoing;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use prost::Message;
@@ -23,7 +24,7 @@ use crate::frames;
 use crate::mailbox::{Mailbox, PushBatch, Reply, Then, ToLoop};
 use crate::metrics::Metrics;
 use crate::table::{ConnRef, ConnTable};
-use crate::upstream::{Caller, Request, Upstream};
+use crate::upstream::{Call, Caller, Request, Upstream};
 use crate::wheel::{Entry, Wheel};
 
 /// The mailbox's waker.
@@ -449,14 +450,16 @@ impl EventLoop {
             }
             (State::AwaitingLogin, Body::Login(login)) => {
                 conn.state = State::LoggingIn;
-                Request::Login(login)
+                Request::Call(Call::Login(login))
             }
-            (State::Active, Body::SendToUser(m)) => Request::SendToUser(m),
-            (State::Active, Body::SendToGroup(m)) => Request::SendToGroup(m),
-            (State::Active, Body::SyncConversations(m)) => Request::SyncConversations(m),
-            (State::Active, Body::Sync(m)) => Request::Sync(m),
-            (State::Active, Body::History(m)) => Request::History(m),
-            (State::Active, Body::Read(m)) => Request::Read(m),
+            (State::Active, Body::SendToUser(m)) => Request::Send(outgoing::Message::ToUser(m)),
+            (State::Active, Body::SendToGroup(m)) => Request::Send(outgoing::Message::ToGroup(m)),
+            (State::Active, Body::SyncConversations(m)) => {
+                Request::Call(Call::SyncConversations(m))
+            }
+            (State::Active, Body::Sync(m)) => Request::Call(Call::Sync(m)),
+            (State::Active, Body::History(m)) => Request::Call(Call::History(m)),
+            (State::Active, Body::Read(m)) => Request::Call(Call::Read(m)),
             (State::Active, Body::Logout(_)) => return self.begin_close(slot),
             (State::Active | State::LoggingIn, Body::Login(_)) => {
                 return self.refuse(

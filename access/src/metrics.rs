@@ -44,6 +44,10 @@ pub struct Metrics {
     pub push_latency: Histogram,
     /// Users named in push requests with no connection on this node.
     pub push_absent_users: Counter,
+    /// Sends per batch call to logic: how much batching the load gives.
+    pub send_batch_size: Histogram,
+    /// Seconds a batch call to logic took, retries included.
+    pub send_batch_latency: Histogram,
 }
 
 impl Default for Metrics {
@@ -59,6 +63,9 @@ impl Default for Metrics {
         // 50 µs to about 1.6 s.
         let push_latency = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
         let push_absent_users = Counter::default();
+        // 1 to 512.
+        let send_batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 10));
+        let send_batch_latency = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
         registry.register(
             "connections",
             "Open client connections",
@@ -84,6 +91,16 @@ impl Default for Metrics {
             "Users named in pushes with no connection here",
             push_absent_users.clone(),
         );
+        registry.register(
+            "send_batch_size",
+            "Sends per batch call to logic",
+            send_batch_size.clone(),
+        );
+        registry.register(
+            "send_batch_latency_seconds",
+            "How long a batch call to logic took, retries included",
+            send_batch_latency.clone(),
+        );
         Self {
             registry,
             connections,
@@ -95,6 +112,8 @@ impl Default for Metrics {
             kicks,
             push_latency,
             push_absent_users,
+            send_batch_size,
+            send_batch_latency,
         }
     }
 }

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use fishchat_codec::pb::{self, SendAck};
+use fishchat_codec::pb;
 use fishchat_codec::{Command, KickReason};
 use fishchat_discovery::Dialer;
 use fishchat_rpc::access::KickRequest;
@@ -20,7 +20,7 @@ use fishchat_rpc::access::access_client::AccessClient;
 use fishchat_rpc::logic::logic_client::LogicClient;
 use fishchat_rpc::logic::{
     HeartbeatRequest, HistoryRequest, LoginRequest, LogoutRequest, Origin, ReadRequest,
-    SendToGroupRequest, SendToUserRequest, SyncConversationsRequest, SyncRequest,
+    SyncConversationsRequest, SyncRequest, outgoing,
 };
 use fishchat_rpc::status::error_code;
 use tokio::runtime::Handle;
@@ -31,6 +31,8 @@ use tonic::{Code, Status};
 
 use crate::frames;
 use crate::mailbox::{LoopHandle, Reply, Then, ToLoop};
+
+mod sends;
 use crate::metrics::Metrics;
 use crate::table::ConnTable;
 
@@ -59,12 +61,17 @@ pub struct Caller {
 /// A request that needs logic.
 #[derive(Debug)]
 pub enum Request {
+    /// SEND_TO_USER or SEND_TO_GROUP, which go in batches.
+    Send(outgoing::Message),
+    /// Any other request, a call of its own.
+    Call(Call),
+}
+
+/// A request that is a call of its own.
+#[derive(Debug)]
+pub enum Call {
     /// LOGIN.
     Login(pb::LoginRequest),
-    /// SEND_TO_USER.
-    SendToUser(pb::SendToUser),
-    /// SEND_TO_GROUP.
-    SendToGroup(pb::SendToGroup),
     /// SYNC_CONVERSATIONS.
     SyncConversations(pb::SyncConversationsRequest),
     /// SYNC.
@@ -96,6 +103,8 @@ pub struct Upstream {
     permits: Arc<Semaphore>,
     /// Calls waiting for a permit.
     jobs: mpsc::UnboundedSender<Job>,
+    /// Sends waiting for their batch (see [`sends`]).
+    sends: mpsc::UnboundedSender<sends::Queued>,
 }
 
 /// A call not yet started: only what it captured, not its future.
@@ -106,9 +115,7 @@ struct Running<'a>(&'a Upstream);
 
 impl Drop for Running<'_> {
     fn drop(&mut self) {
-        if self.0.running.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.settled.notify_waiters();
-        }
+        self.0.finished();
     }
 }
 
@@ -140,6 +147,7 @@ impl Upstream {
         settings: UpstreamSettings,
     ) -> Arc<Self> {
         let (jobs, waiting) = mpsc::unbounded_channel();
+        let (sends, queued) = mpsc::unbounded_channel();
         let upstream = Arc::new(Self {
             logic,
             runtime,
@@ -156,8 +164,10 @@ impl Upstream {
             settled: Notify::new(),
             permits: Arc::new(Semaphore::new(settings.max_calls.max(1))),
             jobs,
+            sends,
         });
         upstream.runtime.spawn(upstream.clone().dispatch(waiting));
+        upstream.runtime.spawn(upstream.clone().batch_sends(queued));
         upstream
     }
 
@@ -191,6 +201,13 @@ impl Upstream {
         if self.jobs.send(job).is_err() {
             // The runtime is gone; nothing will run it.
             drop(Running(self));
+        }
+    }
+
+    /// Counts one call (or queued send) as ended.
+    fn finished(&self) {
+        if self.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.settled.notify_waiters();
         }
     }
 
@@ -238,44 +255,30 @@ impl Upstream {
 
     /// Runs `request` for `caller`; the answer arrives in the caller's loop mailbox.
     pub fn call(&self, caller: Caller, request: Request) {
+        let send = match request {
+            Request::Send(send) => send,
+            Request::Call(call) => return self.spawn_call(caller, call),
+        };
+        self.running.fetch_add(1, Ordering::AcqRel);
+        if self.sends.send(sends::Queued::new(caller, send)).is_err() {
+            // The runtime is gone; nothing will answer it.
+            self.finished();
+        }
+    }
+
+    fn spawn_call(&self, caller: Caller, request: Call) {
         self.spawn(move |this| async move {
             let (frame, then) = this.run(&caller, request).await;
             this.answer(&caller, frame, then);
         });
     }
 
-    async fn run(&self, caller: &Caller, request: Request) -> (Bytes, Then) {
+    async fn run(&self, caller: &Caller, request: Call) -> (Bytes, Then) {
         let max = self.max_frame_len;
         let id = caller.request_id;
         match request {
-            Request::Login(login) => self.login(caller, login).await,
-            Request::SendToUser(message) => {
-                let client_msg_id = message.client_msg_id.clone();
-                let request = SendToUserRequest {
-                    from_user_id: caller.user_id,
-                    message: Some(message),
-                };
-                let result = self
-                    .retrying(&request, |mut logic, request| async move {
-                        logic.send_to_user(request).await
-                    })
-                    .await;
-                (send_ack(id, client_msg_id, result, max), Then::Nothing)
-            }
-            Request::SendToGroup(message) => {
-                let client_msg_id = message.client_msg_id.clone();
-                let request = SendToGroupRequest {
-                    from_user_id: caller.user_id,
-                    message: Some(message),
-                };
-                let result = self
-                    .retrying(&request, |mut logic, request| async move {
-                        logic.send_to_group(request).await
-                    })
-                    .await;
-                (send_ack(id, client_msg_id, result, max), Then::Nothing)
-            }
-            Request::SyncConversations(request) => {
+            Call::Login(login) => self.login(caller, login).await,
+            Call::SyncConversations(request) => {
                 let request = SyncConversationsRequest {
                     user_id: caller.user_id,
                     request: Some(request),
@@ -290,7 +293,7 @@ impl Upstream {
                     Err(status) => (self.error(caller, &status), Then::Nothing),
                 }
             }
-            Request::Sync(request) => {
+            Call::Sync(request) => {
                 let request = SyncRequest {
                     user_id: caller.user_id,
                     request: Some(request),
@@ -305,7 +308,7 @@ impl Upstream {
                     Err(status) => (self.error(caller, &status), Then::Nothing),
                 }
             }
-            Request::History(request) => {
+            Call::History(request) => {
                 let request = HistoryRequest {
                     user_id: caller.user_id,
                     request: Some(request),
@@ -320,7 +323,7 @@ impl Upstream {
                     Err(status) => (self.error(caller, &status), Then::Nothing),
                 }
             }
-            Request::Read(request) => {
+            Call::Read(request) => {
                 let request = ReadRequest {
                     user_id: caller.user_id,
                     request: Some(request),
@@ -496,23 +499,6 @@ impl Upstream {
             pause = (pause * 2).min(RETRY_MAX);
         }
     }
-}
-
-fn send_ack(
-    request_id: u32,
-    client_msg_id: String,
-    result: Result<SendAck, Status>,
-    max: u32,
-) -> Bytes {
-    let ack = result.unwrap_or_else(|status| SendAck {
-        client_msg_id,
-        error: Some(pb::Error {
-            code: error_code(&status) as i32,
-            message: status.message().to_owned(),
-        }),
-        ..SendAck::default()
-    });
-    frames::frame(Command::SendAck, request_id, &ack, max)
 }
 
 fn now_ms() -> i64 {

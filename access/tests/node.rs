@@ -20,8 +20,8 @@ use fishchat_rpc::logic::logic_client::LogicClient;
 use fishchat_rpc::logic::logic_server::{Logic, LogicServer};
 use fishchat_rpc::logic::{
     HeartbeatReply, HeartbeatRequest, HistoryRequest, LoginReply, LoginRequest, LogoutReply,
-    LogoutRequest, Origin, ReadRequest, SendToGroupRequest, SendToUserRequest,
-    SyncConversationsRequest, SyncRequest,
+    LogoutRequest, Origin, Outgoing, ReadRequest, SendAcks, SendBatch, SyncConversationsRequest,
+    SyncRequest, outgoing,
 };
 use fishchat_rpc::status::error_status;
 use parking_lot::Mutex;
@@ -36,9 +36,11 @@ const DEADLINE: Duration = Duration::from_secs(10);
 #[derive(Default)]
 struct FakeLogic {
     sessions: Mutex<HashMap<(u64, String), Origin>>,
-    sends: Mutex<Vec<SendToUserRequest>>,
+    sends: Mutex<Vec<Outgoing>>,
+    /// The number of sends in each batch call, in order.
+    batches: Mutex<Vec<usize>>,
     logouts: Mutex<Vec<(u64, u64)>>,
-    /// When set, sends wait for a permit.
+    /// When set, each batch of sends waits for a permit.
     gate: Option<Arc<Semaphore>>,
     sending: AtomicUsize,
     most_sending: AtomicUsize,
@@ -89,31 +91,34 @@ impl Logic for Served {
         Ok(Response::new(HeartbeatReply { current: true }))
     }
 
-    async fn send_to_user(
-        &self,
-        request: Request<SendToUserRequest>,
-    ) -> Result<Response<pb::SendAck>, Status> {
-        let now = self.sending.fetch_add(1, Ordering::SeqCst) + 1;
+    async fn send(&self, request: Request<SendBatch>) -> Result<Response<SendAcks>, Status> {
+        let sends = request.into_inner().sends;
+        let now = self.sending.fetch_add(sends.len(), Ordering::SeqCst) + sends.len();
         self.most_sending.fetch_max(now, Ordering::SeqCst);
-        let request = request.into_inner();
-        self.sends.lock().push(request.clone());
+        self.batches.lock().push(sends.len());
+        self.sends.lock().extend(sends.iter().cloned());
         if let Some(gate) = &self.gate {
             gate.acquire().await.unwrap().forget();
         }
-        self.sending.fetch_sub(1, Ordering::SeqCst);
-        let message = request.message.unwrap_or_default();
-        Ok(Response::new(pb::SendAck {
-            client_msg_id: message.client_msg_id,
-            server_msg_id: self.next_id.fetch_add(1, Ordering::SeqCst) + 1,
-            ..pb::SendAck::default()
-        }))
-    }
-
-    async fn send_to_group(
-        &self,
-        _request: Request<SendToGroupRequest>,
-    ) -> Result<Response<pb::SendAck>, Status> {
-        Err(error_status(ErrorCode::UnknownGroup, "no groups here"))
+        self.sending.fetch_sub(sends.len(), Ordering::SeqCst);
+        let acks = sends
+            .into_iter()
+            .map(|send| match send.message {
+                Some(outgoing::Message::ToUser(message)) => pb::SendAck {
+                    client_msg_id: message.client_msg_id,
+                    server_msg_id: self.next_id.fetch_add(1, Ordering::SeqCst) + 1,
+                    ..pb::SendAck::default()
+                },
+                _ => pb::SendAck {
+                    error: Some(pb::Error {
+                        code: ErrorCode::UnknownGroup as i32,
+                        message: "no groups here".into(),
+                    }),
+                    ..pb::SendAck::default()
+                },
+            })
+            .collect();
+        Ok(Response::new(SendAcks { acks }))
     }
 
     async fn sync(
@@ -498,8 +503,10 @@ async fn past_the_in_flight_cap_the_node_stops_reading_instead_of_buffering() {
     for i in 0..10 {
         ids.push(client.send(send_to(2, &format!("m{i}"))).await);
     }
-    wait_until(DEADLINE, "four sends upstream", async || {
-        (h.logic.sends.lock().len() == 4).then_some(())
+    // The first batch (whatever the node had read when it started) is held
+    // in logic; the node reads no further while four sends are in flight.
+    wait_until(DEADLINE, "the first batch upstream", async || {
+        (!h.logic.sends.lock().is_empty()).then_some(())
     })
     .await;
     gate.add_permits(10);
@@ -511,10 +518,76 @@ async fn past_the_in_flight_cap_the_node_stops_reading_instead_of_buffering() {
     }
     acked.sort_unstable();
     assert_eq!(acked, ids);
-    assert_eq!(
-        h.logic.most_sending.load(Ordering::SeqCst),
-        4,
+    let batches = h.logic.batches.lock().clone();
+    assert_eq!(batches.iter().sum::<usize>(), 10, "{batches:?}");
+    assert!(
+        batches.iter().all(|&n| n <= 4),
+        "no batch holds more than the cap: {batches:?}"
+    );
+    assert!(
+        h.logic.most_sending.load(Ordering::SeqCst) <= 4,
         "never more than the cap at once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sends_queued_while_a_batch_is_in_logic_go_in_one_batch_in_order() {
+    let gate = Arc::new(Semaphore::new(0));
+    let logic = FakeLogic {
+        gate: Some(gate.clone()),
+        ..FakeLogic::default()
+    };
+    let h = Harness::start(logic, |_| {}).await;
+    let mut clients = Vec::new();
+    for user in 1..=3 {
+        clients.push(h.login(user, "d").await);
+    }
+    clients[0].send(send_to(9, "first")).await;
+    wait_until(DEADLINE, "the first batch upstream", async || {
+        (h.logic.sends.lock().len() == 1).then_some(())
+    })
+    .await;
+    let mut expected = vec![(1, "first".to_owned())];
+    for round in 0..3 {
+        for (i, client) in clients.iter_mut().enumerate() {
+            let id = format!("r{round}-u{}", i + 1);
+            client.send(send_to(9, &id)).await;
+            expected.push((i as u64 + 1, id));
+        }
+    }
+    // Nine more sends: wait until the node has read them all (they queue
+    // behind the held batch), then let logic answer.
+    wait_until(DEADLINE, "nine sends read", async || {
+        (h.metrics.frames_in.get() >= 3 + 10).then_some(())
+    })
+    .await;
+    gate.add_permits(2);
+    for (i, client) in clients.iter_mut().enumerate() {
+        for _ in 0..if i == 0 { 4 } else { 3 } {
+            let (_, body) = client.recv().await.expect("an ack");
+            assert!(
+                matches!(body, Body::SendAck(ref a) if a.error.is_none()),
+                "{body:?}"
+            );
+        }
+    }
+    assert_eq!(*h.logic.batches.lock(), vec![1, 9]);
+    let mut sent: Vec<(u64, String)> = h
+        .logic
+        .sends
+        .lock()
+        .iter()
+        .map(|s| match &s.message {
+            Some(outgoing::Message::ToUser(m)) => (s.from_user_id, m.client_msg_id.clone()),
+            other => panic!("unexpected send {other:?}"),
+        })
+        .collect();
+    // Connections are read in any order, each one's sends in its own order.
+    sent.sort_by_key(|(user, _)| *user);
+    expected.sort_by_key(|(user, _)| *user);
+    assert_eq!(
+        sent, expected,
+        "each connection's sends in the order it made them"
     );
 }
 

@@ -16,8 +16,8 @@ use fishchat_e2e::cluster::Cluster;
 use fishchat_e2e::wait_until;
 use fishchat_rpc::logic::logic_client::LogicClient;
 use fishchat_rpc::logic::{
-    HeartbeatRequest, LoginRequest, LogoutRequest, Origin, ReadRequest, SendToGroupRequest,
-    SendToUserRequest, SyncConversationsRequest, SyncRequest,
+    HeartbeatRequest, LoginRequest, LogoutRequest, Origin, Outgoing, ReadRequest, SendBatch,
+    SyncConversationsRequest, SyncRequest, outgoing,
 };
 use fishchat_rpc::register::{
     CreateGroupRequest, CreateUserRequest, GroupMemberRequest, ListSessionsRequest,
@@ -158,18 +158,12 @@ async fn send(
     cmid: &str,
     body: &[u8],
 ) -> SendAck {
-    logic
-        .send_to_user(SendToUserRequest {
-            from_user_id: from,
-            message: Some(SendToUser {
-                client_msg_id: cmid.into(),
-                to_user_id: to,
-                body: Bytes::copy_from_slice(body),
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner()
+    let message = outgoing::Message::ToUser(SendToUser {
+        client_msg_id: cmid.into(),
+        to_user_id: to,
+        body: Bytes::copy_from_slice(body),
+    });
+    send_one(logic, from, message).await.unwrap()
 }
 
 async fn send_group(
@@ -179,18 +173,29 @@ async fn send_group(
     cmid: &str,
     body: &[u8],
 ) -> SendAck {
-    logic
-        .send_to_group(SendToGroupRequest {
+    let message = outgoing::Message::ToGroup(SendToGroup {
+        client_msg_id: cmid.into(),
+        group_id: group,
+        body: Bytes::copy_from_slice(body),
+    });
+    send_one(logic, from, message).await.unwrap()
+}
+
+/// A batch of one send, as an access node makes it.
+async fn send_one(
+    logic: &mut LogicClient<Channel>,
+    from: u64,
+    message: outgoing::Message,
+) -> Result<SendAck, tonic::Status> {
+    let batch = SendBatch {
+        sends: vec![Outgoing {
             from_user_id: from,
-            message: Some(SendToGroup {
-                client_msg_id: cmid.into(),
-                group_id: group,
-                body: Bytes::copy_from_slice(body),
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner()
+            message: Some(message),
+        }],
+    };
+    let mut acks = logic.send(batch).await?.into_inner().acks;
+    assert_eq!(acks.len(), 1, "one ack per send");
+    Ok(acks.remove(0))
 }
 
 /// One SYNC page of `conversation` as `user` names it.
@@ -1134,17 +1139,14 @@ async fn send_retrying(
     cmid: &str,
 ) -> SendAck {
     for attempt in 1..=30 {
-        let request = SendToUserRequest {
-            from_user_id: from,
-            message: Some(SendToUser {
-                client_msg_id: cmid.into(),
-                to_user_id: to,
-                body: Bytes::from_static(b"x"),
-            }),
-        };
-        let call = tokio::time::timeout(Duration::from_secs(5), logic.send_to_user(request));
+        let message = outgoing::Message::ToUser(SendToUser {
+            client_msg_id: cmid.into(),
+            to_user_id: to,
+            body: Bytes::from_static(b"x"),
+        });
+        let call = tokio::time::timeout(Duration::from_secs(5), send_one(logic, from, message));
         match call.await {
-            Ok(Ok(ack)) if ack.get_ref().error.is_none() => return ack.into_inner(),
+            Ok(Ok(ack)) if ack.error.is_none() => return ack,
             other if attempt == 30 => panic!("send {cmid} failed 30 times: {other:?}"),
             _ => {}
         }

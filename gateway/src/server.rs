@@ -168,7 +168,10 @@ impl Gateway {
         servers.spawn(async move {
             tonic::transport::Server::builder()
                 .add_routes(routes)
-                .serve_with_incoming_shutdown(TcpIncoming::from(grpc), grpc_stop)
+                .serve_with_incoming_shutdown(
+                    TcpIncoming::from(grpc).with_nodelay(Some(true)),
+                    grpc_stop,
+                )
                 .await
                 .map_err(GatewayError::from)
         });

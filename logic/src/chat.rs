@@ -25,7 +25,7 @@ use fishchat_rpc::events::{ChatEvent, chat_event::Conversation};
 use fishchat_conversations::ConvKey;
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::ports::{Accepted, Dedup, Directory, IdSource, Kind, Publisher, Refusal};
+use crate::ports::{Accepted, Claim, Dedup, Directory, IdSource, Kind, Publisher, Refusal};
 
 /// Size limits on what a client may send.
 #[derive(Debug, Clone, Copy)]
@@ -67,52 +67,115 @@ impl<D: Directory, U: Dedup, I: IdSource, P: Publisher> Chat<D, U, I, P> {
         }
     }
 
-    /// Sends a direct message from the authenticated user `from`.
-    pub async fn send_to_user(&self, from: u64, msg: &SendToUser) -> Result<Accepted, Refusal> {
-        self.check(from, &msg.client_msg_id, &msg.body)?;
-        if msg.to_user_id == 0 {
-            return Err(Refusal::new(ErrorCode::InvalidArgument, "to_user_id is 0"));
+    /// Sends a batch: each send is checked, deduplicated (one dedup round
+    /// trip for the whole batch) and published on its own; one result per
+    /// send, in order. Publishing starts in batch order, and a conversation
+    /// lives in one partition, so a connection's sends to one conversation
+    /// keep their order.
+    pub async fn send(&self, sends: &[Outgoing<'_>]) -> Vec<Result<Accepted, Refusal>> {
+        let mut results: Vec<Option<Result<Accepted, Refusal>>> = vec![None; sends.len()];
+        let mut drafts = Vec::with_capacity(sends.len());
+        for (i, send) in sends.iter().enumerate() {
+            match self.draft(*send).await {
+                Ok(draft) => drafts.push((i, draft)),
+                Err(refusal) => results[i] = Some(Err(refusal)),
+            }
         }
-        if !self.directory.user_exists(msg.to_user_id).await? {
-            return Err(Refusal::new(
-                ErrorCode::UnknownUser,
-                format!("no user {}", msg.to_user_id),
-            ));
+        let claims: Vec<Claim<'_>> = drafts
+            .iter()
+            .map(|(_, d)| Claim {
+                sender: d.from,
+                client_msg_id: d.client_msg_id,
+                candidate: d.candidate,
+            })
+            .collect();
+        let claimed = self.dedup.claim(&claims).await;
+        let mut events = Vec::with_capacity(drafts.len());
+        for ((i, draft), claimed) in drafts.into_iter().zip(claimed) {
+            match claimed.and_then(|accepted| event(draft, accepted)) {
+                Ok(publish) => events.push((i, publish)),
+                Err(refusal) => results[i] = Some(Err(refusal)),
+            }
         }
-        let mut recipients = vec![msg.to_user_id];
-        if from != msg.to_user_id {
-            recipients.push(from);
+        let published = futures::future::join_all(
+            events
+                .iter()
+                .map(|(_, p)| self.publisher.publish(p.kind, &p.key, &p.event)),
+        )
+        .await;
+        for ((i, publish), outcome) in events.into_iter().zip(published) {
+            tracing::debug!(
+                from = publish.event.from_user_id,
+                server_msg_id = publish.accepted.server_msg_id,
+                resend = publish.resend,
+                "message accepted"
+            );
+            results[i] = Some(outcome.map(|()| publish.accepted));
         }
-        let draft = Draft {
-            from,
-            client_msg_id: &msg.client_msg_id,
-            body: &msg.body,
-            conversation: Conversation::ToUserId(msg.to_user_id),
-            recipients,
-        };
-        let key = ConvKey::direct(from, msg.to_user_id);
-        self.accept(draft, Kind::Direct, key).await
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(Refusal::new(
+                        ErrorCode::Internal,
+                        "the dedup store lost a claim",
+                    ))
+                })
+            })
+            .collect()
     }
 
-    /// Sends to a group of which the authenticated user `from` is a member.
-    pub async fn send_to_group(&self, from: u64, msg: &SendToGroup) -> Result<Accepted, Refusal> {
-        self.check(from, &msg.client_msg_id, &msg.body)?;
-        let members = self.directory.group_members(msg.group_id).await?;
-        if !members.contains(&from) {
-            return Err(Refusal::new(
-                ErrorCode::NotGroupMember,
-                format!("user {from} is not a member of group {}", msg.group_id),
-            ));
-        }
-        let draft = Draft {
-            from,
-            client_msg_id: &msg.client_msg_id,
-            body: &msg.body,
-            conversation: Conversation::GroupId(msg.group_id),
-            recipients: members,
+    /// Checks one send and gives it an id: everything short of the dedup claim.
+    async fn draft<'a>(&self, send: Outgoing<'a>) -> Result<Draft<'a>, Refusal> {
+        let (from, client_msg_id, body) = match send {
+            Outgoing::ToUser { from, message } => (from, &message.client_msg_id, &message.body),
+            Outgoing::ToGroup { from, message } => (from, &message.client_msg_id, &message.body),
         };
-        self.accept(draft, Kind::Group, ConvKey::Group(msg.group_id))
-            .await
+        self.check(from, client_msg_id, body)?;
+        let (conversation, key, recipients) = match send {
+            Outgoing::ToUser { message, .. } => {
+                let to = message.to_user_id;
+                if to == 0 {
+                    return Err(Refusal::new(ErrorCode::InvalidArgument, "to_user_id is 0"));
+                }
+                if !self.directory.user_exists(to).await? {
+                    return Err(Refusal::new(
+                        ErrorCode::UnknownUser,
+                        format!("no user {to}"),
+                    ));
+                }
+                let recipients = if from == to { vec![to] } else { vec![to, from] };
+                (
+                    Conversation::ToUserId(to),
+                    ConvKey::direct(from, to),
+                    recipients,
+                )
+            }
+            Outgoing::ToGroup { message, .. } => {
+                let group = message.group_id;
+                let members = self.directory.group_members(group).await?;
+                if !members.contains(&from) {
+                    return Err(Refusal::new(
+                        ErrorCode::NotGroupMember,
+                        format!("user {from} is not a member of group {group}"),
+                    ));
+                }
+                (Conversation::GroupId(group), ConvKey::Group(group), members)
+            }
+        };
+        Ok(Draft {
+            from,
+            client_msg_id,
+            body,
+            conversation,
+            key,
+            recipients,
+            candidate: Accepted {
+                server_msg_id: self.ids.next_id().await?,
+                timestamp_ms: now_ms(),
+                fingerprint: fingerprint(conversation, body),
+            },
+        })
     }
 
     fn check(&self, from: u64, client_msg_id: &str, body: &Bytes) -> Result<(), Refusal> {
@@ -146,41 +209,82 @@ impl<D: Directory, U: Dedup, I: IdSource, P: Publisher> Chat<D, U, I, P> {
         }
         Ok(())
     }
+}
 
-    async fn accept(
-        &self,
-        draft: Draft<'_>,
-        kind: Kind,
-        key: ConvKey,
-    ) -> Result<Accepted, Refusal> {
-        let candidate = Accepted {
-            server_msg_id: self.ids.next_id().await?,
-            timestamp_ms: now_ms(),
-            fingerprint: fingerprint(draft.conversation, draft.body),
-        };
-        let accepted = self
-            .dedup
-            .claim(draft.from, draft.client_msg_id, candidate)
-            .await?;
-        if accepted.fingerprint != candidate.fingerprint {
-            return Err(Refusal::new(
-                ErrorCode::ResendMismatch,
-                format!(
-                    "client_msg_id {:?} was first used for a message with another target or body",
-                    draft.client_msg_id
-                ),
-            ));
+/// One send of a batch, by the authenticated user `from`.
+#[derive(Debug, Clone, Copy)]
+pub enum Outgoing<'a> {
+    /// A direct message.
+    ToUser {
+        /// The sender.
+        from: u64,
+        /// The message.
+        message: &'a SendToUser,
+    },
+    /// A group message.
+    ToGroup {
+        /// The sender.
+        from: u64,
+        /// The message.
+        message: &'a SendToGroup,
+    },
+}
+
+impl Outgoing<'_> {
+    /// The client's id for the message.
+    pub fn client_msg_id(&self) -> &str {
+        match self {
+            Self::ToUser { message, .. } => &message.client_msg_id,
+            Self::ToGroup { message, .. } => &message.client_msg_id,
         }
-        let resend = accepted != candidate;
-        let recipients = match draft.conversation {
-            // Today's members may include someone who joined after the first
-            // send: a group resend is pushed to the sender's devices only. (If
-            // the first send never reached the broker, the others see the
-            // message at their next push's gap or sync.)
-            Conversation::GroupId(_) if resend => vec![draft.from],
-            _ => draft.recipients,
-        };
-        let event = ChatEvent {
+    }
+}
+
+/// A checked message with its candidate id, before the dedup claim.
+struct Draft<'a> {
+    from: u64,
+    client_msg_id: &'a str,
+    body: &'a Bytes,
+    conversation: Conversation,
+    key: ConvKey,
+    recipients: Vec<u64>,
+    candidate: Accepted,
+}
+
+/// A claimed message on its way to the broker.
+struct Publish {
+    kind: Kind,
+    key: String,
+    event: ChatEvent,
+    accepted: Accepted,
+    resend: bool,
+}
+
+/// What to publish for `draft`, given what the dedup store recorded first.
+fn event(draft: Draft<'_>, accepted: Accepted) -> Result<Publish, Refusal> {
+    if accepted.fingerprint != draft.candidate.fingerprint {
+        return Err(Refusal::new(
+            ErrorCode::ResendMismatch,
+            format!(
+                "client_msg_id {:?} was first used for a message with another target or body",
+                draft.client_msg_id
+            ),
+        ));
+    }
+    let resend = accepted != draft.candidate;
+    let (kind, recipients) = match draft.conversation {
+        // Today's members may include someone who joined after the first
+        // send: a group resend is pushed to the sender's devices only. (If
+        // the first send never reached the broker, the others see the
+        // message at their next push's gap or sync.)
+        Conversation::GroupId(_) if resend => (Kind::Group, vec![draft.from]),
+        Conversation::GroupId(_) => (Kind::Group, draft.recipients),
+        Conversation::ToUserId(_) => (Kind::Direct, draft.recipients),
+    };
+    Ok(Publish {
+        kind,
+        key: draft.key.to_string(),
+        event: ChatEvent {
             server_msg_id: accepted.server_msg_id,
             from_user_id: draft.from,
             conversation: Some(draft.conversation),
@@ -188,27 +292,10 @@ impl<D: Directory, U: Dedup, I: IdSource, P: Publisher> Chat<D, U, I, P> {
             timestamp_ms: accepted.timestamp_ms,
             client_msg_id: draft.client_msg_id.to_string(),
             recipients,
-        };
-        self.publisher
-            .publish(kind, &key.to_string(), &event)
-            .await?;
-        tracing::debug!(
-            from = draft.from,
-            server_msg_id = accepted.server_msg_id,
-            resend,
-            "message accepted"
-        );
-        Ok(accepted)
-    }
-}
-
-/// A checked message on its way to the broker.
-struct Draft<'a> {
-    from: u64,
-    client_msg_id: &'a str,
-    body: &'a Bytes,
-    conversation: Conversation,
-    recipients: Vec<u64>,
+        },
+        accepted,
+        resend,
+    })
 }
 
 /// What a resend must repeat: the kind, the recipient or group, the body.
@@ -262,8 +349,32 @@ mod tests {
     }
 
     impl Dedup for &Fakes {
-        async fn claim(&self, s: u64, c: &str, a: Accepted) -> Result<Accepted, Refusal> {
-            Ok(*self.dedup.lock().entry((s, c.to_string())).or_insert(a))
+        async fn claim(&self, claims: &[Claim<'_>]) -> Vec<Result<Accepted, Refusal>> {
+            let mut dedup = self.dedup.lock();
+            claims
+                .iter()
+                .map(|c| {
+                    Ok(*dedup
+                        .entry((c.sender, c.client_msg_id.to_string()))
+                        .or_insert(c.candidate))
+                })
+                .collect()
+        }
+    }
+
+    impl<D: Directory, U: Dedup, I: IdSource, P: Publisher> Chat<D, U, I, P> {
+        async fn send_to_user(&self, from: u64, message: &SendToUser) -> Result<Accepted, Refusal> {
+            let mut results = self.send(&[Outgoing::ToUser { from, message }]).await;
+            results.remove(0)
+        }
+
+        async fn send_to_group(
+            &self,
+            from: u64,
+            message: &SendToGroup,
+        ) -> Result<Accepted, Refusal> {
+            let mut results = self.send(&[Outgoing::ToGroup { from, message }]).await;
+            results.remove(0)
         }
     }
 
@@ -413,5 +524,71 @@ mod tests {
             (Kind::Group, "g:7")
         );
         assert_eq!(published[0].2.recipients, vec![1, 2, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_batch_answers_each_send_in_order_and_publishes_in_order() {
+        let f = fakes();
+        let c = chat(&f);
+        let first = to_user("a", 2, b"one");
+        let unknown = to_user("b", 99, b"two");
+        let again = to_user("a", 2, b"one");
+        let changed = to_user("a", 2, b"three");
+        let group = SendToGroup {
+            client_msg_id: "c".into(),
+            group_id: 7,
+            body: Bytes::from_static(b"four"),
+        };
+        let results = c
+            .send(&[
+                Outgoing::ToUser {
+                    from: 1,
+                    message: &first,
+                },
+                Outgoing::ToUser {
+                    from: 1,
+                    message: &unknown,
+                },
+                Outgoing::ToUser {
+                    from: 1,
+                    message: &again,
+                },
+                Outgoing::ToUser {
+                    from: 1,
+                    message: &changed,
+                },
+                Outgoing::ToGroup {
+                    from: 1,
+                    message: &group,
+                },
+            ])
+            .await;
+        assert_eq!(results.len(), 5);
+        let first_id = results[0].as_ref().unwrap().server_msg_id;
+        assert_eq!(
+            results[1].as_ref().unwrap_err().code,
+            ErrorCode::UnknownUser
+        );
+        // A resend inside the same batch is answered as the first.
+        assert_eq!(results[2].as_ref().unwrap(), results[0].as_ref().unwrap());
+        assert_eq!(
+            results[3].as_ref().unwrap_err().code,
+            ErrorCode::ResendMismatch
+        );
+        let group_id = results[4].as_ref().unwrap().server_msg_id;
+        let published: Vec<(u64, Bytes)> = f
+            .published
+            .lock()
+            .iter()
+            .map(|p| (p.2.server_msg_id, p.2.body.clone()))
+            .collect();
+        assert_eq!(
+            published,
+            vec![
+                (first_id, Bytes::from_static(b"one")),
+                (first_id, Bytes::from_static(b"one")),
+                (group_id, Bytes::from_static(b"four")),
+            ]
+        );
     }
 }

@@ -55,16 +55,27 @@ pub trait Directory: Send + Sync {
     ) -> impl Future<Output = Result<Vec<u64>, Refusal>> + Send;
 }
 
+/// One (sender, client message id) to claim, with the acceptance to record if it is the first.
+#[derive(Debug, Clone, Copy)]
+pub struct Claim<'a> {
+    /// The authenticated sender.
+    pub sender: u64,
+    /// The client's id for the message.
+    pub client_msg_id: &'a str,
+    /// What to record when nothing is recorded yet.
+    pub candidate: Accepted,
+}
+
 /// Remembers the first acceptance of each (sender, client message id).
 pub trait Dedup: Send + Sync {
-    /// Records `candidate` for the key unless one is recorded already, and
-    /// returns the recorded one (the candidate when it was first).
+    /// Records each claim's candidate unless one is recorded already for its
+    /// key, and returns the recorded one (the candidate when it was first):
+    /// one result per claim, in order. Claims are settled in order, so of two
+    /// claims of one key in a batch the first wins.
     fn claim(
         &self,
-        sender: u64,
-        client_msg_id: &str,
-        candidate: Accepted,
-    ) -> impl Future<Output = Result<Accepted, Refusal>> + Send;
+        claims: &[Claim<'_>],
+    ) -> impl Future<Output = Vec<Result<Accepted, Refusal>>> + Send;
 }
 
 /// Hands out server message ids, unique across every logic node.

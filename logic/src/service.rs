@@ -8,8 +8,8 @@ use fishchat_codec::pb::{self, SendAck};
 use fishchat_rpc::logic::logic_server::Logic;
 use fishchat_rpc::logic::{
     HeartbeatReply, HeartbeatRequest, HistoryRequest, LoginReply, LoginRequest, LogoutReply,
-    LogoutRequest, Origin, ReadRequest, SendToGroupRequest, SendToUserRequest,
-    SyncConversationsRequest, SyncRequest,
+    LogoutRequest, Origin, ReadRequest, SendAcks, SendBatch, SyncConversationsRequest, SyncRequest,
+    outgoing,
 };
 use fishchat_rpc::manager::manager_client::ManagerClient;
 use fishchat_rpc::register::register_client::RegisterClient;
@@ -18,7 +18,7 @@ use fishchat_rpc::{manager, register};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-use crate::chat::Chat;
+use crate::chat::{Chat, Outgoing};
 use crate::notify::{ReadNotifier, updates};
 use crate::ports::{Accepted, Dedup, Directory, IdSource, Publisher, Refusal};
 
@@ -164,30 +164,43 @@ where
         Ok(Response::new(HeartbeatReply { current }))
     }
 
-    async fn send_to_user(
-        &self,
-        request: Request<SendToUserRequest>,
-    ) -> Result<Response<SendAck>, Status> {
-        let SendToUserRequest {
-            from_user_id,
-            message,
-        } = request.into_inner();
-        let message = message.unwrap_or_default();
-        let result = self.chat.send_to_user(from_user_id, &message).await;
-        Ok(Response::new(ack(message.client_msg_id, result)))
-    }
-
-    async fn send_to_group(
-        &self,
-        request: Request<SendToGroupRequest>,
-    ) -> Result<Response<SendAck>, Status> {
-        let SendToGroupRequest {
-            from_user_id,
-            message,
-        } = request.into_inner();
-        let message = message.unwrap_or_default();
-        let result = self.chat.send_to_group(from_user_id, &message).await;
-        Ok(Response::new(ack(message.client_msg_id, result)))
+    async fn send(&self, request: Request<SendBatch>) -> Result<Response<SendAcks>, Status> {
+        let SendBatch { sends } = request.into_inner();
+        let outgoing: Vec<Option<Outgoing<'_>>> = sends
+            .iter()
+            .map(|send| match &send.message {
+                Some(outgoing::Message::ToUser(message)) => Some(Outgoing::ToUser {
+                    from: send.from_user_id,
+                    message,
+                }),
+                Some(outgoing::Message::ToGroup(message)) => Some(Outgoing::ToGroup {
+                    from: send.from_user_id,
+                    message,
+                }),
+                None => None,
+            })
+            .collect();
+        let valid: Vec<Outgoing<'_>> = outgoing.iter().flatten().copied().collect();
+        let mut results = self.chat.send(&valid).await.into_iter();
+        let acks = outgoing
+            .iter()
+            .map(|send| match send {
+                Some(send) => {
+                    let result = results.next().unwrap_or_else(|| {
+                        Err(Refusal::new(ErrorCode::Internal, "a send lost its result"))
+                    });
+                    ack(send.client_msg_id().to_owned(), result)
+                }
+                None => ack(
+                    String::new(),
+                    Err(Refusal::new(
+                        ErrorCode::InvalidArgument,
+                        "a send names neither a user nor a group",
+                    )),
+                ),
+            })
+            .collect();
+        Ok(Response::new(SendAcks { acks }))
     }
 
     async fn sync_conversations(

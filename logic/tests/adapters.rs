@@ -8,7 +8,7 @@ use bytes::Bytes;
 use fishchat_e2e::{kafka_admin, kafka_config, redis_url, unique_name, wait_until};
 use fishchat_logic::adapters::kafka::{KafkaConfig, KafkaPublisher};
 use fishchat_logic::adapters::redis::{IDS_PER_MS, RedisDedup, RedisIds};
-use fishchat_logic::ports::{Accepted, Dedup, IdSource, Kind, Publisher};
+use fishchat_logic::ports::{Accepted, Claim, Dedup, IdSource, Kind, Publisher};
 use fishchat_rpc::events::{ChatEvent, chat_event::Conversation};
 use prost::Message as _;
 use rdkafka::Message as _;
@@ -34,7 +34,7 @@ async fn concurrent_claims_of_one_client_id_agree_on_the_first() {
                 timestamp_ms: 5,
                 fingerprint: 9,
             };
-            dedup.claim(42, "cmid-1", candidate).await.unwrap()
+            claim_one(&dedup, 42, "cmid-1", candidate).await
         })
     });
     let winners: HashSet<Accepted> = futures::future::join_all(claims)
@@ -48,7 +48,51 @@ async fn concurrent_claims_of_one_client_id_agree_on_the_first() {
         timestamp_ms: 1,
         fingerprint: 3,
     };
-    assert_eq!(dedup.claim(43, "cmid-1", other).await.unwrap(), other);
+    assert_eq!(claim_one(&dedup, 43, "cmid-1", other).await, other);
+}
+
+async fn claim_one(
+    dedup: &RedisDedup,
+    sender: u64,
+    client_msg_id: &str,
+    candidate: Accepted,
+) -> Accepted {
+    let claim = Claim {
+        sender,
+        client_msg_id,
+        candidate,
+    };
+    dedup.claim(&[claim]).await.remove(0).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_of_claims_is_settled_in_order() {
+    let prefix = format!("{}:", unique_name("logic-dedup-batch"));
+    let dedup = RedisDedup::new(manager().await, &prefix, 60);
+    let accepted = |id| Accepted {
+        server_msg_id: id,
+        timestamp_ms: 5,
+        fingerprint: id,
+    };
+    let earlier = claim_one(&dedup, 1, "old", accepted(1)).await;
+    let claim = |sender, client_msg_id, id| Claim {
+        sender,
+        client_msg_id,
+        candidate: accepted(id),
+    };
+    let got: Vec<Accepted> = dedup
+        .claim(&[
+            claim(1, "new", 10),
+            claim(1, "old", 11),
+            claim(1, "new", 12),
+            claim(2, "new", 13),
+        ])
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(got, vec![accepted(10), earlier, accepted(10), accepted(13)]);
+    assert!(dedup.claim(&[]).await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]

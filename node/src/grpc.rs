@@ -5,6 +5,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 
 use tonic::service::Routes;
+use tonic::transport::server::TcpIncoming;
 use tonic_health::server::HealthReporter;
 
 /// The standard health service (whose reporter the caller flips as its
@@ -49,15 +50,16 @@ pub async fn serve(
         .map_err(|source| ServeError::Bind { addr, source })?;
     tracing::info!(%addr, "gRPC listening");
     crate::notify_ready();
+    // Without TCP_NODELAY a reply written in more than one segment waits for
+    // the caller's delayed ACK (40 ms on Linux) whenever calls are not
+    // back to back: one batch call at a time took ~50 ms instead of ~10.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
         .add_routes(routes)
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            async {
-                stop.await;
-                crate::notify_stopping();
-            },
-        )
+        .serve_with_incoming_shutdown(incoming, async {
+            stop.await;
+            crate::notify_stopping();
+        })
         .await?;
     Ok(())
 }

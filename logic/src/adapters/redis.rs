@@ -5,7 +5,7 @@ use std::ops::Range;
 use redis::aio::ConnectionManager;
 use tokio::sync::Mutex;
 
-use crate::ports::{Accepted, Dedup, IdSource, Refusal};
+use crate::ports::{Accepted, Claim, Dedup, IdSource, Refusal};
 
 /// Dedup records `<prefix>dedup:<sender>:<client id>` → `<id>:<timestamp>:<fingerprint>`,
 /// written with one atomic `SET NX GET` so two concurrent resends cannot both
@@ -29,36 +29,61 @@ impl RedisDedup {
 }
 
 impl Dedup for RedisDedup {
-    async fn claim(
-        &self,
-        sender: u64,
-        client_msg_id: &str,
-        candidate: Accepted,
-    ) -> Result<Accepted, Refusal> {
-        let key = format!("{}dedup:{sender}:{client_msg_id}", self.prefix);
-        let value = format!(
-            "{}:{}:{}",
-            candidate.server_msg_id, candidate.timestamp_ms, candidate.fingerprint
-        );
-        let previous: Option<String> = redis::cmd("SET")
-            .arg(&key)
-            .arg(&value)
-            .arg("NX")
-            .arg("GET")
-            .arg("EX")
-            .arg(self.ttl_secs)
-            .query_async(&mut self.conn.clone())
-            .await
-            .map_err(|err| Refusal::unavailable("redis dedup", err))?;
-        match previous {
-            None => Ok(candidate),
-            Some(previous) => parse_accepted(&previous).ok_or_else(|| {
-                Refusal::new(
-                    fishchat_codec::ErrorCode::Internal,
-                    format!("corrupt dedup record {key}"),
-                )
-            }),
+    /// One pipelined round trip for the whole batch; Redis runs the commands
+    /// in order, so of two claims of one key the first wins.
+    async fn claim(&self, claims: &[Claim<'_>]) -> Vec<Result<Accepted, Refusal>> {
+        if claims.is_empty() {
+            return Vec::new();
         }
+        let keys: Vec<String> = claims
+            .iter()
+            .map(|c| format!("{}dedup:{}:{}", self.prefix, c.sender, c.client_msg_id))
+            .collect();
+        let mut pipe = redis::pipe();
+        for (key, claim) in keys.iter().zip(claims) {
+            let c = claim.candidate;
+            pipe.cmd("SET")
+                .arg(key)
+                .arg(format!(
+                    "{}:{}:{}",
+                    c.server_msg_id, c.timestamp_ms, c.fingerprint
+                ))
+                .arg("NX")
+                .arg("GET")
+                .arg("EX")
+                .arg(self.ttl_secs);
+        }
+        let previous: Vec<Option<String>> = match pipe.query_async(&mut self.conn.clone()).await {
+            Ok(previous) => previous,
+            Err(err) => {
+                let refusal = Refusal::unavailable("redis dedup", err);
+                return vec![Err(refusal); claims.len()];
+            }
+        };
+        if previous.len() != claims.len() {
+            let refusal = Refusal::new(
+                fishchat_codec::ErrorCode::Internal,
+                format!(
+                    "redis answered {} of {} dedup claims",
+                    previous.len(),
+                    claims.len()
+                ),
+            );
+            return vec![Err(refusal); claims.len()];
+        }
+        previous
+            .into_iter()
+            .zip(claims.iter().zip(&keys))
+            .map(|(previous, (claim, key))| match previous {
+                None => Ok(claim.candidate),
+                Some(previous) => parse_accepted(&previous).ok_or_else(|| {
+                    Refusal::new(
+                        fishchat_codec::ErrorCode::Internal,
+                        format!("corrupt dedup record {key}"),
+                    )
+                }),
+            })
+            .collect()
     }
 }
 
