@@ -39,7 +39,7 @@ pub struct Config {
     pub max_outbound_bytes: usize,
     /// Largest frame accepted from a client (header + body), in bytes.
     pub max_frame_len: u32,
-    /// Calls to logic on the wire at once (the rest wait their turn).
+    /// Calls to logic on the wire at once, besides the one batch of sends (the rest wait their turn).
     pub max_upstream_calls: usize,
     /// How long one upstream call (with its retries) may take, in milliseconds.
     pub upstream_timeout_ms: u64,
