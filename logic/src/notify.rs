@@ -5,17 +5,17 @@
 //! go through Kafka. It is best effort: a device that misses an update gets
 //! the position with its next SYNC_CONVERSATIONS.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
 use fishchat_codec::{Command, DEFAULT_MAX_FRAME_LEN, encode_frame_to_bytes, pb};
+use fishchat_discovery::Dialer;
 use fishchat_rpc::access::access_client::AccessClient;
 use fishchat_rpc::access::{Delivery, PushRequest};
 use fishchat_rpc::register::ListSessionsRequest;
 use fishchat_rpc::register::register_client::RegisterClient;
-use parking_lot::Mutex;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// How long one access node may take to take an update.
 const PUSH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -24,7 +24,7 @@ const PUSH_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub struct ReadNotifier {
     register: RegisterClient<Channel>,
-    nodes: Mutex<HashMap<String, AccessClient<Channel>>>,
+    nodes: Dialer,
 }
 
 /// One update and who gets it.
@@ -71,7 +71,7 @@ impl ReadNotifier {
     pub fn new(register: Channel) -> Self {
         Self {
             register: RegisterClient::new(register),
-            nodes: Mutex::new(HashMap::new()),
+            nodes: Dialer::new(),
         }
     }
 
@@ -118,40 +118,23 @@ impl ReadNotifier {
             }
         }
         for (addr, deliveries) in by_node {
-            let Some(mut client) = self.node(&addr) else {
-                continue;
+            let channel = match self.nodes.channel(&addr) {
+                Ok(channel) => channel,
+                Err(err) => {
+                    tracing::warn!(node = %addr, %err, "an access node's address is invalid");
+                    continue;
+                }
             };
-            if let Err(status) = client.push(PushRequest { deliveries }).await {
-                tracing::warn!(node = %addr, %status, "read update not delivered");
+            let mut client = AccessClient::new(channel);
+            let push = client.push(PushRequest { deliveries });
+            match tokio::time::timeout(PUSH_TIMEOUT, push).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(status)) => {
+                    tracing::warn!(node = %addr, %status, "read update not delivered");
+                }
+                Err(_) => tracing::warn!(node = %addr, "read update not taken in time"),
             }
         }
-    }
-
-    fn node(&self, addr: &str) -> Option<AccessClient<Channel>> {
-        let mut nodes = self.nodes.lock();
-        if let Some(client) = nodes.get(addr) {
-            return Some(client.clone());
-        }
-        let uri = if addr.contains("://") {
-            addr.to_owned()
-        } else {
-            format!("http://{addr}")
-        };
-        let endpoint = match Endpoint::from_shared(uri) {
-            Ok(endpoint) => endpoint,
-            Err(err) => {
-                tracing::warn!(node = %addr, %err, "an access node's address is invalid");
-                return None;
-            }
-        };
-        let client = AccessClient::new(
-            endpoint
-                .connect_timeout(PUSH_TIMEOUT)
-                .timeout(PUSH_TIMEOUT)
-                .connect_lazy(),
-        );
-        nodes.insert(addr.to_owned(), client.clone());
-        Some(client)
     }
 }
 

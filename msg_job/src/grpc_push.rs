@@ -9,14 +9,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fishchat_announcements::AnnouncedCache;
+use fishchat_discovery::{Dialer, DiscoveryError, endpoint_for};
 use fishchat_rpc::access::access_client::AccessClient;
 use fishchat_rpc::access::{Delivery, PushRequest};
 use fishchat_rpc::register::ListSessionsRequest;
 use fishchat_rpc::register::register_client::RegisterClient;
 use futures::future::join_all;
 use parking_lot::Mutex;
-use thiserror::Error;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::push::{Outgoing, PushOutcome, Pusher};
 
@@ -51,82 +51,50 @@ pub const SESSION_TTL: Duration = Duration::from_secs(30);
 /// Users whose location the cache holds at most.
 pub const SESSION_CAPACITY: usize = 1_000_000;
 
-/// An address that cannot be used as a gRPC endpoint.
-#[derive(Debug, Error)]
-#[error("invalid gRPC address {addr}: {source}")]
-pub struct AddrError {
-    addr: String,
-    source: tonic::transport::Error,
-}
-
-/// One access node's client, and until when it is skipped.
-#[derive(Debug, Clone)]
-struct Node {
-    client: AccessClient<Channel>,
-    down_until: Option<Instant>,
-}
-
 /// Pushes through register's session table and the access nodes' `Push` RPC.
 #[derive(Debug)]
 pub struct GrpcPusher {
     register: RegisterClient<Channel>,
     sessions: Arc<SessionCache>,
-    nodes: Mutex<HashMap<String, Node>>,
-}
-
-/// A lazily connecting channel to `addr` (`host:port` or a full `http://` URI).
-fn channel(addr: &str, timeout: Duration) -> Result<Channel, AddrError> {
-    let uri = if addr.contains("://") {
-        addr.to_owned()
-    } else {
-        format!("http://{addr}")
-    };
-    let endpoint = Endpoint::from_shared(uri).map_err(|source| AddrError {
-        addr: addr.to_owned(),
-        source,
-    })?;
-    Ok(endpoint
-        .connect_timeout(timeout)
-        .timeout(timeout)
-        .connect_lazy())
+    nodes: Dialer,
+    /// Nodes that failed a push, skipped until the instant given.
+    cooling: Mutex<HashMap<String, Instant>>,
 }
 
 impl GrpcPusher {
     /// A pusher asking the register service at `register_addr` for sessions
     /// it does not find in `sessions`.
-    pub fn new(register_addr: &str, sessions: Arc<SessionCache>) -> Result<Self, AddrError> {
+    pub fn new(register_addr: &str, sessions: Arc<SessionCache>) -> Result<Self, DiscoveryError> {
+        let register = endpoint_for(register_addr)?
+            .timeout(LOOKUP_TIMEOUT)
+            .connect_lazy();
         Ok(Self {
-            register: RegisterClient::new(channel(register_addr, LOOKUP_TIMEOUT)?),
+            register: RegisterClient::new(register),
             sessions,
-            nodes: Mutex::new(HashMap::new()),
+            nodes: Dialer::new(),
+            cooling: Mutex::new(HashMap::new()),
         })
     }
 
     /// The client of the node at `addr`, unless it is cooling down.
-    fn node(&self, addr: &str) -> Result<Option<AccessClient<Channel>>, AddrError> {
-        let mut nodes = self.nodes.lock();
-        if let Some(node) = nodes.get_mut(addr) {
-            if node.down_until.is_some_and(|until| Instant::now() < until) {
-                return Ok(None);
+    fn node(&self, addr: &str) -> Result<Option<AccessClient<Channel>>, DiscoveryError> {
+        {
+            let mut cooling = self.cooling.lock();
+            match cooling.get(addr) {
+                Some(&until) if Instant::now() < until => return Ok(None),
+                Some(_) => {
+                    cooling.remove(addr);
+                }
+                None => {}
             }
-            node.down_until = None;
-            return Ok(Some(node.client.clone()));
         }
-        let client = AccessClient::new(channel(addr, PUSH_TIMEOUT)?);
-        nodes.insert(
-            addr.to_owned(),
-            Node {
-                client: client.clone(),
-                down_until: None,
-            },
-        );
-        Ok(Some(client))
+        Ok(Some(AccessClient::new(self.nodes.channel(addr)?)))
     }
 
     fn cool_down(&self, addr: &str) {
-        if let Some(node) = self.nodes.lock().get_mut(addr) {
-            node.down_until = Some(Instant::now() + NODE_COOL_DOWN);
-        }
+        self.cooling
+            .lock()
+            .insert(addr.to_owned(), Instant::now() + NODE_COOL_DOWN);
     }
 
     /// The users on each node, from the cache and, for users it misses,
@@ -176,13 +144,16 @@ impl GrpcPusher {
         };
         let mut delivered = 0;
         for request in requests {
-            match client.push(request).await {
-                Ok(reply) => delivered += u64::from(reply.into_inner().delivered_connections),
-                Err(status) => {
-                    self.cool_down(addr);
-                    return Err(status.to_string());
+            let failure = match tokio::time::timeout(PUSH_TIMEOUT, client.push(request)).await {
+                Ok(Ok(reply)) => {
+                    delivered += u64::from(reply.into_inner().delivered_connections);
+                    continue;
                 }
-            }
+                Ok(Err(status)) => status.to_string(),
+                Err(_) => format!("no answer within {PUSH_TIMEOUT:?}"),
+            };
+            self.cool_down(addr);
+            return Err(failure);
         }
         Ok(delivered)
     }
