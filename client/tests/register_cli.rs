@@ -12,9 +12,9 @@ use fishchat_client::register::{
 use fishchat_e2e::services::{ServiceProcess, bin_dir, free_port, wait_healthy};
 use fishchat_e2e::{etcd_endpoint, mongo_url, redis_url, unique_name};
 
-/// A register service of this test alone.
+/// A register service of this test alone, with the manager it records group membership in.
 struct Register {
-    _process: ServiceProcess,
+    _processes: [ServiceProcess; 2],
     url: String,
 }
 
@@ -24,31 +24,47 @@ async fn start_register(test: &str) -> Register {
     fishchat_e2e::redis().await;
     fishchat_e2e::mongo().await;
     let name = unique_name(test);
+    let database = name.replace('-', "_");
+    let log_dir = bin_dir().join("e2e-logs").join(&name);
+    eprintln!("register and manager logs in {}", log_dir.display());
+    let namespace = ("FISHCHAT_ETCD_NAMESPACE".to_owned(), format!("/{name}"));
+    let etcd = format!("[\"{}\"]", etcd_endpoint());
+    let manager_grpc = format!("127.0.0.1:{}", free_port());
+    let var = |key: &str, value: &str| (format!("FISHCHAT_MANAGER_{key}"), value.to_owned());
+    let manager = ServiceProcess::start(
+        "fishchat-manager",
+        vec![
+            namespace.clone(),
+            var("GRPC_LISTEN", &manager_grpc),
+            var("MONGO_URL", &mongo_url()),
+            var("DATABASE", &database),
+            var("ETCD_ENDPOINTS", &etcd),
+        ],
+        &log_dir,
+    );
     let grpc = format!("127.0.0.1:{}", free_port());
     let http = format!("127.0.0.1:{}", free_port());
     let var = |key: &str, value: &str| (format!("FISHCHAT_REGISTER_{key}"), value.to_owned());
     let vars = vec![
-        ("FISHCHAT_ETCD_NAMESPACE".to_owned(), format!("/{name}")),
+        namespace,
         var("GRPC_LISTEN", &grpc),
         var("HTTP_LISTEN", &http),
         var("REDIS_URL", &redis_url()),
         var("KEY_PREFIX", &format!("{name}:")),
         var("MONGO_URL", &mongo_url()),
-        var("DATABASE", &name.replace('-', "_")),
-        var("ETCD_ENDPOINTS", &format!("[\"{}\"]", etcd_endpoint())),
+        var("DATABASE", &database),
+        var("ETCD_ENDPOINTS", &etcd),
         // Debug builds hash slowly; strength is not under test here.
         var("ARGON2_MEMORY_KIB", "1024"),
         var("ARGON2_ITERATIONS", "1"),
-        // No manager here: register alone records membership changes nowhere.
-        var("MANAGER_ADDR", "none"),
+        var("MANAGER_ADDR", &format!("http://{manager_grpc}")),
     ];
-    let log_dir = bin_dir().join("e2e-logs").join(&name);
-    eprintln!("register logs in {}", log_dir.display());
-    let process = ServiceProcess::start("fishchat-register", vars, &log_dir);
+    let register = ServiceProcess::start("fishchat-register", vars, &log_dir);
+    wait_healthy(&manager_grpc, Duration::from_secs(60)).await;
     // The HTTP listener is bound before the gRPC server (and its health) starts.
     wait_healthy(&grpc, Duration::from_secs(60)).await;
     Register {
-        _process: process,
+        _processes: [register, manager],
         url: format!("http://{http}"),
     }
 }

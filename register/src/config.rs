@@ -39,13 +39,9 @@ pub struct Config {
     /// etcd endpoints, for registering this node.
     pub etcd_endpoints: Vec<String>,
     /// manager's gRPC address, told of every membership change (`Joined`,
-    /// `Left`). [`NO_MANAGER`] runs register alone, recording nothing: only
-    /// for trying the API or testing a client of it, never beside a manager.
+    /// `Left`) before register answers the change.
     pub manager_addr: String,
 }
-
-/// The `manager_addr` that runs register without a manager.
-pub const NO_MANAGER: &str = "none";
 
 impl Default for Config {
     fn default() -> Self {

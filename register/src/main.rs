@@ -11,8 +11,8 @@ use fishchat_discovery::{NodeInfo, Registration};
 use fishchat_node::{
     CommonArgs, health_and_reflection, init_logging, load_config, serve, shutdown_signal,
 };
-use fishchat_register::config::{Config, NO_MANAGER, Overrides};
-use fishchat_register::membership::{ManagerLog, MembershipLog, Unrecorded};
+use fishchat_register::config::{Config, Overrides};
+use fishchat_register::membership::{ManagerLog, MembershipLog};
 use fishchat_register::rpc::RegisterRpc;
 use fishchat_register::store::mongo::{self, MongoStore};
 use fishchat_register::store::redis::RedisStore;
@@ -63,12 +63,8 @@ async fn main() -> anyhow::Result<()> {
         tokens: redis.clone(),
         sessions: redis.clone(),
     };
-    let membership: Arc<dyn MembershipLog> = if config.manager_addr == NO_MANAGER {
-        tracing::warn!("manager_addr is none: membership changes are recorded nowhere");
-        Arc::new(Unrecorded)
-    } else {
-        Arc::new(ManagerLog::new(&config.manager_addr).context("manager_addr")?)
-    };
+    let membership: Arc<dyn MembershipLog> =
+        Arc::new(ManagerLog::new(&config.manager_addr).context("manager_addr")?);
     let outbound = Outbound {
         membership,
         announcer: redis,

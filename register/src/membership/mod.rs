@@ -38,19 +38,3 @@ pub trait MembershipLog: Send + Sync {
     /// `user` has stopped being a member of `group`. Repeating it is harmless.
     fn left(&self, user: UserId, group: GroupId) -> BoxFuture<'_, Result<(), LogError>>;
 }
-
-/// Records nothing: for running register alone (trying its HTTP API, testing
-/// a client of it), where no manager exists. A system with a manager must
-/// never use it, or members would not see their groups' messages.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Unrecorded;
-
-impl MembershipLog for Unrecorded {
-    fn joined(&self, _: UserId, _: GroupId) -> BoxFuture<'_, Result<(), LogError>> {
-        Box::pin(futures::future::ready(Ok(())))
-    }
-
-    fn left(&self, _: UserId, _: GroupId) -> BoxFuture<'_, Result<(), LogError>> {
-        Box::pin(futures::future::ready(Ok(())))
-    }
-}
