@@ -53,6 +53,13 @@ impl Queued {
             outgoing::Message::ToGroup(m) => &m.client_msg_id,
         }
     }
+
+    fn send_len(&self) -> usize {
+        match &self.send {
+            outgoing::Message::ToUser(m) => m.encoded_len(),
+            outgoing::Message::ToGroup(m) => m.encoded_len(),
+        }
+    }
 }
 
 impl Upstream {
@@ -122,15 +129,6 @@ impl Upstream {
             );
             self.answer(&queued.caller, frame, Then::Nothing);
             self.finished();
-        }
-    }
-}
-
-impl Queued {
-    fn send_len(&self) -> usize {
-        match &self.send {
-            outgoing::Message::ToUser(m) => m.encoded_len(),
-            outgoing::Message::ToGroup(m) => m.encoded_len(),
         }
     }
 }
