@@ -2,9 +2,11 @@
 //!
 //! Stage one takes records in batches (up to `max_messages`, or whatever
 //! arrived within `linger` of the first one) and stores them in offset order.
-//! Stage two pushes each stored batch and then commits its offsets, batch
-//! after batch. While stage two pushes batch n, stage one already stores
-//! batch n+1; a small queue between them bounds how far storing runs ahead.
+//! Stage two raises each stored batch's conversation heads (which makes its
+//! messages visible to SYNC_CONVERSATIONS), pushes it and then commits its
+//! offsets, batch after batch. While stage two works on batch n, stage one
+//! already stores batch n+1; a small queue between them bounds how far
+//! storing runs ahead.
 //!
 //! What the order buys:
 //! * **No loss**: an offset is committed only after its batch is stored (and
@@ -22,6 +24,7 @@
 //!   backoff, uncommitted.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -36,7 +39,7 @@ use tokio::time::Instant;
 
 use crate::event::{self, Accepted};
 use crate::push::{self, Pusher};
-use crate::store::{MessageStore, NewMessage};
+use crate::store::{ConvKey, MessageStore, NewMessage, StoreError};
 
 /// First wait before retrying a failed store.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -72,7 +75,7 @@ pub struct Stats {
     pub stored_messages: AtomicU64,
     /// Records skipped because their payload did not decode.
     pub malformed: AtomicU64,
-    /// Store attempts that failed and were retried.
+    /// Store attempts (messages or heads) that failed and were retried.
     pub store_failures: AtomicU64,
     /// Commits that failed at once (their batch will be redelivered and deduplicated).
     pub commit_failures: AtomicU64,
@@ -146,7 +149,10 @@ impl<S: MessageStore, P: Pusher> Pipeline<S, P> {
     /// uncommitted, to be redelivered to the next consumer.
     pub async fn run(self, stop: watch::Receiver<bool>) -> Result<(), PipelineError> {
         let (stored, to_push) = mpsc::channel(STORED_AHEAD);
-        let (storing, pushing) = tokio::join!(self.consume(stop, stored), self.deliver(to_push));
+        let (storing, pushing) = tokio::join!(
+            self.consume(stop.clone(), stored),
+            self.deliver(to_push, stop)
+        );
         if let Some(last) = pushing {
             // The commits so far were asynchronous: make sure the last one lands before leaving.
             if let Err(err) = self.consumer.commit(&last, CommitMode::Sync) {
@@ -267,13 +273,30 @@ impl<S: MessageStore, P: Pusher> Pipeline<S, P> {
         if messages.is_empty() {
             return Some(Vec::new());
         }
+        let store = || self.store.store(messages);
+        self.retrying("store", messages.len(), stop, store).await
+    }
+
+    /// Runs `attempt` until it succeeds, with backoff, counting each failure
+    /// in `store_failures`; `None` if `stop` turns true first.
+    async fn retrying<T, F, Fut>(
+        &self,
+        what: &str,
+        messages: usize,
+        stop: &mut watch::Receiver<bool>,
+        mut attempt: F,
+    ) -> Option<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
         let mut backoff = FIRST_BACKOFF;
         loop {
-            match self.store.store(messages).await {
-                Ok(seqs) => return Some(seqs),
+            match attempt().await {
+                Ok(done) => return Some(done),
                 Err(err) => {
                     self.stats.store_failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(%err, messages = messages.len(), retry_in = ?backoff, "store failed; batch not committed");
+                    tracing::error!(%err, what, messages, retry_in = ?backoff, "storing failed; batch not committed");
                 }
             }
             tokio::select! {
@@ -288,7 +311,11 @@ impl<S: MessageStore, P: Pusher> Pipeline<S, P> {
     /// Stage two: push each stored batch, then commit what was pushed, at
     /// most every [`COMMIT_INTERVAL`]; returns the offsets still to commit
     /// when the stream of batches ends.
-    async fn deliver(&self, mut to_push: mpsc::Receiver<Stored>) -> Option<TopicPartitionList> {
+    async fn deliver(
+        &self,
+        mut to_push: mpsc::Receiver<Stored>,
+        mut stop: watch::Receiver<bool>,
+    ) -> Option<TopicPartitionList> {
         let mut pending = Pending::default();
         let mut last_commit = Instant::now();
         loop {
@@ -308,6 +335,23 @@ impl<S: MessageStore, P: Pusher> Pipeline<S, P> {
                 break;
             };
             let queued_ms = batch.started.elapsed().as_secs_f64() * 1e3 - batch.store_ms;
+            let stored: Vec<(ConvKey, u64)> = batch
+                .messages
+                .iter()
+                .map(|(accepted, seq)| (accepted.message.key(), *seq))
+                .collect();
+            let raise = || self.store.raise_heads(&stored);
+            if self
+                .retrying("heads", stored.len(), &mut stop, raise)
+                .await
+                .is_none()
+            {
+                tracing::warn!(
+                    records = batch.records,
+                    "stopping with a batch's heads not raised; it will be redelivered"
+                );
+                break;
+            }
             let pushing = std::time::Instant::now();
             let frames = push::frames(&batch.messages, self.batch.max_frame_len);
             let outcome = self.pusher.push(frames).await;

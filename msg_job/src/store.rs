@@ -26,12 +26,27 @@ pub trait MessageStore: Send + Sync {
         &self,
         messages: &[NewMessage],
     ) -> impl Future<Output = Result<Vec<u64>, StoreError>> + Send;
+
+    /// Makes stored messages visible to SYNC_CONVERSATIONS: raises each
+    /// conversation's head to the highest seq given (never lowers it). Called
+    /// after `store`, before the messages are pushed; safe to repeat. A store
+    /// that keeps no separate heads has nothing to do.
+    fn raise_heads(
+        &self,
+        _stored: &[(ConvKey, u64)],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async { Ok(()) }
+    }
 }
 
 /// A shared store is a store: the pipeline and a test can hold the same one.
 impl<S: MessageStore> MessageStore for std::sync::Arc<S> {
     async fn store(&self, messages: &[NewMessage]) -> Result<Vec<u64>, StoreError> {
         S::store(self, messages).await
+    }
+
+    async fn raise_heads(&self, stored: &[(ConvKey, u64)]) -> Result<(), StoreError> {
+        S::raise_heads(self, stored).await
     }
 }
 

@@ -1,11 +1,16 @@
 //! Store, order, commit, redelivery and malformed payloads, with the in-memory store.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use bytes::BytesMut;
+use fishchat_codec::pb::stored_message;
+use fishchat_codec::{Body, FrameDecoder};
 use fishchat_e2e::{kafka_tool, unique_name, wait_until};
-use fishchat_msg_job::push::NoPush;
+use fishchat_msg_job::push::{NoPush, Outgoing, PushOutcome, Pusher};
 use fishchat_msg_job::{ConvKey, MemoryStore, MessageStore, NewMessage, StoreError};
+use parking_lot::Mutex;
 
 use crate::common::{
     DEADLINE, all_committed, assert_all_committed, assert_stored, committed_and_high,
@@ -321,4 +326,96 @@ async fn two_consumers_and_two_rebalances_store_each_message_once_in_order() {
     assert!(second_stats.committed_records.load(Ordering::SeqCst) > 0);
     assert_stored(&store, &expected(&messages));
     assert_all_committed(&group_id, &topics).await;
+}
+
+/// A [`MemoryStore`] that remembers the heads raised.
+#[derive(Default)]
+struct HeadsStore {
+    inner: MemoryStore,
+    heads: Mutex<HashMap<ConvKey, u64>>,
+}
+
+impl MessageStore for HeadsStore {
+    async fn store(&self, messages: &[NewMessage]) -> Result<Vec<u64>, StoreError> {
+        self.inner.store(messages).await
+    }
+
+    async fn raise_heads(&self, stored: &[(ConvKey, u64)]) -> Result<(), StoreError> {
+        let mut heads = self.heads.lock();
+        for &(key, seq) in stored {
+            let head = heads.entry(key).or_default();
+            *head = (*head).max(seq);
+        }
+        Ok(())
+    }
+}
+
+/// Checks, for every pushed message, that its conversation's head had
+/// reached its seq when it was pushed.
+struct HeadsFirst {
+    store: Arc<HeadsStore>,
+    pushed: Arc<AtomicUsize>,
+    early: Arc<AtomicUsize>,
+}
+
+impl Pusher for HeadsFirst {
+    async fn push(&self, frames: Vec<Outgoing>) -> PushOutcome {
+        for outgoing in frames {
+            let mut bytes = BytesMut::from(&outgoing.frame[..]);
+            let frame = FrameDecoder::new(u32::MAX)
+                .decode(&mut bytes)
+                .expect("a frame")
+                .expect("a whole frame");
+            let Ok(Body::Push(push)) = frame.body() else {
+                panic!("not a PUSH frame");
+            };
+            let heads = self.store.heads.lock();
+            for message in push.messages {
+                let key = match message.conversation {
+                    Some(stored_message::Conversation::ToUserId(to)) => {
+                        ConvKey::direct(message.from_user_id, to)
+                    }
+                    Some(stored_message::Conversation::GroupId(group)) => ConvKey::Group(group),
+                    None => panic!("a message without a conversation"),
+                };
+                if heads.get(&key).copied().unwrap_or(0) < message.seq {
+                    self.early.fetch_add(1, Ordering::SeqCst);
+                }
+                self.pushed.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        PushOutcome::default()
+    }
+}
+
+/// A pushed message is visible to SYNC_CONVERSATIONS already: its
+/// conversation's head was raised before the push.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heads_are_raised_before_a_batch_is_pushed() {
+    let topics = topics("mj-heads", 2, 4).await;
+    let (records, expected) = events(&topics[0], &topics[1], 300);
+    produce(&records).await;
+
+    let group_id = unique_name("mj-heads");
+    let store = Arc::new(HeadsStore::default());
+    let (pushed, early) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let pusher = HeadsFirst {
+        store: Arc::clone(&store),
+        pushed: Arc::clone(&pushed),
+        early: Arc::clone(&early),
+    };
+    let running = start(&group_id, &topics, Arc::clone(&store), pusher, 32);
+    running.wait_committed(300).await;
+    running.stop().await;
+
+    assert_eq!(pushed.load(Ordering::SeqCst), 300);
+    assert_eq!(early.load(Ordering::SeqCst), 0, "pushed before its head");
+    let heads = store.heads.lock().clone();
+    for (key, ids) in &expected {
+        assert_eq!(
+            heads.get(key).copied(),
+            Some(ids.len() as u64),
+            "head of {key}"
+        );
+    }
 }
