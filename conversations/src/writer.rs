@@ -163,8 +163,13 @@ impl ConversationStore {
     /// order of `messages`.
     pub async fn store(&self, messages: &[NewMessage]) -> Result<Vec<u64>, ConvError> {
         let seqs = self.insert(messages).await?;
-        self.raise_heads(messages.iter().map(NewMessage::key).zip(seqs.iter().copied()))
-            .await?;
+        self.raise_heads(
+            messages
+                .iter()
+                .map(NewMessage::key)
+                .zip(seqs.iter().copied()),
+        )
+        .await?;
         Ok(seqs)
     }
 
