@@ -81,14 +81,20 @@ fn children(pid: u32) -> Vec<u32> {
 
 /// The processes whose CPU a run reports, each by the name it is shown under:
 /// every server and service of the deployment, so a reader sees where the
-/// cores went next to a throughput figure.
+/// cores went next to a throughput figure. The bench itself is watched too
+/// whenever anything is, and reported apart from the watched total: on one
+/// machine its connections share the cores with the system under test.
 #[derive(Debug, Clone, Default)]
 pub struct Watched(Vec<(String, u32)>);
 
+/// The name the bench's own process is reported under.
+const BENCH: &str = "bench (this process)";
+
 impl Watched {
-    /// Parses `NAME=PID` arguments.
+    /// Parses `NAME=PID` arguments; with any, adds this process as [`BENCH`].
     pub fn parse(args: &[String]) -> anyhow::Result<Self> {
-        args.iter()
+        let mut watched: Vec<(String, u32)> = args
+            .iter()
             .map(|arg| {
                 let (name, pid) = arg
                     .split_once('=')
@@ -102,8 +108,11 @@ impl Watched {
                 );
                 Ok((name.to_owned(), pid))
             })
-            .collect::<anyhow::Result<_>>()
-            .map(Watched)
+            .collect::<anyhow::Result<_>>()?;
+        if !watched.is_empty() {
+            watched.push((BENCH.to_owned(), std::process::id()));
+        }
+        Ok(Watched(watched))
     }
 
     /// Each watched process's CPU seconds so far (with its children).
@@ -126,12 +135,19 @@ impl Watched {
     ) {
         let (count, per) = work;
         let mut total = 0.0;
+        let mut bench = None;
         let mut services = 0.0;
         let mut service_names = Vec::new();
         for (((name, _), b), a) in self.0.iter().zip(before).zip(after) {
             let Some(used) = a.zip(*b).map(|(a, b)| a - b) else {
                 continue;
             };
+            if name == BENCH {
+                bench = Some(used);
+                report.add(&format!("CPU {name}"), used, "s");
+                report.add(&format!("CPU {name}"), used / secs.max(1e-9), "cores");
+                continue;
+            }
             total += used;
             if fishchat_service(name) {
                 services += used;
@@ -151,6 +167,13 @@ impl Watched {
                 &format!("CPU watched total per {per}"),
                 total * 1e6 / count.max(1.0),
                 "µs",
+            );
+        }
+        if let Some(bench) = bench {
+            report.add(
+                "CPU watched total and the bench",
+                (total + bench) / secs.max(1e-9),
+                "cores",
             );
         }
         if !service_names.is_empty() {
@@ -235,6 +258,7 @@ mod tests {
             ("kafka".into(), 2),
             ("msg_job-0".into(), 3),
             ("gone".into(), 4),
+            (BENCH.into(), 5),
         ]);
         let mut report = Report {
             scenario: "p2p".into(),
@@ -243,8 +267,8 @@ mod tests {
             details: serde_json::json!({ "totals": {} }),
             charts: Vec::new(),
         };
-        let before = [Some(1.0), Some(0.0), Some(2.0), Some(0.0)];
-        let after = [Some(1.5), Some(4.0), Some(2.25), None];
+        let before = [Some(1.0), Some(0.0), Some(2.0), Some(0.0), Some(3.0)];
+        let after = [Some(1.5), Some(4.0), Some(2.25), None, Some(4.0)];
         watched.add_to(&mut report, &before, &after, 2.0, (1000.0, "acked message"));
         let figure = |name: &str| {
             report
@@ -255,6 +279,9 @@ mod tests {
                 .unwrap_or_else(|| panic!("no figure {name}"))
         };
         assert!((figure("CPU watched total per acked message") - 4750.0).abs() < 1e-6);
+        // The bench is reported apart from the total, and beside it.
+        assert!((figure(&format!("CPU {BENCH}")) - 1.0).abs() < 1e-6);
+        assert!((figure("CPU watched total and the bench") - 2.875).abs() < 1e-6);
         assert!((figure("FishChat services CPU per acked message") - 750.0).abs() < 1e-6);
         let cpu = &report.details["cpu"];
         assert_eq!(
@@ -266,6 +293,14 @@ mod tests {
             .unwrap();
         assert!((per - 750.0).abs() < 1e-6);
         assert!(report.details["totals"].is_object(), "details kept");
+    }
+
+    #[test]
+    fn the_bench_watches_itself_whenever_it_watches_anything() {
+        assert!(Watched::parse(&[]).unwrap().0.is_empty());
+        let me = std::process::id();
+        let watched = Watched::parse(&[format!("me={me}")]).unwrap();
+        assert_eq!(watched.0, [("me".to_owned(), me), (BENCH.to_owned(), me)]);
     }
 
     #[test]
