@@ -9,6 +9,7 @@
 //! | `read` | i64 | the read position, shared by the user's devices |
 //! | `joined` | i64 | the last seq before the user joined (0 for a direct chat): it sees from the next |
 //! | `left` | i64, absent while a member | the last seq a former member sees |
+//! | `epoch` | i64, absent for a direct chat | the epoch of the last membership change applied (register's order) |
 //!
 //! Unread is `head − read`, both clamped to what the user can see: exact
 //! under concurrent sends and reads, without counting documents, because seqs
@@ -31,6 +32,7 @@ pub(crate) mod field {
     pub const READ: &str = "read";
     pub const JOINED: &str = "joined";
     pub const LEFT: &str = "left";
+    pub const EPOCH: &str = "epoch";
 }
 
 /// Upsert attempts before giving up on a racing first write.
@@ -43,6 +45,29 @@ pub(crate) fn party_record(user: u64, key: ConvKey) -> Result<Upsert, ConvError>
         filter: doc! { field::USER: to_i64(user)?, field::CONV: key.to_string() },
         update: doc! { "$setOnInsert": { field::READ: 0_i64, field::JOINED: 0_i64 } },
     })
+}
+
+/// `pair` unless its record holds a change newer than `epoch`.
+fn not_newer(pair: &Document, epoch: i64) -> Document {
+    let mut filter = pair.clone();
+    filter.insert(
+        "$or",
+        vec![
+            doc! { field::EPOCH: { "$lte": epoch } },
+            doc! { field::EPOCH: { "$exists": false } },
+        ],
+    );
+    filter
+}
+
+/// The epoch of the last change applied to a member record (0: none).
+fn stored_epoch(doc: &Document) -> Result<i64, ConvError> {
+    match doc.get(field::EPOCH) {
+        None => Ok(0),
+        Some(_) => doc
+            .get_i64(field::EPOCH)
+            .map_err(|e| ConvError::Corrupt(format!("field epoch: {e}"))),
+    }
 }
 
 /// A user's standing in one conversation.
@@ -154,30 +179,44 @@ impl ConversationStore {
         Ok(out)
     }
 
-    /// Records that `user` joined `group`: it sees messages after the current
-    /// max seq. Idempotent while a member (returns the first join's seq); a
-    /// former member who joins again sees from the new join on.
-    pub async fn joined(&self, user: u64, group: u64) -> Result<u64, ConvError> {
+    /// Records that `user` joined `group` in the change numbered `epoch`: it
+    /// sees messages after the current max seq. Idempotent while a member
+    /// (returns the first join's seq); a former member who joins again sees
+    /// from the new join on. A change older than the last one applied to the
+    /// pair is ignored (returns the current join's seq).
+    pub async fn joined(&self, user: u64, group: u64, epoch: u64) -> Result<u64, ConvError> {
         let key = ConvKey::Group(group);
-        if let Ok(current) = self.membership(user, key).await
-            && current.left.is_none()
-        {
-            return Ok(current.joined);
-        }
-        let head = to_i64(self.max_seq(key).await?)?;
-        let filter = doc! { field::USER: to_i64(user)?, field::CONV: key.to_string() };
-        let update = doc! {
-            "$set": { field::JOINED: head, field::READ: head },
-            "$unset": { field::LEFT: "" },
-        };
+        let pair = doc! { field::USER: to_i64(user)?, field::CONV: key.to_string() };
+        let epoch = to_i64(epoch)?;
         for _ in 0..UPSERT_ATTEMPTS {
+            if let Some(doc) = self.members.find_one(pair.clone()).await? {
+                let current = Membership::from_doc(&doc)?;
+                if stored_epoch(&doc)? > epoch {
+                    return Ok(current.joined);
+                }
+                if current.left.is_none() {
+                    self.members
+                        .update_one(
+                            not_newer(&pair, epoch),
+                            doc! { "$max": { field::EPOCH: epoch } },
+                        )
+                        .await?;
+                    return Ok(current.joined);
+                }
+            }
+            let head = to_i64(self.max_seq(key).await?)?;
+            let update = doc! {
+                "$set": { field::JOINED: head, field::READ: head, field::EPOCH: epoch },
+                "$unset": { field::LEFT: "" },
+            };
             match self
                 .members
-                .update_one(filter.clone(), update.clone())
+                .update_one(not_newer(&pair, epoch), update)
                 .upsert(true)
                 .await
             {
                 Ok(_) => return Ok(head as u64),
+                // Created meanwhile, or holding a newer change: decide again.
                 Err(err) if is_duplicate_key(&err) => continue,
                 Err(err) => return Err(err.into()),
             }
@@ -185,20 +224,24 @@ impl ConversationStore {
         Ok(self.membership(user, key).await?.joined)
     }
 
-    /// Records that `user` left (or was removed from) `group`: it keeps
-    /// seeing messages up to the current max seq. Idempotent: a second call
-    /// returns the first leave's seq; a user with no record gets none.
-    pub async fn left(&self, user: u64, group: u64) -> Result<u64, ConvError> {
+    /// Records that `user` left (or was removed from) `group` in the change
+    /// numbered `epoch`: it keeps seeing messages up to the current max seq.
+    /// Idempotent: a second call returns the first leave's seq; a user with
+    /// no record gets none. A change older than the last one applied to the
+    /// pair (a late leave after a newer join) is ignored.
+    pub async fn left(&self, user: u64, group: u64, epoch: u64) -> Result<u64, ConvError> {
         let key = ConvKey::Group(group);
         let head = to_i64(self.max_seq(key).await?)?;
-        let filter = doc! {
-            field::USER: to_i64(user)?,
-            field::CONV: key.to_string(),
-            field::LEFT: { "$exists": false },
-        };
+        let pair = doc! { field::USER: to_i64(user)?, field::CONV: key.to_string() };
+        let epoch = to_i64(epoch)?;
+        let mut filter = not_newer(&pair, epoch);
+        filter.insert(field::LEFT, doc! { "$exists": false });
         let updated = self
             .members
-            .find_one_and_update(filter, doc! { "$set": { field::LEFT: head } })
+            .find_one_and_update(
+                filter,
+                doc! { "$set": { field::LEFT: head, field::EPOCH: epoch } },
+            )
             .return_document(ReturnDocument::After)
             .await?;
         match updated {

@@ -169,7 +169,7 @@ async fn concurrent_writers_fill_seqs_1_to_1000_exactly_once() {
         }
     }
     assert_eq!(seqs, (1..=1000).collect());
-    first.joined(1, 7).await.expect("join");
+    first.joined(1, 7, 1).await.expect("join");
     let stored = all_messages(&first, 1, ConvKey::Group(7)).await;
     assert!(
         stored.is_empty(),
@@ -207,7 +207,7 @@ async fn a_redelivered_batch_gets_its_first_seqs_and_stores_nothing_new() {
 async fn a_message_is_one_document_whatever_the_audience_and_both_parties_get_a_record() {
     let (db, store) = fresh().await;
     for user in 1..=1000 {
-        store.joined(user, 9).await.unwrap();
+        store.joined(user, 9, 1).await.unwrap();
     }
     store
         .store(&[group(1, 5, 9), direct(2, 5, 6)])
@@ -248,19 +248,19 @@ async fn a_message_is_one_document_whatever_the_audience_and_both_parties_get_a_
 async fn members_see_from_their_join_to_their_leave() {
     let (db, store) = fresh().await;
     let key = ConvKey::Group(3);
-    store.joined(1, 3).await.unwrap();
+    store.joined(1, 3, 1).await.unwrap();
     store
         .store(&[group(1, 1, 3), group(2, 1, 3)])
         .await
         .unwrap();
-    assert_eq!(store.joined(2, 3).await.unwrap(), 2, "joins after seq 2");
+    assert_eq!(store.joined(2, 3, 2).await.unwrap(), 2, "joins after seq 2");
     store
         .store(&[group(3, 1, 3), group(4, 2, 3)])
         .await
         .unwrap();
-    assert_eq!(store.left(2, 3).await.unwrap(), 4);
+    assert_eq!(store.left(2, 3, 3).await.unwrap(), 4);
     assert_eq!(
-        store.left(2, 3).await.unwrap(),
+        store.left(2, 3, 3).await.unwrap(),
         4,
         "leaving twice changes nothing"
     );
@@ -277,9 +277,50 @@ async fn members_see_from_their_join_to_their_leave() {
     let page = store.history(1, key, 5, 2).await.unwrap();
     assert_eq!((seqs(page.messages), page.has_more), (vec![4, 3], true));
     // Joining again shows only what follows the new join.
-    store.joined(2, 3).await.unwrap();
+    store.joined(2, 3, 4).await.unwrap();
     store.store(&[group(6, 1, 3)]).await.unwrap();
     assert_eq!(seqs(all_messages(&store, 2, key).await), [6]);
+    db.drop().await.expect("drop");
+}
+
+#[tokio::test]
+async fn a_late_membership_change_never_undoes_a_newer_one() {
+    let (db, store) = fresh().await;
+    let key = ConvKey::Group(4);
+    store.joined(1, 4, 1).await.unwrap();
+    store.joined(2, 4, 2).await.unwrap();
+    store.store(&[group(1, 1, 4)]).await.unwrap();
+    // User 2 left (epoch 3) and joined again (epoch 4), but manager hears the
+    // join first and the leave late, as a retried call would arrive.
+    assert_eq!(store.joined(2, 4, 4).await.unwrap(), 0, "still a member");
+    assert_eq!(
+        store.left(2, 4, 3).await.unwrap(),
+        0,
+        "the late leave is ignored"
+    );
+    store.store(&[group(2, 1, 4)]).await.unwrap();
+    let seqs = |page: Vec<pb::StoredMessage>| page.iter().map(|m| m.seq).collect::<Vec<_>>();
+    assert_eq!(seqs(all_messages(&store, 2, key).await), [1, 2]);
+    // A leave heard late, after the leave and join that followed it: ignored too.
+    assert_eq!(store.left(2, 4, 5).await.unwrap(), 2);
+    assert_eq!(
+        store.joined(2, 4, 7).await.unwrap(),
+        2,
+        "joins again after seq 2"
+    );
+    assert_eq!(store.left(2, 4, 6).await.unwrap(), 0, "older than the join");
+    assert_eq!(
+        store.joined(2, 4, 5).await.unwrap(),
+        2,
+        "an old join changes nothing"
+    );
+    store.store(&[group(3, 1, 4)]).await.unwrap();
+    assert_eq!(seqs(all_messages(&store, 2, key).await), [3]);
+    // A late join after a newer leave changes nothing either.
+    assert_eq!(store.left(2, 4, 9).await.unwrap(), 3);
+    assert_eq!(store.joined(2, 4, 8).await.unwrap(), 2);
+    store.store(&[group(4, 1, 4)]).await.unwrap();
+    assert_eq!(seqs(all_messages(&store, 2, key).await), [3]);
     db.drop().await.expect("drop");
 }
 

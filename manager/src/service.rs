@@ -131,7 +131,11 @@ impl<C: Conversations> Manager for ManagerService<C> {
         let r = request.into_inner();
         let user = validate::user(r.user_id)?;
         let group = validate::group(r.group_id)?;
-        let seq = self.store.joined(user, group).await.map_err(store_status)?;
+        let seq = self
+            .store
+            .joined(user, group, r.epoch)
+            .await
+            .map_err(store_status)?;
         tracing::debug!(user, group, seq, "joined");
         Ok(Response::new(MembershipReply { seq }))
     }
@@ -143,7 +147,11 @@ impl<C: Conversations> Manager for ManagerService<C> {
         let r = request.into_inner();
         let user = validate::user(r.user_id)?;
         let group = validate::group(r.group_id)?;
-        let seq = self.store.left(user, group).await.map_err(store_status)?;
+        let seq = self
+            .store
+            .left(user, group, r.epoch)
+            .await
+            .map_err(store_status)?;
         tracing::debug!(user, group, seq, "left");
         Ok(Response::new(MembershipReply { seq }))
     }

@@ -40,10 +40,20 @@ pub trait Conversations: Send + Sync + 'static {
         key: ConvKey,
         seq: u64,
     ) -> impl Future<Output = Result<ReadOutcome, ConvError>> + Send;
-    /// Records a join; returns the last seq the member cannot see.
-    fn joined(&self, user: u64, group: u64) -> impl Future<Output = Result<u64, ConvError>> + Send;
-    /// Records a leave; returns the last seq the former member sees.
-    fn left(&self, user: u64, group: u64) -> impl Future<Output = Result<u64, ConvError>> + Send;
+    /// Records a join (change `epoch` of the pair); returns the last seq the member cannot see.
+    fn joined(
+        &self,
+        user: u64,
+        group: u64,
+        epoch: u64,
+    ) -> impl Future<Output = Result<u64, ConvError>> + Send;
+    /// Records a leave (change `epoch` of the pair); returns the last seq the former member sees.
+    fn left(
+        &self,
+        user: u64,
+        group: u64,
+        epoch: u64,
+    ) -> impl Future<Output = Result<u64, ConvError>> + Send;
 }
 
 impl Conversations for ConversationStore {
@@ -79,11 +89,11 @@ impl Conversations for ConversationStore {
         ConversationStore::read(self, user, key, seq).await
     }
 
-    async fn joined(&self, user: u64, group: u64) -> Result<u64, ConvError> {
-        ConversationStore::joined(self, user, group).await
+    async fn joined(&self, user: u64, group: u64, epoch: u64) -> Result<u64, ConvError> {
+        ConversationStore::joined(self, user, group, epoch).await
     }
 
-    async fn left(&self, user: u64, group: u64) -> Result<u64, ConvError> {
-        ConversationStore::left(self, user, group).await
+    async fn left(&self, user: u64, group: u64, epoch: u64) -> Result<u64, ConvError> {
+        ConversationStore::left(self, user, group, epoch).await
     }
 }

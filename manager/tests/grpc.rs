@@ -95,6 +95,7 @@ async fn conversations_sync_history_and_read_over_grpc() {
             .joined(MembershipRequest {
                 user_id: user,
                 group_id: GROUP,
+                epoch: 1,
             })
             .await
             .expect("joined")
@@ -199,6 +200,7 @@ async fn conversations_sync_history_and_read_over_grpc() {
         .left(MembershipRequest {
             user_id: USER,
             group_id: GROUP,
+            epoch: 2,
         })
         .await
         .expect("left")

@@ -20,7 +20,7 @@ use tonic::{Request, Response, Status};
 const REFUSED_GROUP: u64 = 13;
 
 /// One membership call: its name, user and group.
-type Call = (&'static str, u64, u64);
+type Call = (&'static str, u64, u64, u64);
 
 /// Records every membership call.
 #[derive(Default, Clone)]
@@ -40,7 +40,7 @@ impl StandIn {
         self.calls
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push((call, req.user_id, req.group_id));
+            .push((call, req.user_id, req.group_id, req.epoch));
     }
 }
 
@@ -106,11 +106,15 @@ async fn joined_and_left_reach_manager_and_refusals_are_errors() {
     );
 
     let log = ManagerLog::new(&format!("http://{addr}")).expect("a valid address");
-    log.joined(7, 42).await.expect("joined");
-    log.left(7, 42).await.expect("left");
-    let refused = log.joined(7, REFUSED_GROUP).await.expect_err("refused");
+    log.joined(7, 42, 5).await.expect("joined");
+    log.left(7, 42, 6).await.expect("left");
+    let refused = log.joined(7, REFUSED_GROUP, 7).await.expect_err("refused");
     assert!(refused.to_string().contains("Unavailable"), "{refused}");
-    assert_eq!(stand_in.calls(), [("joined", 7, 42), ("left", 7, 42)]);
+    assert_eq!(
+        stand_in.calls(),
+        [("joined", 7, 42, 5), ("left", 7, 42, 6)],
+        "the epochs travel with the calls"
+    );
 
     let _ = stop.send(());
     server.await.expect("server task").expect("server");
@@ -124,8 +128,8 @@ async fn an_unreachable_manager_fails_within_the_deadlines() {
         .port();
     let log = ManagerLog::new(&format!("http://127.0.0.1:{port}")).expect("a valid address");
     let started = Instant::now();
-    log.joined(1, 2).await.expect_err("nobody listens");
-    log.left(1, 2).await.expect_err("nobody listens");
+    log.joined(1, 2, 1).await.expect_err("nobody listens");
+    log.left(1, 2, 2).await.expect_err("nobody listens");
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "took {:?}",

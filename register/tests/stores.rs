@@ -248,6 +248,24 @@ async fn sessions_replace_remove_only_when_matching_and_list() {
     env.cleanup().await;
 }
 
+/// Membership changes reach the log under epochs from MongoDB's counter, each
+/// larger than the last, so manager can tell a late call from a newer one.
+#[tokio::test]
+async fn membership_changes_are_told_under_growing_epochs() {
+    let env = test_env("epochs", LONG_TTL).await;
+    let r = &env.registry;
+    let alice = r.create_user("alice", "pw").await.expect("create");
+    let bob = r.create_user("bob", "pw").await.expect("create");
+    let group = r.create_group(alice, "g", true).await.expect("group");
+    for _ in 0..3 {
+        r.join_group(group.id, bob).await.expect("join");
+        r.leave_group(group.id, bob).await.expect("leave");
+    }
+    let epochs = env.log.epochs();
+    assert_eq!(epochs.len(), 7, "{:?}", env.log.changes());
+    assert!(epochs.windows(2).all(|w| w[0] < w[1]), "{epochs:?}");
+}
+
 #[tokio::test]
 async fn groups_members_and_user_groups() {
     let env = test_env("groups", LONG_TTL).await;

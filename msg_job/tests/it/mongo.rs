@@ -27,7 +27,7 @@ async fn fresh_store() -> (mongodb::Database, ConversationStore) {
     let store = ConversationStore::new(&database);
     store.prepare().await.expect("prepare the store");
     for group in EVENT_GROUPS {
-        store.joined(GROUP_READER, group).await.expect("join");
+        store.joined(GROUP_READER, group, 1).await.expect("join");
     }
     (database, store)
 }

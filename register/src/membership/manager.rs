@@ -38,10 +38,11 @@ impl ManagerLog {
     }
 }
 
-fn request(user: UserId, group: GroupId) -> MembershipRequest {
+fn request(user: UserId, group: GroupId, epoch: u64) -> MembershipRequest {
     MembershipRequest {
         user_id: user,
         group_id: group,
+        epoch,
     }
 }
 
@@ -54,11 +55,16 @@ fn failed(call: &str, status: &tonic::Status) -> LogError {
 }
 
 impl MembershipLog for ManagerLog {
-    fn joined(&self, user: UserId, group: GroupId) -> BoxFuture<'_, Result<(), LogError>> {
+    fn joined(
+        &self,
+        user: UserId,
+        group: GroupId,
+        epoch: u64,
+    ) -> BoxFuture<'_, Result<(), LogError>> {
         let mut client = self.client.clone();
         async move {
             client
-                .joined(request(user, group))
+                .joined(request(user, group, epoch))
                 .await
                 .map(drop)
                 .map_err(|status| failed("Joined", &status))
@@ -66,11 +72,16 @@ impl MembershipLog for ManagerLog {
         .boxed()
     }
 
-    fn left(&self, user: UserId, group: GroupId) -> BoxFuture<'_, Result<(), LogError>> {
+    fn left(
+        &self,
+        user: UserId,
+        group: GroupId,
+        epoch: u64,
+    ) -> BoxFuture<'_, Result<(), LogError>> {
         let mut client = self.client.clone();
         async move {
             client
-                .left(request(user, group))
+                .left(request(user, group, epoch))
                 .await
                 .map(drop)
                 .map_err(|status| failed("Left", &status))

@@ -31,10 +31,21 @@ impl LogError {
 }
 
 /// Records who is a member of which group, outside register.
+///
+/// Each call carries the change's `epoch`, taken before the change: the log
+/// ignores a change older than the last one it applied to the pair, so calls
+/// that arrive out of order (a retried `left` after a newer `joined`) cannot
+/// undo a newer change.
 pub trait MembershipLog: Send + Sync {
     /// `user` is about to become a member of `group`. Repeating it while the
     /// user is a member is harmless.
-    fn joined(&self, user: UserId, group: GroupId) -> BoxFuture<'_, Result<(), LogError>>;
+    fn joined(
+        &self,
+        user: UserId,
+        group: GroupId,
+        epoch: u64,
+    ) -> BoxFuture<'_, Result<(), LogError>>;
     /// `user` has stopped being a member of `group`. Repeating it is harmless.
-    fn left(&self, user: UserId, group: GroupId) -> BoxFuture<'_, Result<(), LogError>>;
+    fn left(&self, user: UserId, group: GroupId, epoch: u64)
+    -> BoxFuture<'_, Result<(), LogError>>;
 }

@@ -33,6 +33,7 @@ pub enum Change {
 #[derive(Debug, Default)]
 struct State {
     changes: Vec<Change>,
+    epochs: Vec<u64>,
     fail_joined: bool,
     left_failures: u32,
 }
@@ -71,6 +72,11 @@ impl RecordingLog {
         self.state().changes.clone()
     }
 
+    /// The epoch of each successful call so far, in order.
+    pub fn epochs(&self) -> Vec<u64> {
+        self.state().epochs.clone()
+    }
+
     /// Makes every `joined` call fail (`true`) or succeed again (`false`).
     pub fn fail_joined(&self, fail: bool) {
         self.state().fail_joined = fail;
@@ -94,7 +100,12 @@ impl RecordingLog {
 }
 
 impl MembershipLog for RecordingLog {
-    fn joined(&self, user: UserId, group: GroupId) -> BoxFuture<'_, Result<(), LogError>> {
+    fn joined(
+        &self,
+        user: UserId,
+        group: GroupId,
+        epoch: u64,
+    ) -> BoxFuture<'_, Result<(), LogError>> {
         async move {
             {
                 let mut state = self.state();
@@ -102,6 +113,7 @@ impl MembershipLog for RecordingLog {
                     return Err(LogError::new("joined: failing on purpose"));
                 }
                 state.changes.push(Change::Joined { user, group });
+                state.epochs.push(epoch);
             }
             let mut held = self.held.subscribe();
             // The sender lives in self, so waiting cannot fail.
@@ -111,13 +123,19 @@ impl MembershipLog for RecordingLog {
         .boxed()
     }
 
-    fn left(&self, user: UserId, group: GroupId) -> BoxFuture<'_, Result<(), LogError>> {
+    fn left(
+        &self,
+        user: UserId,
+        group: GroupId,
+        epoch: u64,
+    ) -> BoxFuture<'_, Result<(), LogError>> {
         let mut state = self.state();
         let result = if state.left_failures > 0 {
             state.left_failures -= 1;
             Err(LogError::new("left: failing on purpose"))
         } else {
             state.changes.push(Change::Left { user, group });
+            state.epochs.push(epoch);
             Ok(())
         };
         futures::future::ready(result).boxed()

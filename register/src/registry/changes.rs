@@ -3,7 +3,10 @@
 //!
 //! The log hears of every change in a fixed order: `joined` before the
 //! member becomes visible ([`Registry::admit`]), `left` after it stopped
-//! being one ([`Registry::member_gone`]).
+//! being one ([`Registry::member_gone`]). Each call carries an epoch from a
+//! counter, taken before its change is made: a change made after another
+//! was seen in the store has the larger epoch, so the log can ignore a call
+//! that arrives late (a retried `left` after the user joined again).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,10 +66,12 @@ impl Registry {
         Ok(true)
     }
 
+    /// Tells the log `user` is about to join `group`, under a fresh epoch.
     pub(super) async fn tell_joined(&self, user: UserId, group: GroupId) -> Result<(), Error> {
+        let epoch = self.stores.groups.next_membership_epoch().await?;
         self.outbound
             .membership
-            .joined(user, group)
+            .joined(user, group, epoch)
             .await
             .map_err(|err| {
                 tracing::warn!(user_id = user, group_id = group, %err, "membership log refused a join");
@@ -81,33 +86,50 @@ impl Registry {
     /// up: a removed user stops receiving the group's messages at once. The
     /// cost of a `left` that fails is that manager may still let the former
     /// member read messages sent until it is recorded, hence the retries.
-    pub(super) async fn member_gone(&self, group: GroupId, user: UserId) {
+    ///
+    /// `epoch` was taken before the membership was removed, so it is below
+    /// the epoch of any later join of the pair.
+    pub(super) async fn member_gone(&self, group: GroupId, user: UserId, epoch: u64) {
         self.announce(channels::GROUPS, group).await;
-        self.tell_left(user, group).await;
+        self.tell_left_at(user, group, epoch).await;
     }
 
-    /// Tells the log `user` left `group`; on failure keeps retrying in the
-    /// background with backoff, so the caller's reply does not wait on an
-    /// unreachable manager.
+    /// Undoes a `joined` already told, under a fresh epoch (above that join's).
     pub(super) async fn tell_left(&self, user: UserId, group: GroupId) {
-        let Err(err) = self.outbound.membership.left(user, group).await else {
+        match self.stores.groups.next_membership_epoch().await {
+            Ok(epoch) => self.tell_left_at(user, group, epoch).await,
+            Err(err) => tracing::error!(
+                user_id = user,
+                group_id = group,
+                %err,
+                "no epoch to undo a join with: manager still counts the user as a member"
+            ),
+        }
+    }
+
+    /// Tells the log `user` left `group` in change `epoch`; on failure keeps
+    /// retrying in the background with backoff, so the caller's reply does
+    /// not wait on an unreachable manager.
+    async fn tell_left_at(&self, user: UserId, group: GroupId, epoch: u64) {
+        let Err(err) = self.outbound.membership.left(user, group, epoch).await else {
             return;
         };
         tracing::warn!(user_id = user, group_id = group, %err, "membership log: left failed; retrying");
         let log = Arc::clone(&self.outbound.membership);
         let groups = Arc::clone(&self.stores.groups);
-        tokio::spawn(retry_left(log, groups, user, group));
+        tokio::spawn(retry_left(log, groups, user, group, epoch));
     }
 }
 
 /// Retries `left` until it succeeds, the delays run out, or the user is a
-/// member again: then its later `joined` was recorded, and a late `left`
-/// would wrongly undo it.
+/// member again: then its later `joined` was recorded (and its newer epoch
+/// makes the log ignore this `left` anyway).
 async fn retry_left(
     log: Arc<dyn MembershipLog>,
     groups: Arc<dyn Groups>,
     user: UserId,
     group: GroupId,
+    epoch: u64,
 ) {
     for delay in LEFT_RETRY_DELAYS {
         tokio::time::sleep(delay).await;
@@ -119,7 +141,7 @@ async fn retry_left(
             );
             return;
         }
-        match log.left(user, group).await {
+        match log.left(user, group, epoch).await {
             Ok(()) => {
                 tracing::info!(
                     user_id = user,
@@ -183,6 +205,31 @@ mod tests {
             .collect();
         // Creation, the admin's join, Bob's join and leave.
         assert_eq!(groups, vec![(channels::GROUPS, group.id); 4]);
+    }
+
+    #[tokio::test]
+    async fn each_change_of_a_pair_is_told_under_a_larger_epoch() {
+        let (f, u, group) = with_group(true).await;
+        let r = &f.registry;
+        r.join_group(group.id, u.bob).await.expect("join");
+        r.leave_group(group.id, u.bob).await.expect("leave");
+        r.join_group(group.id, u.bob).await.expect("join again");
+        r.remove_member(group.id, u.owner, u.bob)
+            .await
+            .expect("removed");
+        let epochs = f.log.epochs();
+        let bobs: Vec<u64> = f
+            .log
+            .changes()
+            .iter()
+            .zip(&epochs)
+            .filter(|(change, _)| {
+                matches!(change, Change::Joined { user, .. } | Change::Left { user, .. } if *user == u.bob)
+            })
+            .map(|(_, epoch)| *epoch)
+            .collect();
+        assert_eq!(bobs.len(), 4, "{:?}", f.log.changes());
+        assert!(bobs.windows(2).all(|w| w[0] < w[1]), "{bobs:?}");
     }
 
     #[tokio::test]

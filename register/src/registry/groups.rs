@@ -121,10 +121,12 @@ impl Registry {
                 Some(Relation::Member { .. }) => Removable::Member,
                 Some(Relation::Pending(p)) => Removable::Pending(p),
             };
+            // Taken before the change, so below any later join's.
+            let epoch = self.stores.groups.next_membership_epoch().await?;
             if self.stores.groups.remove(group_id, user, which).await? {
                 if which == Removable::Member {
                     tracing::info!(group_id, user_id = user, "member left");
-                    self.member_gone(group_id, user).await;
+                    self.member_gone(group_id, user, epoch).await;
                 }
                 return Ok(true);
             }
@@ -264,9 +266,11 @@ impl Registry {
                 // Only a plain member, so an admin promoted meanwhile stays.
                 (_, Role::Member) => Removable::PlainMember,
             };
+            // Taken before the change, so below any later join's.
+            let epoch = self.stores.groups.next_membership_epoch().await?;
             if self.stores.groups.remove(group_id, user, which).await? {
                 tracing::info!(group_id, user_id = user, by = actor, "member removed");
-                self.member_gone(group_id, user).await;
+                self.member_gone(group_id, user, epoch).await;
                 return Ok(());
             }
         }

@@ -28,6 +28,7 @@ struct Inner {
     tokens: HashMap<String, TokenRecord>,
     sessions: BTreeMap<(UserId, String), Session>,
     next_id: u64,
+    next_epoch: u64,
 }
 
 impl Memory {
@@ -86,6 +87,12 @@ impl Groups for Memory {
         let mut inner = self.inner.lock();
         inner.next_id += 1;
         Self::ready(inner.next_id)
+    }
+
+    fn next_membership_epoch(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        let mut inner = self.inner.lock();
+        inner.next_epoch += 1;
+        Self::ready(inner.next_epoch)
     }
 
     fn insert_group<'a>(&'a self, group: &'a Group) -> BoxFuture<'a, Result<(), StoreError>> {

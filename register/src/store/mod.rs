@@ -55,6 +55,10 @@ pub trait Groups: Send + Sync {
     /// A fresh group id, never handed out again (one whose creation then
     /// fails is skipped).
     fn next_group_id(&self) -> BoxFuture<'_, Result<GroupId, StoreError>>;
+    /// A fresh membership epoch, larger than every one handed out before:
+    /// taken before each membership change, it tells manager the changes'
+    /// order (see `crate::registry`).
+    fn next_membership_epoch(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
     /// Stores `group` with its owner as first member.
     fn insert_group<'a>(&'a self, group: &'a Group) -> BoxFuture<'a, Result<(), StoreError>>;
     /// The group with this id.

@@ -40,6 +40,7 @@ const SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(5);
 const USERS_COUNTER: &str = "users";
 /// The counter handing out group ids.
 const GROUPS_COUNTER: &str = "groups";
+const MEMBERSHIP_COUNTER: &str = "membership_epochs";
 
 #[derive(Debug, Serialize, Deserialize)]
 struct UserDoc {
@@ -139,7 +140,7 @@ impl MongoStore {
             .create_index(IndexModel::builder().keys(doc! { "user_id": 1 }).build())
             .await
             .map_err(backend)?;
-        for counter in [USERS_COUNTER, GROUPS_COUNTER] {
+        for counter in [USERS_COUNTER, GROUPS_COUNTER, MEMBERSHIP_COUNTER] {
             match store
                 .counters
                 .insert_one(doc! { "_id": counter, "seq": 0_i64 })
@@ -448,6 +449,10 @@ impl Accounts for MongoStore {
 impl Groups for MongoStore {
     fn next_group_id(&self) -> BoxFuture<'_, Result<GroupId, StoreError>> {
         async move { to_u64(self.next_id(GROUPS_COUNTER).await?) }.boxed()
+    }
+
+    fn next_membership_epoch(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        async move { to_u64(self.next_id(MEMBERSHIP_COUNTER).await?) }.boxed()
     }
 
     fn insert_group<'a>(&'a self, group: &'a Group) -> BoxFuture<'a, Result<(), StoreError>> {
