@@ -274,8 +274,6 @@ impl Upstream {
     }
 
     async fn run(&self, caller: &Caller, request: Call) -> (Bytes, Then) {
-        let max = self.max_frame_len;
-        let id = caller.request_id;
         match request {
             Call::Login(login) => self.login(caller, login).await,
             Call::SyncConversations(request) => {
@@ -288,10 +286,7 @@ impl Upstream {
                         logic.sync_conversations(request).await
                     })
                     .await;
-                match result {
-                    Ok(reply) => (frames::conversations_reply(id, reply, max), Then::Nothing),
-                    Err(status) => (self.error(caller, &status), Then::Nothing),
-                }
+                self.reply(caller, result, frames::conversations_reply)
             }
             Call::Sync(request) => {
                 let request = SyncRequest {
@@ -303,10 +298,7 @@ impl Upstream {
                         logic.sync(request).await
                     })
                     .await;
-                match result {
-                    Ok(reply) => (frames::sync_reply(id, reply, max), Then::Nothing),
-                    Err(status) => (self.error(caller, &status), Then::Nothing),
-                }
+                self.reply(caller, result, frames::sync_reply)
             }
             Call::History(request) => {
                 let request = HistoryRequest {
@@ -318,10 +310,7 @@ impl Upstream {
                         logic.history(request).await
                     })
                     .await;
-                match result {
-                    Ok(reply) => (frames::history_reply(id, reply, max), Then::Nothing),
-                    Err(status) => (self.error(caller, &status), Then::Nothing),
-                }
+                self.reply(caller, result, frames::history_reply)
             }
             Call::Read(request) => {
                 let request = ReadRequest {
@@ -333,14 +322,26 @@ impl Upstream {
                         logic.read(request).await
                     })
                     .await;
-                match result {
-                    Ok(reply) => (
-                        frames::frame(Command::ReadReply, id, &reply, max),
-                        Then::Nothing,
-                    ),
-                    Err(status) => (self.error(caller, &status), Then::Nothing),
-                }
+                self.reply(caller, result, |id, reply, max| {
+                    frames::frame(Command::ReadReply, id, &reply, max)
+                })
             }
+        }
+    }
+
+    /// The answer to a call: its reply as `frame` encodes it, or an ERROR.
+    fn reply<T>(
+        &self,
+        caller: &Caller,
+        result: Result<T, Status>,
+        frame: impl FnOnce(u32, T, u32) -> Bytes,
+    ) -> (Bytes, Then) {
+        match result {
+            Ok(reply) => (
+                frame(caller.request_id, reply, self.max_frame_len),
+                Then::Nothing,
+            ),
+            Err(status) => (self.error(caller, &status), Then::Nothing),
         }
     }
 
