@@ -21,7 +21,6 @@ use fishchat_codec::Command;
 use fishchat_codec::pb::{self, SendAck};
 use fishchat_rpc::logic::{Outgoing, SendBatch, outgoing};
 use fishchat_rpc::status::error_code;
-use prost::Message as _;
 use tokio::sync::mpsc;
 use tonic::Status;
 
@@ -46,50 +45,47 @@ impl Queued {
     pub(super) fn new(caller: Caller, send: outgoing::Message) -> Self {
         Self { caller, send }
     }
+}
 
-    fn client_msg_id(&self) -> &str {
-        match &self.send {
-            outgoing::Message::ToUser(m) => &m.client_msg_id,
-            outgoing::Message::ToGroup(m) => &m.client_msg_id,
-        }
-    }
-
-    fn send_len(&self) -> usize {
-        match &self.send {
-            outgoing::Message::ToUser(m) => m.encoded_len(),
-            outgoing::Message::ToGroup(m) => m.encoded_len(),
-        }
+/// The client's id of a send.
+fn client_msg_id(send: &Outgoing) -> &str {
+    match &send.message {
+        Some(outgoing::Message::ToUser(m)) => &m.client_msg_id,
+        Some(outgoing::Message::ToGroup(m)) => &m.client_msg_id,
+        None => "",
     }
 }
 
 impl Upstream {
     /// Takes queued sends in batches, one batch call at a time, until the queue closes.
     pub(super) async fn batch_sends(self: Arc<Self>, mut queue: mpsc::UnboundedReceiver<Queued>) {
-        let mut batch = Vec::new();
+        let mut callers = Vec::new();
+        let mut sends = Vec::new();
         while let Some(first) = queue.recv().await {
-            let mut bytes = first.send_len();
-            batch.push(first);
-            while batch.len() < MAX_SENDS && bytes < MAX_BYTES {
-                let Ok(next) = queue.try_recv() else { break };
-                bytes += next.send_len();
-                batch.push(next);
+            let mut next = Some(first);
+            let mut bytes = 0;
+            while let Some(Queued { caller, send }) = next.take() {
+                bytes += send.encoded_len();
+                sends.push(Outgoing {
+                    from_user_id: caller.user_id,
+                    message: Some(send),
+                });
+                callers.push(caller);
+                if sends.len() < MAX_SENDS && bytes < MAX_BYTES {
+                    next = queue.try_recv().ok();
+                }
             }
-            self.metrics.send_batch_size.observe(batch.len() as f64);
-            self.send_batch(&mut batch).await;
+            self.metrics.send_batch_size.observe(sends.len() as f64);
+            let request = SendBatch {
+                sends: std::mem::take(&mut sends),
+            };
+            self.send_batch(&mut callers, request).await;
         }
     }
 
-    /// Sends `batch` to logic and answers each caller; leaves `batch` empty.
-    async fn send_batch(&self, batch: &mut Vec<Queued>) {
-        let request = SendBatch {
-            sends: batch
-                .iter()
-                .map(|q| Outgoing {
-                    from_user_id: q.caller.user_id,
-                    message: Some(q.send.clone()),
-                })
-                .collect(),
-        };
+    /// Sends `request` to logic and answers each of `callers` (one per send,
+    /// in order); leaves `callers` empty.
+    async fn send_batch(&self, callers: &mut Vec<Caller>, request: SendBatch) {
         let started = Instant::now();
         let result = self
             .retrying(&request, |mut logic, request| async move {
@@ -97,13 +93,13 @@ impl Upstream {
             })
             .await
             .and_then(|reply| {
-                if reply.acks.len() == batch.len() {
+                if reply.acks.len() == callers.len() {
                     Ok(reply.acks)
                 } else {
                     Err(Status::internal(format!(
                         "logic answered {} acks for {} sends",
                         reply.acks.len(),
-                        batch.len()
+                        callers.len()
                     )))
                 }
             });
@@ -113,21 +109,22 @@ impl Upstream {
         let acks = match result {
             Ok(acks) => acks,
             Err(status) => {
-                tracing::warn!(%status, sends = batch.len(), "a batch of sends failed");
-                batch
+                tracing::warn!(%status, sends = callers.len(), "a batch of sends failed");
+                request
+                    .sends
                     .iter()
-                    .map(|q| failed(q.client_msg_id().to_owned(), &status))
+                    .map(|send| failed(client_msg_id(send).to_owned(), &status))
                     .collect()
             }
         };
-        for (queued, ack) in batch.drain(..).zip(acks) {
+        for (caller, ack) in callers.drain(..).zip(acks) {
             let frame = frames::frame(
                 Command::SendAck,
-                queued.caller.request_id,
+                caller.request_id,
                 &ack,
                 self.max_frame_len,
             );
-            self.answer(&queued.caller, frame, Then::Nothing);
+            self.answer(&caller, frame, Then::Nothing);
             self.finished();
         }
     }
