@@ -7,6 +7,7 @@ mod chat;
 mod codec;
 mod compare;
 mod idle;
+mod layout;
 mod mqtt;
 mod plot;
 mod procstat;
@@ -76,6 +77,9 @@ enum Scenario {
     /// offline: reconnect + SYNC_CONVERSATIONS latency, and whether the reply
     /// lists exactly the changed ones.
     Resync(chat::ResyncArgs),
+    /// The message store's layout on the MongoDB server: one document per
+    /// message against packed segments, writes and reads, server CPU from /proc.
+    Layout(layout::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -118,6 +122,7 @@ fn main() -> anyhow::Result<()> {
             );
             return Ok(());
         }
+        Scenario::Layout(args) => tokio::runtime::Runtime::new()?.block_on(layout::run(&args))?,
         Scenario::TokioServer(args) => {
             return tokio::runtime::Runtime::new()?.block_on(baseline::run(&args));
         }

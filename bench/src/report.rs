@@ -157,6 +157,14 @@ impl Chart {
             .axes("connections set up", "server VmRSS (MB)")
     }
 
+    /// The same chart under another name, for a report with two of a kind.
+    pub fn named(self, name: &str) -> Self {
+        Self {
+            name: name.into(),
+            ..self
+        }
+    }
+
     fn new(name: &str, title: &str, kind: ChartKind, series: Vec<Series>) -> Self {
         Self {
             name: name.into(),
