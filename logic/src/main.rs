@@ -55,6 +55,8 @@ struct Config {
     partitions: i32,
     /// How long a send may wait for the broker, in milliseconds.
     send_timeout_ms: u64,
+    /// How long a record waits in the Kafka producer for others to share its request, in milliseconds.
+    kafka_linger_ms: u64,
 }
 
 impl Default for Config {
@@ -73,6 +75,7 @@ impl Default for Config {
             group_topic: KafkaConfig::default().group_topic,
             partitions: KafkaConfig::default().partitions,
             send_timeout_ms: KafkaConfig::default().send_timeout_ms,
+            kafka_linger_ms: KafkaConfig::default().linger_ms,
         }
     }
 }
@@ -139,6 +142,7 @@ async fn main() -> anyhow::Result<()> {
         group_topic: config.group_topic.clone(),
         partitions: config.partitions,
         send_timeout_ms: config.send_timeout_ms,
+        linger_ms: config.kafka_linger_ms,
     })
     .await?;
     let register = Resolver::start(&config.etcd_endpoints, "register").await?;

@@ -169,7 +169,7 @@ async fn published_events_reach_the_topic_in_key_order() {
         p2p_topic: unique_name("logic-p2p"),
         group_topic: unique_name("logic-group"),
         partitions: 4,
-        send_timeout_ms: 10_000,
+        ..KafkaConfig::default()
     };
     let publisher = KafkaPublisher::connect(config.clone()).await.unwrap();
     for i in 0..300u64 {

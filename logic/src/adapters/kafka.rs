@@ -21,10 +21,6 @@ use tokio::sync::oneshot;
 
 use crate::ports::{Kind, Publisher, Refusal};
 
-/// How long a record may wait in the producer for others to share its request.
-/// A few milliseconds of delivery latency buys batches under load.
-const LINGER_MS: u64 = 5;
-
 /// Topics and producer settings.
 #[derive(Debug, Clone)]
 pub struct KafkaConfig {
@@ -38,6 +34,9 @@ pub struct KafkaConfig {
     pub partitions: i32,
     /// How long a send may wait for the broker before it fails.
     pub send_timeout_ms: u64,
+    /// How long a record waits in the producer for others to share its
+    /// request (librdkafka's `linger.ms`).
+    pub linger_ms: u64,
 }
 
 impl Default for KafkaConfig {
@@ -48,6 +47,7 @@ impl Default for KafkaConfig {
             group_topic: "fishchat.group".into(),
             partitions: 8,
             send_timeout_ms: 10_000,
+            linger_ms: 2,
         }
     }
 }
@@ -107,11 +107,11 @@ impl KafkaPublisher {
             .set("bootstrap.servers", &config.brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            // Each record waits LINGER_MS for company, so under load records travel to the
-            // broker in batches (one request and one log append per partition) and lz4
-            // compresses a batch rather than a record.
+            // A send batch from an access node reaches the producer as one burst, so a
+            // short linger is enough for its records to travel in one request (and one
+            // log append) per partition, lz4 compressing each batch rather than a record.
             .set("compression.type", "lz4")
-            .set("linger.ms", LINGER_MS.to_string())
+            .set("linger.ms", config.linger_ms.to_string())
             .set("message.timeout.ms", config.send_timeout_ms.to_string())
             .create_with_context(Deliveries)?;
         let producer = Arc::new(producer);
