@@ -370,7 +370,8 @@ impl EventLoop {
                 conn.paused = true;
                 return Flow::Paused;
             }
-            match self.decoder.decode(buf) {
+            // Copied out: a body waiting on logic must not pin the loop's read buffer.
+            match self.decoder.decode_copied(buf) {
                 Ok(Some(frame)) => {
                     self.counters.frames_in += 1;
                     self.on_frame(slot, frame);

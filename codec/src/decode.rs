@@ -6,7 +6,7 @@
 //! header as soon as their bytes arrive, before waiting for (or reserving room
 //! for) the body, so a peer cannot make it allocate more than the cap.
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use thiserror::Error;
 
 use crate::frame::{DEFAULT_MAX_FRAME_LEN, Frame, HEADER_LEN, Header, LENGTH_LEN, VERSION};
@@ -80,12 +80,43 @@ impl FrameDecoder {
         self.max_frame_len
     }
 
-    /// Takes the next complete frame off the front of `src`.
+    /// Takes the next complete frame off the front of `src`; its body is a
+    /// slice of `src`'s buffer, so no byte is copied.
     ///
     /// Returns `Ok(None)` when more bytes are needed; in that case it may reserve
     /// room in `src` for the rest of the frame, never more than the maximum frame
     /// size. Bytes of later frames stay in `src`.
+    ///
+    /// While the body lives, `src`'s buffer cannot be reused: a reader that
+    /// reuses one buffer for every read and hands bodies on (to wait for an
+    /// answer, say) wants [`FrameDecoder::decode_copied`].
     pub fn decode(&self, src: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
+        let Some((header, total)) = self.next_frame(src)? else {
+            return Ok(None);
+        };
+        let mut frame = src.split_to(total);
+        frame.advance(LENGTH_LEN + HEADER_LEN);
+        Ok(Some(Frame {
+            header,
+            body: frame.freeze(),
+        }))
+    }
+
+    /// As [`FrameDecoder::decode`], but the body is copied into a buffer of its
+    /// own, so `src` keeps sole ownership of its buffer and can read into it
+    /// again without allocating, however long the body is kept.
+    pub fn decode_copied(&self, src: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
+        let Some((header, total)) = self.next_frame(src)? else {
+            return Ok(None);
+        };
+        let body = Bytes::copy_from_slice(&src[LENGTH_LEN + HEADER_LEN..total]);
+        src.advance(total);
+        Ok(Some(Frame { header, body }))
+    }
+
+    /// The header and the whole length (length field included) of the frame at
+    /// the front of `src`, once all of it is there.
+    fn next_frame(&self, src: &mut BytesMut) -> Result<Option<(Header, usize)>, DecodeError> {
         let Some(len_bytes) = src.get(..LENGTH_LEN) else {
             return Ok(None);
         };
@@ -109,12 +140,7 @@ impl FrameDecoder {
             src.reserve(total - src.len());
             return Ok(None);
         };
-        let mut frame = src.split_to(total);
-        frame.advance(LENGTH_LEN + HEADER_LEN);
-        Ok(Some(Frame {
-            header,
-            body: frame.freeze(),
-        }))
+        Ok(Some((header, total)))
     }
 }
 
@@ -217,5 +243,39 @@ mod tests {
         assert_eq!(frame.header.request_id, 9);
         assert_eq!(&frame.body[..], &[0xAA, 0xBB]);
         assert!(buf.is_empty());
+    }
+
+    /// A read buffer of `capacity` holding two PING frames with 3-byte bodies.
+    fn two_frames(capacity: usize) -> BytesMut {
+        let mut buf = BytesMut::with_capacity(capacity);
+        for request_id in [1u8, 2] {
+            buf.put_u32(11);
+            buf.put_slice(&[VERSION, 0, 0, 3, 0, 0, 0, request_id, 7, 8, 9]);
+        }
+        buf
+    }
+
+    #[test]
+    fn a_copied_body_leaves_the_buffer_free_to_read_into_again() {
+        const CAPACITY: usize = 16 * 1024;
+        let decoder = FrameDecoder::default();
+
+        let mut buf = two_frames(CAPACITY);
+        let first = decoder.decode_copied(&mut buf).unwrap().unwrap();
+        let second = decoder.decode_copied(&mut buf).unwrap().unwrap();
+        assert_eq!((first.header.request_id, second.header.request_id), (1, 2));
+        assert_eq!(&first.body[..], &[7, 8, 9]);
+        assert!(buf.is_empty());
+        // Both bodies are still held, as requests waiting upstream would be.
+        buf.clear();
+        assert!(buf.try_reclaim(CAPACITY), "the whole buffer is reusable");
+
+        // A body sliced out of the buffer pins it while it lives.
+        let mut buf = two_frames(CAPACITY);
+        let sliced = decoder.decode(&mut buf).unwrap().unwrap();
+        decoder.decode(&mut buf).unwrap().unwrap();
+        buf.clear();
+        assert!(!buf.try_reclaim(CAPACITY), "a sliced body pins the buffer");
+        assert_eq!(&sliced.body[..], &[7, 8, 9]);
     }
 }
