@@ -378,7 +378,7 @@ impl EventLoop {
                 }
                 Ok(None) => return Flow::Continue,
                 Err(err) => {
-                    self.refuse(slot, 0, err.code(), &err.to_string());
+                    self.refuse(slot, err.request_id(), err.code(), &err.to_string());
                     return Flow::Stopped;
                 }
             }

@@ -34,11 +34,21 @@ pub enum DecodeError {
     #[error("unsupported protocol version {0}")]
     BadVersion(u8),
     /// Reserved header flags are set.
-    #[error("reserved header flags {0:#04x} are set")]
-    ReservedFlags(u8),
+    #[error("reserved header flags {flags:#04x} are set")]
+    ReservedFlags {
+        /// The flags byte.
+        flags: u8,
+        /// The request id of the refused frame.
+        request_id: u32,
+    },
     /// The command code is not defined by the protocol.
-    #[error("unknown command {0}")]
-    UnknownCommand(u16),
+    #[error("unknown command {command}")]
+    UnknownCommand {
+        /// The command code.
+        command: u16,
+        /// The request id of the refused frame.
+        request_id: u32,
+    },
 }
 
 impl DecodeError {
@@ -46,10 +56,22 @@ impl DecodeError {
     pub fn code(&self) -> ErrorCode {
         match self {
             DecodeError::TooLarge { .. } => ErrorCode::FrameTooLarge,
-            DecodeError::UnknownCommand(_) => ErrorCode::UnknownCommand,
+            DecodeError::UnknownCommand { .. } => ErrorCode::UnknownCommand,
             DecodeError::TooShort { .. }
             | DecodeError::BadVersion(_)
-            | DecodeError::ReservedFlags(_) => ErrorCode::BadFrame,
+            | DecodeError::ReservedFlags { .. } => ErrorCode::BadFrame,
+        }
+    }
+
+    /// The request id of the refused frame, for the ERROR that answers it: the
+    /// frame's own when its header could be read in this protocol version, else 0.
+    pub fn request_id(&self) -> u32 {
+        match self {
+            DecodeError::UnknownCommand { request_id, .. }
+            | DecodeError::ReservedFlags { request_id, .. } => *request_id,
+            DecodeError::TooLarge { .. }
+            | DecodeError::TooShort { .. }
+            | DecodeError::BadVersion(_) => 0,
         }
     }
 }
@@ -150,10 +172,18 @@ fn validate(bytes: &[u8]) -> Result<Header, DecodeError> {
         return Err(DecodeError::BadVersion(raw.version));
     }
     if raw.flags != 0 {
-        return Err(DecodeError::ReservedFlags(raw.flags));
+        return Err(DecodeError::ReservedFlags {
+            flags: raw.flags,
+            request_id: raw.request_id,
+        });
     }
     let command = match Command::try_from(i32::from(raw.command)) {
-        Ok(Command::Unspecified) | Err(_) => return Err(DecodeError::UnknownCommand(raw.command)),
+        Ok(Command::Unspecified) | Err(_) => {
+            return Err(DecodeError::UnknownCommand {
+                command: raw.command,
+                request_id: raw.request_id,
+            });
+        }
         Ok(command) => command,
     };
     Ok(Header {
@@ -188,9 +218,16 @@ mod tests {
     fn bad_header_is_refused_before_the_body_arrives() {
         let mut buf = BytesMut::new();
         buf.put_u32(1000);
-        buf.put_slice(&[VERSION, 0, 0xff, 0xff, 0, 0, 0, 1]);
+        buf.put_slice(&[VERSION, 0, 0xff, 0xff, 0, 0, 0, 24]);
         let err = FrameDecoder::default().decode(&mut buf).unwrap_err();
-        assert_eq!(err, DecodeError::UnknownCommand(0xffff));
+        assert_eq!(
+            err,
+            DecodeError::UnknownCommand {
+                command: 0xffff,
+                request_id: 24
+            }
+        );
+        assert_eq!(err.request_id(), 24);
 
         let mut buf = BytesMut::new();
         buf.put_u32(8);
@@ -205,7 +242,10 @@ mod tests {
         buf.put_slice(&[VERSION, 0x80, 0, 3, 0, 0, 0, 1]);
         assert_eq!(
             FrameDecoder::default().decode(&mut buf).unwrap_err(),
-            DecodeError::ReservedFlags(0x80)
+            DecodeError::ReservedFlags {
+                flags: 0x80,
+                request_id: 1
+            }
         );
     }
 
@@ -225,7 +265,10 @@ mod tests {
         buf.put_slice(&[VERSION, 0, 0, 0, 0, 0, 0, 1]);
         assert_eq!(
             FrameDecoder::default().decode(&mut buf).unwrap_err(),
-            DecodeError::UnknownCommand(0)
+            DecodeError::UnknownCommand {
+                command: 0,
+                request_id: 1
+            }
         );
     }
 
