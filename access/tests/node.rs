@@ -431,7 +431,9 @@ async fn garbage_and_oversize_frames_close_only_their_own_connection() {
 
     // Command 999 is defined nowhere; the ERROR still names the request.
     let mut undefined = h.connect().await;
-    undefined.raw(&[0, 0, 0, 8, 1, 0, 0x03, 0xe7, 0, 0, 0, 24]).await;
+    undefined
+        .raw(&[0, 0, 0, 8, 1, 0, 0x03, 0xe7, 0, 0, 0, 24])
+        .await;
     let (request_id, body) = undefined.recv().await.expect("an ERROR");
     assert_eq!(error_code(&body), Some(ErrorCode::UnknownCommand));
     assert_eq!(request_id, 24);
