@@ -15,10 +15,11 @@ use fishchat_discovery::{NodeInfo, Registration, Resolver, default_node_id};
 use fishchat_node::{
     CommonArgs, health_and_reflection, init_logging, load_config, serve, shutdown_signal,
 };
-use fishchat_rpc::access::access_server::AccessServer;
+use fishchat_rpc::access::access_server::{self, AccessServer};
 use fishchat_rpc::logic::logic_client::LogicClient;
 use serde::Serialize;
 use tokio::sync::oneshot;
+use tonic_health::ServingStatus;
 
 /// Largest push request accepted, in bytes.
 const MAX_PUSH_REQUEST: usize = 16 << 20;
@@ -82,7 +83,10 @@ async fn main() -> anyhow::Result<()> {
         tokio::runtime::Handle::current(),
     )?;
 
-    let (_health, routes) = health_and_reflection()?;
+    let (health, routes) = health_and_reflection(&[access_server::SERVICE_NAME])?;
+    health
+        .set_service_status(access_server::SERVICE_NAME, ServingStatus::Serving)
+        .await;
     // msg_job keeps its requests near 1 MiB; the limit only bounds a misbehaving caller.
     let push = AccessServer::new(node.push_service()).max_decoding_message_size(MAX_PUSH_REQUEST);
     let routes = routes.add_service(push);

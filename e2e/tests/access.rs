@@ -304,3 +304,36 @@ async fn a_reader_that_never_reads_is_kicked_and_memory_stays_bounded() {
     );
     ping(&mut login(addr, &frank_token, "phone").await).await;
 }
+
+/// The health status `addr` reports for `service` (by its full name).
+async fn health_of(addr: SocketAddr, service: &str) -> i32 {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let request = tonic_health::pb::HealthCheckRequest {
+        service: service.to_owned(),
+    };
+    tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(request)
+        .await
+        .unwrap_or_else(|status| panic!("health of {service} at {addr}: {status}"))
+        .into_inner()
+        .status
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_service_answers_health_by_its_service_name() {
+    let mut cluster = Cluster::start("health-names").await;
+    cluster.add_access(&[]).await;
+    let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+    let services = [
+        (cluster.register_addr, "fishchat.register.v1.Register"),
+        (cluster.logic[0].1, "fishchat.logic.v1.Logic"),
+        (cluster.access[0].push, "fishchat.access.v1.Access"),
+    ];
+    for (addr, service) in services {
+        assert_eq!(health_of(addr, service).await, serving, "{service}");
+    }
+}

@@ -85,7 +85,7 @@ impl Gateway {
             http: local_addr(&http)?,
             grpc: local_addr(&grpc)?,
         };
-        let (health, routes) = fishchat_node::health_and_reflection()?;
+        let (health, routes) = fishchat_node::health_and_reflection(&[])?;
         let resolver = Resolver::start(&config.etcd_endpoints, &config.access_service).await?;
         let node_id = config.node_id.clone().unwrap_or_else(default_node_id);
         let info = NodeInfo::new(SERVICE, node_id)

@@ -22,8 +22,9 @@ use fishchat_logic::service::LogicService;
 use fishchat_node::{
     CommonArgs, health_and_reflection, init_logging, load_config, serve, shutdown_signal,
 };
-use fishchat_rpc::logic::logic_server::LogicServer;
+use fishchat_rpc::logic::logic_server::{self, LogicServer};
 use serde::{Deserialize, Serialize};
+use tonic_health::ServingStatus;
 
 /// Settings of logic, from its TOML file, the environment and the command line.
 #[derive(Debug, Serialize, Deserialize)]
@@ -177,7 +178,10 @@ async fn main() -> anyhow::Result<()> {
         manager.balanced_channel("grpc"),
     );
 
-    let (_health, routes) = health_and_reflection()?;
+    let (health, routes) = health_and_reflection(&[logic_server::SERVICE_NAME])?;
+    health
+        .set_service_status(logic_server::SERVICE_NAME, ServingStatus::Serving)
+        .await;
     let routes = routes.add_service(LogicServer::new(service));
     let node_id = config.node_id.clone().unwrap_or_else(default_node_id);
     let info = NodeInfo::new("logic", node_id).with_addr("grpc", config.grpc_listen.to_string());

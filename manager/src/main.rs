@@ -10,7 +10,7 @@ use fishchat_manager::{Config, ManagerService, Overrides};
 use fishchat_node::{
     CommonArgs, health_and_reflection, init_logging, load_config, serve, shutdown_signal,
 };
-use fishchat_rpc::manager::manager_server::ManagerServer;
+use fishchat_rpc::manager::manager_server::{self, ManagerServer};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -45,7 +45,7 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("preparing the conversation store (is MongoDB up?)")?;
 
-    let (health, routes) = health_and_reflection()?;
+    let (health, routes) = health_and_reflection(&[manager_server::SERVICE_NAME])?;
     let service = ManagerServer::new(ManagerService::new(store));
     health
         .set_serving::<ManagerServer<ManagerService<ConversationStore>>>()

@@ -110,7 +110,7 @@ async fn main() -> anyhow::Result<()> {
         on_signal.send_replace(true);
     });
 
-    let (health, routes) = health_and_reflection()?;
+    let (health, routes) = health_and_reflection(&[])?;
     health
         .set_service_status("", ServingStatus::NotServing)
         .await;

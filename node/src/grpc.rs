@@ -8,17 +8,38 @@ use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::server::HealthReporter;
 
+/// The health service's name, as health checks and reflection know it.
+const HEALTH: &str = "grpc.health.v1.Health";
+
 /// The standard health service (whose reporter the caller flips as its
-/// dependencies come and go) and the reflection service over every contract,
-/// so `grpcurl` and load balancers can inspect any node.
-pub fn health_and_reflection() -> Result<(HealthReporter, Routes), tonic_reflection::server::Error>
-{
+/// dependencies come and go) and the reflection service, both versions
+/// (`grpc.reflection.v1` and the `v1alpha` older clients still ask), so
+/// `grpcurl` and load balancers can inspect any node.
+///
+/// Reflection lists exactly what the port serves: `served` (the full names of
+/// the FishChat services the caller adds to the routes), health, and itself.
+/// Every FishChat contract stays resolvable by symbol, but a service the port
+/// does not serve is not advertised.
+pub fn health_and_reflection(
+    served: &[&str],
+) -> Result<(HealthReporter, Routes), tonic_reflection::server::Error> {
     let (reporter, health) = tonic_health::server::health_reporter();
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(fishchat_rpc::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    Ok((reporter, Routes::new(health).add_service(reflection)))
+    let listing = |reflection: &str| {
+        served.iter().fold(
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(fishchat_rpc::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .with_service_name(HEALTH)
+                .with_service_name(reflection),
+            |builder, name| builder.with_service_name(*name),
+        )
+    };
+    let v1 = listing("grpc.reflection.v1.ServerReflection").build_v1()?;
+    let v1alpha = listing("grpc.reflection.v1alpha.ServerReflection").build_v1alpha()?;
+    Ok((
+        reporter,
+        Routes::new(health).add_service(v1).add_service(v1alpha),
+    ))
 }
 
 /// Why the gRPC server stopped.

@@ -17,7 +17,7 @@ use fishchat_register::rpc::RegisterRpc;
 use fishchat_register::store::mongo::{self, MongoStore};
 use fishchat_register::store::redis::RedisStore;
 use fishchat_register::{Outbound, Registry, Stores, http};
-use fishchat_rpc::register::register_server::RegisterServer;
+use fishchat_rpc::register::register_server::{self, RegisterServer};
 use tokio::sync::watch;
 
 #[derive(Debug, Parser)]
@@ -79,7 +79,7 @@ async fn main() -> anyhow::Result<()> {
         passwords,
     ));
 
-    let (health, routes) = health_and_reflection()?;
+    let (health, routes) = health_and_reflection(&[register_server::SERVICE_NAME])?;
     health.set_serving::<RegisterServer<RegisterRpc>>().await;
     let routes = routes.add_service(RegisterRpc::server(registry.clone()));
     let http_listener = tokio::net::TcpListener::bind(config.http_listen)
