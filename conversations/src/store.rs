@@ -67,6 +67,12 @@ impl ConversationStore {
         }
     }
 
+    /// Asks the server whether it answers (a `ping`), for health checks.
+    pub async fn ping(&self) -> Result<(), ConvError> {
+        self.database.run_command(doc! { "ping": 1 }).await?;
+        Ok(())
+    }
+
     /// Refuses a database of the older layout, then creates the indexes
     /// (idempotent; call once at startup). Seq allocation and idempotent
     /// stores are only correct once these exist.

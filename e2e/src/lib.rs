@@ -12,6 +12,7 @@
 
 pub mod cluster;
 pub mod kafka_tool;
+pub mod relay;
 pub mod services;
 
 use std::future::Future;

@@ -160,20 +160,26 @@ impl Drop for ServiceProcess {
 
 /// Waits until the gRPC health service at `addr` reports SERVING.
 pub async fn wait_healthy(addr: &str, deadline: Duration) {
+    wait_status(addr, "", ServingStatus::Serving, deadline).await;
+}
+
+/// Waits until the gRPC health service at `addr` reports `want` for
+/// `service` (`""`: the process as a whole).
+pub async fn wait_status(addr: &str, service: &str, want: ServingStatus, deadline: Duration) {
     let url = format!("http://{addr}");
-    wait_until(deadline, &format!("{addr} to report SERVING"), async || {
+    let what = format!("{addr} to report {want:?} for {service:?}");
+    wait_until(deadline, &what, async || {
         let channel = tonic::transport::Channel::from_shared(url.clone())
             .ok()?
             .connect()
             .await
             .ok()?;
         let mut client = HealthClient::new(channel);
-        let reply = client
-            .check(HealthCheckRequest::default())
-            .await
-            .ok()?
-            .into_inner();
-        (reply.status == ServingStatus::Serving as i32).then_some(())
+        let request = HealthCheckRequest {
+            service: service.to_owned(),
+        };
+        let reply = client.check(request).await.ok()?.into_inner();
+        (reply.status == want as i32).then_some(())
     })
     .await;
 }

@@ -20,7 +20,8 @@ use fishchat_logic::chat::{Chat, Limits};
 use fishchat_logic::known_users::KnownUsers;
 use fishchat_logic::service::LogicService;
 use fishchat_node::{
-    CommonArgs, health_and_reflection, init_logging, load_config, serve, shutdown_signal,
+    CommonArgs, DEPENDENCY_CHECKS, DEPENDENCY_TIMEOUT, Dependency, follow, health_and_reflection,
+    init_logging, load_config, serve, shutdown_signal,
 };
 use fishchat_rpc::logic::logic_server::{self, LogicServer};
 use serde::{Deserialize, Serialize};
@@ -156,6 +157,14 @@ async fn main() -> anyhow::Result<()> {
         Arc::clone(&groups),
         stopped,
     ));
+    let dependencies = vec![
+        Dependency::new("kafka", publisher.check(), |kafka| async move {
+            kafka.run(DEPENDENCY_TIMEOUT).await
+        }),
+        Dependency::new("redis", redis.clone(), |mut redis| async move {
+            redis::cmd("PING").query_async::<()>(&mut redis).await
+        }),
+    ];
     let chat = Chat::new(
         KnownUsers::new(
             CachedGroups::new(
@@ -182,6 +191,12 @@ async fn main() -> anyhow::Result<()> {
     health
         .set_service_status(logic_server::SERVICE_NAME, ServingStatus::Serving)
         .await;
+    follow(
+        health,
+        &[logic_server::SERVICE_NAME],
+        dependencies,
+        DEPENDENCY_CHECKS,
+    );
     let routes = routes.add_service(LogicServer::new(service));
     let node_id = config.node_id.clone().unwrap_or_else(default_node_id);
     let info = NodeInfo::new("logic", node_id).with_addr("grpc", config.grpc_listen.to_string());

@@ -8,7 +8,8 @@ use fishchat_conversations::ConversationStore;
 use fishchat_discovery::{NodeInfo, Registration};
 use fishchat_manager::{Config, ManagerService, Overrides};
 use fishchat_node::{
-    CommonArgs, health_and_reflection, init_logging, load_config, serve, shutdown_signal,
+    CommonArgs, DEPENDENCY_CHECKS, Dependency, follow, health_and_reflection, init_logging,
+    load_config, serve, shutdown_signal,
 };
 use fishchat_rpc::manager::manager_server::{self, ManagerServer};
 
@@ -46,10 +47,19 @@ async fn main() -> anyhow::Result<()> {
         .context("preparing the conversation store (is MongoDB up?)")?;
 
     let (health, routes) = health_and_reflection(&[manager_server::SERVICE_NAME])?;
+    let mongo = Dependency::new("mongodb", store.clone(), |store| async move {
+        store.ping().await
+    });
     let service = ManagerServer::new(ManagerService::new(store));
     health
         .set_serving::<ManagerServer<ManagerService<ConversationStore>>>()
         .await;
+    follow(
+        health,
+        &[manager_server::SERVICE_NAME],
+        vec![mongo],
+        DEPENDENCY_CHECKS,
+    );
     let routes = routes.add_service(service);
 
     let info = NodeInfo::new("manager", config.node_id.clone())

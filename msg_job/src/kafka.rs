@@ -1,11 +1,12 @@
 //! The Kafka side: make sure the topics exist, and build the consumer.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 /// How long topic creation may take before startup fails.
@@ -98,4 +99,40 @@ pub fn consumer(
     let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     Ok(consumer)
+}
+
+/// Asks the broker for one topic's metadata, for health checks: it answers
+/// only while the broker is up and the topic exists. A client of its own, so
+/// that a check never waits behind the pipeline's consumer.
+#[derive(Clone)]
+pub struct BrokerCheck {
+    client: Arc<BaseConsumer>,
+    topic: String,
+}
+
+impl BrokerCheck {
+    /// A check of `topic` on `brokers`; connects lazily, so it fails only on bad configuration.
+    pub fn new(brokers: &str, topic: &str) -> Result<Self, KafkaError> {
+        let client: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .create()?;
+        Ok(Self {
+            client: Arc::new(client),
+            topic: topic.to_owned(),
+        })
+    }
+
+    /// Fails when the broker does not answer within `timeout`.
+    pub async fn run(&self, timeout: Duration) -> Result<(), KafkaError> {
+        let check = self.clone();
+        // librdkafka's metadata request blocks the calling thread.
+        tokio::task::spawn_blocking(move || {
+            check
+                .client
+                .fetch_metadata(Some(&check.topic), timeout)
+                .map(drop)
+        })
+        .await
+        .unwrap_or(Err(KafkaError::Canceled))
+    }
 }

@@ -20,7 +20,8 @@ use fishchat_msg_job::grpc_push::{GrpcPusher, SESSION_CAPACITY, SESSION_TTL};
 use fishchat_msg_job::pipeline::BatchConfig;
 use fishchat_msg_job::{Config, Pipeline, kafka};
 use fishchat_node::{
-    CommonArgs, health_and_reflection, init_logging, load_config, serve, shutdown_signal,
+    CommonArgs, DEPENDENCY_CHECKS, DEPENDENCY_TIMEOUT, Dependency, follow, health_and_reflection,
+    init_logging, load_config, serve, shutdown_signal,
 };
 use serde::Serialize;
 use tokio::sync::watch;
@@ -148,6 +149,16 @@ async fn main() -> anyhow::Result<()> {
         linger: Duration::from_millis(config.linger_ms),
         max_frame_len: DEFAULT_MAX_FRAME_LEN,
     };
+    let dependencies = vec![
+        Dependency::new(
+            "kafka",
+            kafka::BrokerCheck::new(&config.kafka_brokers, &config.p2p_topic)?,
+            |kafka| async move { kafka.run(DEPENDENCY_TIMEOUT).await },
+        ),
+        Dependency::new("mongodb", store.clone(), |store| async move {
+            store.ping().await
+        }),
+    ];
     let pipeline = Pipeline::new(consumer, store, pusher, batch);
 
     // Registered so operators and health checks can see which nodes consume;
@@ -160,6 +171,7 @@ async fn main() -> anyhow::Result<()> {
         .context("registering in etcd")?;
 
     health.set_service_status("", ServingStatus::Serving).await;
+    follow(health, &[], dependencies, DEPENDENCY_CHECKS);
     tracing::info!(?topics, "consuming");
     let mut pipeline = tokio::spawn(pipeline.run(stopped));
     // Whichever ends first (a signal ends both) stops the other: a gRPC server

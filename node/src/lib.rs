@@ -8,6 +8,7 @@
 mod args;
 mod config;
 mod grpc;
+mod health;
 mod logging;
 mod ready;
 mod shutdown;
@@ -15,6 +16,7 @@ mod shutdown;
 pub use args::CommonArgs;
 pub use config::{ConfigError, load_config};
 pub use grpc::{ServeError, health_and_reflection, serve};
+pub use health::{DEPENDENCY_CHECKS, DEPENDENCY_TIMEOUT, Dependency, follow};
 pub use logging::{LogFormat, init_logging};
 pub use ready::{notify_ready, notify_stopping};
 pub use shutdown::shutdown_signal;

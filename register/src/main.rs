@@ -9,7 +9,8 @@ use anyhow::Context;
 use clap::Parser;
 use fishchat_discovery::{NodeInfo, Registration};
 use fishchat_node::{
-    CommonArgs, health_and_reflection, init_logging, load_config, serve, shutdown_signal,
+    CommonArgs, DEPENDENCY_CHECKS, Dependency, follow, health_and_reflection, init_logging,
+    load_config, serve, shutdown_signal,
 };
 use fishchat_register::config::{Config, Overrides};
 use fishchat_register::membership::{ManagerLog, MembershipLog};
@@ -81,6 +82,28 @@ async fn main() -> anyhow::Result<()> {
 
     let (health, routes) = health_and_reflection(&[register_server::SERVICE_NAME])?;
     health.set_serving::<RegisterServer<RegisterRpc>>().await;
+    let redis = redis::Client::open(config.redis_url.as_str())
+        .context("Redis URL")?
+        .get_connection_manager()
+        .await
+        .context("Redis connection")?;
+    let dependencies = vec![
+        Dependency::new("mongodb", client.database("admin"), |admin| async move {
+            admin
+                .run_command(mongodb::bson::doc! { "ping": 1 })
+                .await
+                .map(drop)
+        }),
+        Dependency::new("redis", redis, |mut redis| async move {
+            redis::cmd("PING").query_async::<()>(&mut redis).await
+        }),
+    ];
+    follow(
+        health,
+        &[register_server::SERVICE_NAME],
+        dependencies,
+        DEPENDENCY_CHECKS,
+    );
     let routes = routes.add_service(RegisterRpc::server(registry.clone()));
     let http_listener = tokio::net::TcpListener::bind(config.http_listen)
         .await

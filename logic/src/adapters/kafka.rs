@@ -136,6 +136,41 @@ impl KafkaPublisher {
     }
 }
 
+impl KafkaPublisher {
+    /// A cheap question to the broker, for health checks (see [`KafkaCheck`]).
+    pub fn check(&self) -> KafkaCheck {
+        KafkaCheck {
+            producer: Arc::clone(&self.producer),
+            topic: self.config.p2p_topic.clone(),
+        }
+    }
+}
+
+/// Asks the broker for the metadata of the direct-message topic: it answers
+/// only when the broker is up and the topic exists.
+#[derive(Clone)]
+pub struct KafkaCheck {
+    producer: Arc<BaseProducer<Deliveries>>,
+    topic: String,
+}
+
+impl KafkaCheck {
+    /// Fails with the reason when the broker does not answer in `timeout`.
+    pub async fn run(&self, timeout: Duration) -> Result<(), String> {
+        let (producer, topic) = (Arc::clone(&self.producer), self.topic.clone());
+        // librdkafka's metadata call blocks its caller.
+        tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(Some(&topic), timeout)
+                .map(drop)
+                .map_err(|err| err.to_string())
+        })
+        .await
+        .map_err(|err| err.to_string())?
+    }
+}
+
 impl Drop for KafkaPublisher {
     fn drop(&mut self) {
         if let Err(err) = self.producer.flush(FLUSH_ON_DROP) {
