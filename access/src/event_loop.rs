@@ -169,8 +169,9 @@ impl EventLoop {
         })
     }
 
-    /// Runs until drained.
-    pub fn run(mut self) {
+    /// Runs until drained; fails when polling fails, which leaves this
+    /// loop's connections unserved.
+    pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         loop {
             let timeout = if self.backlog.is_empty() {
@@ -183,7 +184,7 @@ impl EventLoop {
                     continue;
                 }
                 tracing::error!(%err, event_loop = self.index, "poll failed; the loop stops");
-                break;
+                return Err(err);
             }
             let mut woken = false;
             for event in events.iter() {
@@ -216,7 +217,7 @@ impl EventLoop {
                 slots.into_iter().for_each(|slot| self.close_now(slot));
                 self.publish_counters();
                 tracing::info!(event_loop = self.index, "drained");
-                return;
+                return Ok(());
             }
         }
     }

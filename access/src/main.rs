@@ -75,7 +75,7 @@ async fn main() -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
 
     let logic = Resolver::start(&config.etcd_endpoints, "logic").await?;
-    let node = AccessNode::start(
+    let mut node = AccessNode::start(
         &config,
         node_id.clone(),
         LogicClient::new(logic.balanced_channel("grpc")),
@@ -90,6 +90,8 @@ async fn main() -> anyhow::Result<()> {
     // msg_job keeps its requests near 1 MiB; the limit only bounds a misbehaving caller.
     let push = AccessServer::new(node.push_service()).max_decoding_message_size(MAX_PUSH_REQUEST);
     let routes = routes.add_service(push);
+    // Before `serve` reports READY=1, so a SIGTERM at once still drains.
+    let shutdown = shutdown_signal();
     let (stop_grpc, grpc_stopped) = oneshot::channel::<()>();
     let grpc = tokio::spawn(serve(config.grpc_listen, routes, async {
         let _ = grpc_stopped.await;
@@ -114,11 +116,17 @@ async fn main() -> anyhow::Result<()> {
 
     // Publish the live connection count so the gateway balances, until SIGTERM.
     let mut every = tokio::time::interval(Duration::from_millis(config.load_report_ms.max(100)));
-    let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
+            reason = node.loop_died() => {
+                tracing::error!(%reason, "an event loop died; leaving etcd and exiting, to be restarted");
+                if let Err(err) = registration.deregister().await {
+                    tracing::warn!(%err, "leaving etcd failed; the lease will expire");
+                }
+                anyhow::bail!("{reason}");
+            }
             _ = every.tick() => {
                 registration.set_load(u64::try_from(metrics.connections.get()).unwrap_or(0));
             }

@@ -11,6 +11,7 @@ use fishchat_rpc::logic::logic_client::LogicClient;
 use mio::{Poll, Waker};
 use socket2::{Domain, Socket, Type};
 use tokio::runtime::Handle;
+use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
 use crate::config::Config;
@@ -28,6 +29,7 @@ const BACKLOG: i32 = 4096;
 pub struct AccessNode {
     loops: Vec<LoopHandle>,
     threads: Vec<JoinHandle<()>>,
+    dead_loops: mpsc::UnboundedReceiver<String>,
     table: Arc<ConnTable>,
     upstream: Arc<Upstream>,
     metrics: Arc<Metrics>,
@@ -90,21 +92,24 @@ impl AccessNode {
             },
         });
         let mut threads = Vec::with_capacity(count);
+        let (died, dead_loops) = mpsc::unbounded_channel();
         for (index, ((poll, listener), mailbox)) in
             polls.into_iter().zip(listeners).zip(mailboxes).enumerate()
         {
             let index = u16::try_from(index).unwrap_or(u16::MAX);
             let event_loop = EventLoop::new(index, poll, listener, mailbox, shared.clone())?;
+            let died = died.clone();
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("access-loop-{index}"))
-                    .spawn(move || event_loop.run())?,
+                    .spawn(move || watched(index, &died, || event_loop.run()))?,
             );
         }
         tracing::info!(addr = %client_addr, loops = count, "access node accepting clients");
         Ok(Self {
             loops: handles,
             threads,
+            dead_loops,
             table,
             upstream,
             metrics,
@@ -139,6 +144,18 @@ impl AccessNode {
         self.metrics.connections.get()
     }
 
+    /// Resolves, with the reason, when an event loop has died (a poll error
+    /// or a panic). Its clients are no longer served and its table entries
+    /// are stale, so the process should leave etcd and exit for its
+    /// supervisor to restart it; clients reconnect elsewhere meanwhile.
+    pub async fn loop_died(&mut self) -> String {
+        match self.dead_loops.recv().await {
+            Some(reason) => reason,
+            // Every loop ended by a drain.
+            None => std::future::pending().await,
+        }
+    }
+
     /// Stops accepting, tells every client to reconnect elsewhere, and waits
     /// (blocking) until the loops have closed every connection.
     pub fn drain(self) {
@@ -146,11 +163,21 @@ impl AccessNode {
             handle.send(ToLoop::Drain);
         }
         for thread in self.threads {
-            if thread.join().is_err() {
-                tracing::error!("an event loop panicked");
-            }
+            // A loop that failed or panicked was reported by `watched`.
+            let _ = thread.join();
         }
     }
+}
+
+/// Runs one event loop on this thread, and reports on `died` when it ends
+/// other than by a drain: with an error or by a panic.
+fn watched(index: u16, died: &mpsc::UnboundedSender<String>, run: impl FnOnce() -> io::Result<()>) {
+    let reason = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+        Ok(Ok(())) => return,
+        Ok(Err(err)) => err.to_string(),
+        Err(_) => "it panicked".to_owned(),
+    };
+    let _ = died.send(format!("event loop {index}: {reason}"));
 }
 
 /// One listener per loop on the same address (SO_REUSEPORT: the kernel spreads
@@ -202,6 +229,23 @@ fn first_conn_id() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_loop_that_fails_or_panics_is_reported_and_a_drained_one_is_not() {
+        let (died, mut dead) = mpsc::unbounded_channel();
+        watched(0, &died, || Ok(()));
+        watched(1, &died, || Err(io::Error::other("poll failed")));
+        watched(2, &died, || panic!("a bug"));
+        drop(died);
+        let mut reasons = Vec::new();
+        while let Ok(reason) = dead.try_recv() {
+            reasons.push(reason);
+        }
+        assert_eq!(
+            reasons,
+            ["event loop 1: poll failed", "event loop 2: it panicked"]
+        );
+    }
 
     #[test]
     fn a_client_address_in_use_is_refused_not_shared() {

@@ -7,7 +7,7 @@
 //! to `target/e2e-logs/<cluster>/<service>.log`, which a failing test names.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use tonic_health::pb::HealthCheckRequest;
@@ -126,23 +126,28 @@ impl ServiceProcess {
         Some(kib * 1024)
     }
 
-    /// Sends SIGTERM and waits up to `deadline` for it to exit; true when it did.
-    pub fn terminate(&mut self, deadline: Duration) -> bool {
-        let Some(child) = self.child.as_mut() else {
-            return true;
-        };
+    /// Sends SIGTERM and waits up to `deadline` for it to exit; its exit
+    /// status when it did (`None`: still running, or not running at all).
+    pub fn terminate(&mut self, deadline: Duration) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status();
         let start = std::time::Instant::now();
         while start.elapsed() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
+            if let Ok(Some(status)) = child.try_wait() {
                 self.child = None;
-                return true;
+                return Some(status);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        false
+        None
+    }
+
+    /// Sets one more environment variable for the next start (see [`restart`](Self::restart)).
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_owned(), value.to_owned()));
     }
 
     /// Starts it again with the same settings.

@@ -202,8 +202,10 @@ async fn main() -> anyhow::Result<()> {
     let info = NodeInfo::new("logic", node_id).with_addr("grpc", config.grpc_listen.to_string());
     let registration = Registration::start(&config.etcd_endpoints, info).await?;
 
+    // Before `serve` reports READY=1, so a SIGTERM at once still drains.
+    let signal = shutdown_signal();
     let stop = async move {
-        shutdown_signal().await;
+        signal.await;
         // Leave etcd first, so callers stop picking this node while in-flight calls finish.
         if let Err(err) = registration.deregister().await {
             tracing::warn!(%err, "deregistering from etcd failed; the lease will expire");

@@ -126,8 +126,9 @@ async fn main() -> anyhow::Result<()> {
         registry,
         stopped(stop_rx.clone()),
     ));
+    let signal = shutdown_signal();
     tokio::spawn(async move {
-        shutdown_signal().await;
+        signal.await;
         if let Err(err) = registration.deregister().await {
             tracing::warn!(%err, "leaving etcd failed; the lease will expire");
         }
