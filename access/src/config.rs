@@ -45,6 +45,10 @@ pub struct Config {
     pub upstream_timeout_ms: u64,
     /// How long a draining node waits for its clients to go, in milliseconds.
     pub drain_timeout_ms: u64,
+    /// The window over which a draining node tells its clients to reconnect,
+    /// in milliseconds, so that they do not all reach the gateway at once
+    /// (at most `drain_timeout_ms`; 0: all at once).
+    pub drain_spread_ms: u64,
     /// How often the live connection count is published in etcd, in milliseconds.
     pub load_report_ms: u64,
 }
@@ -69,6 +73,7 @@ impl Default for Config {
             max_upstream_calls: 256,
             upstream_timeout_ms: 5_000,
             drain_timeout_ms: 5_000,
+            drain_spread_ms: 2_000,
             load_report_ms: 2_000,
         }
     }

@@ -20,6 +20,7 @@ use prost::Message;
 use slab::Slab;
 
 use crate::conn::{Conn, State};
+use crate::drain::Drain;
 use crate::frames;
 use crate::mailbox::{Mailbox, PushBatch, Reply, Then, ToLoop};
 use crate::metrics::Metrics;
@@ -57,6 +58,8 @@ pub struct Limits {
     pub max_frame_len: u32,
     /// How long a drain may take.
     pub drain_timeout: Duration,
+    /// The window over which a drain tells its clients to reconnect.
+    pub drain_spread: Duration,
 }
 
 /// Converts a duration to whole ticks (at least one).
@@ -130,7 +133,7 @@ pub struct EventLoop {
     inbox: Vec<ToLoop>,
     pushes_received: Vec<Instant>,
     counters: Counters,
-    drain_until: Option<Instant>,
+    drain: Option<Drain>,
     /// An accept failed (out of files): retry on the next tick.
     accept_pending: bool,
     shared: Arc<Shared>,
@@ -163,7 +166,7 @@ impl EventLoop {
             inbox: Vec::new(),
             pushes_received: Vec::new(),
             counters: Counters::default(),
-            drain_until: None,
+            drain: None,
             accept_pending: false,
             shared,
         })
@@ -210,8 +213,9 @@ impl EventLoop {
             self.on_tick();
             self.flush_dirty();
             self.publish_counters();
-            if let Some(until) = self.drain_until
-                && (self.conns.is_empty() || Instant::now() >= until)
+            self.drain_step();
+            if let Some(drain) = &self.drain
+                && (self.conns.is_empty() || drain.is_over(Instant::now()))
             {
                 let slots: Vec<usize> = self.conns.iter().map(|(slot, _)| slot).collect();
                 slots.into_iter().for_each(|slot| self.close_now(slot));
@@ -717,10 +721,28 @@ impl EventLoop {
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
-        self.drain_until = Some(Instant::now() + self.shared.limits.drain_timeout);
         let slots: Vec<usize> = self.conns.iter().map(|(slot, _)| slot).collect();
-        for slot in slots {
-            self.kick(slot, KickReason::Reconnect);
+        let limits = &self.shared.limits;
+        self.drain = Some(Drain::new(
+            slots,
+            Instant::now(),
+            limits.drain_spread,
+            limits.drain_timeout,
+        ));
+        self.drain_step();
+    }
+
+    /// Tells the connections whose turn has come to reconnect elsewhere.
+    fn drain_step(&mut self) {
+        let Some(drain) = self.drain.as_mut() else {
+            return;
+        };
+        // No connection is accepted once draining, so a slot still names the
+        // connection it named when the drain began, or is empty.
+        for slot in drain.due(Instant::now()) {
+            if self.conns.contains(slot) {
+                self.kick(slot, KickReason::Reconnect);
+            }
         }
     }
 

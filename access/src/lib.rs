@@ -15,6 +15,7 @@
 
 mod config;
 mod conn;
+mod drain;
 mod event_loop;
 mod frames;
 mod mailbox;

@@ -89,6 +89,7 @@ impl AccessNode {
                 max_outbound: config.max_outbound_bytes,
                 max_frame_len: config.max_frame_len,
                 drain_timeout: Duration::from_millis(config.drain_timeout_ms),
+                drain_spread: Duration::from_millis(config.drain_spread_ms),
             },
         });
         let mut threads = Vec::with_capacity(count);

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
 use fishchat_access::{AccessNode, Config, Metrics, PushService};
@@ -686,6 +686,48 @@ async fn a_second_login_of_the_same_device_kicks_the_first() {
         matches!(pong, Body::Pong(_)),
         "another device of the user stays"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_drain_spreads_its_reconnects_over_the_window() {
+    const CLIENTS: u64 = 20;
+    let spread = Duration::from_millis(1_000);
+    let mut h = Harness::start(FakeLogic::default(), |c| {
+        c.loops = 2;
+        c.drain_spread_ms = 1_000;
+    })
+    .await;
+    let mut readers = tokio::task::JoinSet::new();
+    for user in 1..=CLIENTS {
+        let mut client = h.login(user, "d").await;
+        readers.spawn(async move {
+            let frames = client.until_closed().await;
+            (
+                frames.iter().filter_map(kick_reason).collect::<Vec<_>>(),
+                Instant::now(),
+            )
+        });
+    }
+    let node = h.node.take().unwrap();
+    let started = Instant::now();
+    tokio::task::spawn_blocking(move || node.drain())
+        .await
+        .unwrap();
+    let mut closed = Vec::new();
+    while let Some(reader) = readers.join_next().await {
+        let (reasons, at) = reader.unwrap();
+        assert_eq!(reasons, [KickReason::Reconnect]);
+        closed.push(at - started);
+    }
+    closed.sort_unstable();
+    // Each of the two loops kicks its share evenly: by a tenth of the window
+    // only about a tenth are gone, and the last go near its end.
+    let early = closed.iter().filter(|at| **at < spread / 10).count();
+    assert!(
+        early <= 4,
+        "{early} of {CLIENTS} kicked in the first tenth: {closed:?}"
+    );
+    assert!(closed[closed.len() - 1] >= spread * 8 / 10, "{closed:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,7 +1,7 @@
 //! The FishChat gateway: tells a client which access node to connect to.
 //!
 //! It follows the live access nodes in etcd (their client addresses and
-//! loads) and answers a lookup with the least-loaded one, over the client
+//! loads) and answers a lookup with a lightly loaded one (see [`directory`]), over the client
 //! protocol's framing on TCP ([`tcp`]) or over HTTP ([`http`]). [`Gateway`]
 //! binds and runs everything from a [`Config`]; the binary only wires it to the
 //! command line and signals.
