@@ -29,6 +29,11 @@ pub struct Config {
     pub token_ttl_secs: u64,
     /// How long after expiry a token is still reported as expired rather than unknown, in seconds.
     pub token_grace_secs: u64,
+    /// How long a device's session (which access node holds its connection)
+    /// lives unless that node refreshes it, in milliseconds: a few times the
+    /// access nodes' `session_refresh_ms`, so that the sessions of a node
+    /// that died stop receiving pushes.
+    pub session_ttl_ms: u64,
     /// argon2id memory cost per password hash, in KiB (default 19456, OWASP's minimum).
     /// Lower it only for tests: debug builds take about a second per hash at the default.
     pub argon2_memory_kib: u32,
@@ -54,6 +59,8 @@ impl Default for Config {
             database: "fishchat".into(),
             token_ttl_secs: 7 * 24 * 3600,
             token_grace_secs: 24 * 3600,
+            session_ttl_ms: u64::try_from(crate::store::redis::DEFAULT_SESSION_TTL.as_millis())
+                .unwrap_or(u64::MAX),
             argon2_memory_kib: argon2::Params::DEFAULT_M_COST,
             argon2_iterations: argon2::Params::DEFAULT_T_COST,
             node_id: fishchat_discovery::default_node_id(),

@@ -4,6 +4,7 @@
 //! first use, manager), and serve the gRPC service and the HTTP API until SIGTERM.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
@@ -56,7 +57,8 @@ async fn main() -> anyhow::Result<()> {
     let redis = Arc::new(
         RedisStore::connect(&config.redis_url, &config.key_prefix)
             .await
-            .context("Redis connection")?,
+            .context("Redis connection")?
+            .with_session_ttl(Duration::from_millis(config.session_ttl_ms)),
     );
     let stores = Stores {
         accounts: mongo.clone(),

@@ -484,3 +484,59 @@ async fn racing_logins_of_one_device_replace_each_other_exactly_once() {
     );
     env.cleanup().await;
 }
+
+/// A session that nobody refreshes (its access node died, or its login failed
+/// after it was recorded) stops being listed after the lifetime, another
+/// connection of the device may take it over, and the hash goes with it.
+#[tokio::test]
+async fn a_session_nobody_refreshes_expires() {
+    use fishchat_register::store::Sessions;
+    use fishchat_register::store::redis::RedisStore;
+
+    const TTL: Duration = Duration::from_millis(300);
+    let prefix = format!("{}:", fishchat_e2e::unique_name("fc-register-expiry"));
+    let store = RedisStore::connect(&fishchat_e2e::redis_url(), &prefix)
+        .await
+        .expect("connect Redis store")
+        .with_session_ttl(TTL);
+    let dead = session(9, "phone", "access-dead", 1);
+    let live = session(9, "laptop", "access-live", 2);
+    assert_eq!(store.record(&dead).await.expect("record"), None);
+    assert_eq!(store.record(&live).await.expect("record"), None);
+    let mut redis = fishchat_e2e::redis().await;
+    let key = store.sessions_key(9);
+    let ttl_ms: i64 = redis.pttl(&key).await.expect("pttl");
+    assert!(ttl_ms > 0 && ttl_ms <= 300, "the hash expires: {ttl_ms}");
+
+    // Only the laptop's node refreshes; the phone's session lapses.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        store.touch(&live).await.expect("refresh");
+        let listed = store.list(&[9]).await.expect("list");
+        if listed == std::slice::from_ref(&live) {
+            break;
+        }
+        assert_eq!(listed.len(), 2, "{listed:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the unrefreshed session never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A heartbeat of another connection of the phone takes the lapsed session over.
+    let again = session(9, "phone", "access-live", 3);
+    assert_eq!(
+        store.touch(&again).await.expect("touch"),
+        fishchat_register::store::Touched::Recorded
+    );
+    // Once nobody refreshes anything, the whole hash goes.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while redis.exists::<_, bool>(&key).await.expect("exists") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the hash outlived its sessions"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(store.list(&[9]).await.expect("list").is_empty());
+}

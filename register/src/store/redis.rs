@@ -6,15 +6,22 @@
 //!   `crate::token`); only a digest is stored, so a copy of Redis's data
 //!   does not hand out live tokens;
 //! - `<prefix>sessions:<user_id>` → a hash, device id → JSON
-//!   `{"node", "push", "conn"}` (`conn` as a string: Lua's cjson reads
-//!   numbers as doubles and would round large connection ids).
+//!   `{"node", "push", "conn", "expires"}` (`conn` as a string: Lua's cjson
+//!   reads numbers as doubles and would round large connection ids).
+//!
+//! A session lives for the session lifetime from its last record or refresh
+//! (`expires`, ms since the epoch); the access node holding the connection
+//! refreshes it well within that. A session whose node died, or whose login
+//! failed after it was recorded, is refreshed by nobody: it stops being
+//! listed once it expires, and the hash goes with its last live session
+//! (its TTL is set to the lifetime at every record and refresh).
 //!
 //! Replacing and compare-and-deleting a session run as Lua scripts, so each
 //! is one atomic step even when two connections of a device race.
 //!
 //! Announcements (`crate::announce`) are PUBLISHed on the same connection.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -31,10 +38,16 @@ use crate::model::{Session, TokenRecord, UserId};
 /// How long a command may take before it fails as unavailable.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Sets a device's session and returns the one it overwrote (nil if none).
+/// How long a session lives unless refreshed, by default: three of the
+/// access nodes' default refresh intervals (60 s).
+pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(180);
+
+/// Sets a device's session and returns the one it overwrote (nil if none);
+/// the hash lives ARGV[3] ms more.
 const RECORD_SCRIPT: &str = r"
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return old
 ";
 
@@ -50,18 +63,24 @@ end
 return 0
 ";
 
-/// Re-records a device's session (ARGV[2]) unless another connection holds
-/// it: 0 when another does, 1 when connection ARGV[4] of node ARGV[3] was
-/// the recorded one, 2 when the device had no session and now has this one.
+/// Re-records a device's session (ARGV[2]) unless another live connection
+/// holds it: 0 when another does, 1 when connection ARGV[4] of node ARGV[3]
+/// was the recorded one, 2 when the device had no live session (none, or
+/// one expired before ARGV[5], ms since the epoch) and now has this one.
+/// The hash lives ARGV[6] ms more.
 const TOUCH_SCRIPT: &str = r"
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 local was = 2
 if cur then
   local ok, s = pcall(cjson.decode, cur)
-  if not (ok and s.node == ARGV[3] and s.conn == ARGV[4]) then return 0 end
-  was = 1
+  if ok and s.node == ARGV[3] and s.conn == ARGV[4] then
+    was = 1
+  elseif not (ok and s.expires and s.expires < tonumber(ARGV[5])) then
+    return 0
+  end
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
 return was
 ";
 
@@ -71,6 +90,9 @@ struct StoredSession {
     node: String,
     push: String,
     conn: String,
+    /// Absent in sessions written before sessions expired: live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expires: Option<u64>,
 }
 
 /// Tokens and sessions under one key prefix.
@@ -78,6 +100,7 @@ struct StoredSession {
 pub struct RedisStore {
     conn: ConnectionManager,
     prefix: String,
+    session_ttl: Duration,
     record: Script,
     remove: Script,
     touch: Script,
@@ -97,10 +120,23 @@ impl RedisStore {
         Ok(Self {
             conn,
             prefix: prefix.to_owned(),
+            session_ttl: DEFAULT_SESSION_TTL,
             record: Script::new(RECORD_SCRIPT),
             remove: Script::new(REMOVE_SCRIPT),
             touch: Script::new(TOUCH_SCRIPT),
         })
+    }
+
+    /// Sessions live `ttl` from their last record or refresh (at least 1 ms).
+    pub fn with_session_ttl(self, ttl: Duration) -> Self {
+        Self {
+            session_ttl: ttl.max(Duration::from_millis(1)),
+            ..self
+        }
+    }
+
+    fn session_ttl_ms(&self) -> u64 {
+        u64::try_from(self.session_ttl.as_millis()).unwrap_or(u64::MAX)
     }
 
     /// The key of a token's record.
@@ -142,13 +178,15 @@ impl RedisStore {
     }
 
     async fn record_session(&self, session: &Session) -> Result<Option<Session>, StoreError> {
-        let value = encode_session(session)?;
+        let ttl = self.session_ttl_ms();
+        let value = encode_session(session, now_ms().saturating_add(ttl))?;
         let mut conn = self.conn.clone();
         let old: Option<String> = self
             .record
             .key(self.sessions_key(session.user_id))
             .arg(&session.device_id)
             .arg(value)
+            .arg(ttl)
             .invoke_async(&mut conn)
             .await
             .map_err(backend)?;
@@ -177,14 +215,17 @@ impl RedisStore {
     }
 
     async fn touch_session(&self, session: &Session) -> Result<Touched, StoreError> {
+        let (now, ttl) = (now_ms(), self.session_ttl_ms());
         let mut conn = self.conn.clone();
         let touched: i64 = self
             .touch
             .key(self.sessions_key(session.user_id))
             .arg(&session.device_id)
-            .arg(encode_session(session)?)
+            .arg(encode_session(session, now.saturating_add(ttl))?)
             .arg(&session.access_node_id)
             .arg(session.conn_id.to_string())
+            .arg(now)
+            .arg(ttl)
             .invoke_async(&mut conn)
             .await
             .map_err(backend)?;
@@ -217,11 +258,13 @@ impl RedisStore {
         let mut conn = self.conn.clone();
         let hashes: Vec<Vec<(String, String)>> =
             pipe.query_async(&mut conn).await.map_err(backend)?;
+        let now = now_ms();
         let mut sessions = Vec::new();
         for (user, devices) in users.iter().zip(hashes) {
             for (device, value) in devices {
-                match decode_session(*user, &device, &value) {
-                    Ok(session) => sessions.push(session),
+                match decode_live_session(*user, &device, &value, now) {
+                    Ok(Some(session)) => sessions.push(session),
+                    Ok(None) => {}
                     // One bad entry must not hide the user's other devices.
                     Err(err) => tracing::warn!(user_id = user, device, %err, "skipping a session"),
                 }
@@ -296,19 +339,30 @@ fn parse_token_record(value: &str) -> Result<TokenRecord, StoreError> {
     })
 }
 
-fn encode_session(session: &Session) -> Result<String, StoreError> {
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn encode_session(session: &Session, expires_ms: u64) -> Result<String, StoreError> {
     let stored = StoredSession {
         node: session.access_node_id.clone(),
         push: session.push_addr.clone(),
         conn: session.conn_id.to_string(),
+        expires: Some(expires_ms),
     };
     serde_json::to_string(&stored)
         .map_err(|err| StoreError::corrupt(format!("session encoding: {err}")))
 }
 
+fn decode_stored(value: &str) -> Result<StoredSession, StoreError> {
+    serde_json::from_str(value)
+        .map_err(|err| StoreError::corrupt(format!("session {value:?}: {err}")))
+}
+
 fn decode_session(user_id: UserId, device: &str, value: &str) -> Result<Session, StoreError> {
-    let stored: StoredSession = serde_json::from_str(value)
-        .map_err(|err| StoreError::corrupt(format!("session {value:?}: {err}")))?;
+    let stored = decode_stored(value)?;
     Ok(Session {
         user_id,
         device_id: device.to_owned(),
@@ -319,6 +373,22 @@ fn decode_session(user_id: UserId, device: &str, value: &str) -> Result<Session,
             .parse()
             .map_err(|_| StoreError::corrupt(format!("session conn {:?}", stored.conn)))?,
     })
+}
+
+/// The session in `value` unless it expired before `now_ms`.
+fn decode_live_session(
+    user_id: UserId,
+    device: &str,
+    value: &str,
+    now_ms: u64,
+) -> Result<Option<Session>, StoreError> {
+    if decode_stored(value)?
+        .expires
+        .is_some_and(|expires| expires < now_ms)
+    {
+        return Ok(None);
+    }
+    decode_session(user_id, device, value).map(Some)
 }
 
 #[cfg(test)]
