@@ -193,7 +193,7 @@ pub fn all() -> Vec<Example> {
         ),
         example("Where to connect", 1, pb::GatewayLookup {}),
         example(
-            "The least-loaded access node",
+            "The access node to use",
             1,
             pb::GatewayReply {
                 access_addr: "127.0.0.1:7100".into(),
