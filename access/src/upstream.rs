@@ -474,8 +474,10 @@ impl Upstream {
     }
 
     /// Calls logic until it answers, a non-retryable error comes back, or the
-    /// timeout passes. Only "no node reachable" is retried: every call here is
-    /// safe to repeat (sends carry their client message id, which logic dedups).
+    /// timeout passes. Only failures to reach logic are retried (see
+    /// [`unreached`]): every call here is safe to repeat (sends carry their
+    /// client message id, which logic dedups), so a logic node that restarts
+    /// under a call delays it instead of failing it.
     async fn retrying<R, T, F, Fut>(&self, request: &R, mut call: F) -> Result<T, Status>
     where
         R: Clone,
@@ -493,13 +495,22 @@ impl Upstream {
                     Ok(Err(status)) => status,
                     Err(_) => return Err(Status::unavailable("logic did not answer in time")),
                 };
-            if status.code() != Code::Unavailable || Instant::now() + pause >= deadline {
+            if !unreached(&status) || Instant::now() + pause >= deadline {
                 return Err(status);
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(RETRY_MAX);
         }
     }
+}
+
+/// Whether a call failed for want of a logic node rather than by logic's
+/// answer: none was reachable (UNAVAILABLE), or the connection broke under
+/// the call (a transport error, such as a reset by a node killed mid-call).
+fn unreached(status: &Status) -> bool {
+    status.code() == Code::Unavailable
+        || std::error::Error::source(status)
+            .is_some_and(|source| source.is::<tonic::transport::Error>())
 }
 
 fn now_ms() -> i64 {

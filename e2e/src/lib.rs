@@ -16,13 +16,17 @@ pub mod relay;
 pub mod services;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::process;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use fishchat_client::Connection;
+use fishchat_codec::{Body, pb};
 use rdkafka::ClientConfig;
 use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
+use tokio::net::TcpStream;
 
 /// How long a connect helper waits for its server before failing the test.
 ///
@@ -226,4 +230,30 @@ pub fn unique_name(prefix: &str) -> String {
         .map_or(0, |d| d.as_nanos());
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     format!("{prefix}-{}-{nanos:x}-{n}", process::id())
+}
+
+/// A socket logged in to the access node at `addr` as the token's user
+/// (raw, so a test can write anything next).
+pub async fn login_stream(addr: SocketAddr, token: &str, device: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|err| panic!("connect to {addr}: {err}"));
+    let mut conn = Connection::new(&mut stream);
+    let login: Body = pb::LoginRequest {
+        token: token.into(),
+        device_id: device.into(),
+    }
+    .into();
+    conn.send(1, &login)
+        .await
+        .unwrap_or_else(|err| panic!("login: {err}"));
+    match conn.recv().await {
+        Ok((1, Body::LoginReply(_))) => stream,
+        other => panic!("login: {other:?}"),
+    }
+}
+
+/// A logged-in raw connection to the access node at `addr`.
+pub async fn login(addr: SocketAddr, token: &str, device: &str) -> Connection<TcpStream> {
+    Connection::new(login_stream(addr, token, device).await)
 }

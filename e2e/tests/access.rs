@@ -19,26 +19,7 @@ use tokio::net::TcpStream;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
-/// A socket logged in as the token's user (raw, so a test can write anything next).
-async fn login_stream(addr: SocketAddr, token: &str, device: &str) -> TcpStream {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let mut conn = Connection::new(&mut stream);
-    let login: Body = pb::LoginRequest {
-        token: token.into(),
-        device_id: device.into(),
-    }
-    .into();
-    conn.send(1, &login).await.unwrap();
-    match conn.recv().await.unwrap() {
-        (1, Body::LoginReply(_)) => stream,
-        other => panic!("login: {other:?}"),
-    }
-}
-
-/// A logged-in connection.
-async fn login(addr: SocketAddr, token: &str, device: &str) -> Connection {
-    Connection::new(login_stream(addr, token, device).await)
-}
+use fishchat_e2e::{login, login_stream};
 
 /// Every frame until the server closes the connection.
 async fn until_closed(conn: &mut Connection) -> Vec<Body> {

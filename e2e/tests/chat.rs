@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use fishchat_client::register::{JoinStatus, RegisterApi};
 use fishchat_client::{Client, ClientOptions, Conversation, Event, Events, StoredMessage};
+use fishchat_codec::{Body, pb};
 use fishchat_e2e::cluster::Cluster;
 
 /// How long one expected event may take (a debug build on a busy machine).
@@ -307,4 +308,68 @@ async fn next<T>(events: &mut Events, pick: impl Fn(Event) -> Option<T>) -> T {
             other => panic!("the event never came: {other:?}"),
         }
     }
+}
+
+/// Sends made while the only logic node is killed -9 and started again wait
+/// for it (they are safe to repeat: logic dedups by client message id) and
+/// are acked, not refused; each is stored once. Raw connections, because
+/// `fishchat_client` would hide a refusal by retrying it.
+#[tokio::test(flavor = "multi_thread")]
+async fn sends_wait_for_a_restarting_logic_instead_of_failing() {
+    const SENDERS: usize = 4;
+    const PER_SENDER: u32 = 60;
+    let mut cluster = chat_cluster("chat-logic-restart", 1).await;
+    let access = cluster.access[0].client;
+    let (bob, bob_token) = cluster.new_user("bob").await;
+    let (_bob, mut bob_events) = connect(&cluster, &bob_token, "phone").await;
+    let mut sending = Vec::new();
+    let (progress, mut acked_so_far) = tokio::sync::mpsc::unbounded_channel();
+    for s in 0..SENDERS {
+        let (_, token) = cluster.new_user(&format!("sender{s}")).await;
+        let mut conn = fishchat_e2e::login(access, &token, "d").await;
+        let progress = progress.clone();
+        sending.push(tokio::spawn(async move {
+            let mut acks = Vec::new();
+            for n in 1..=PER_SENDER {
+                let send: Body = pb::SendToUser {
+                    client_msg_id: format!("{s}:{n}"),
+                    to_user_id: bob,
+                    body: format!("{s}:{n}").into_bytes().into(),
+                }
+                .into();
+                conn.send(n, &send).await.unwrap();
+                // Skip the sender's own copies (pushes); wait for this send's ack.
+                let ack = loop {
+                    match conn.recv().await.unwrap() {
+                        (id, Body::SendAck(ack)) if id == n => break ack,
+                        _ => {}
+                    }
+                };
+                acks.push(ack);
+                let _ = progress.send(());
+                // Spread the sends over the restart.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            acks
+        }));
+    }
+    for _ in 0..SENDERS * 5 {
+        acked_so_far.recv().await.unwrap();
+    }
+    cluster.logic[0].0.restart();
+    let mut ids = Vec::new();
+    for task in sending {
+        for ack in task.await.unwrap() {
+            assert_eq!(ack.error, None, "a send was refused across the restart");
+            ids.push(ack.server_msg_id);
+        }
+    }
+    let mut got: Vec<u64> = messages(&mut bob_events, ids.len())
+        .await
+        .iter()
+        .map(|m| m.server_msg_id)
+        .collect();
+    got.sort_unstable();
+    ids.sort_unstable();
+    assert_eq!(got, ids, "each acked send stored and delivered once");
 }
