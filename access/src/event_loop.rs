@@ -559,30 +559,35 @@ impl EventLoop {
             _ => {
                 // The connection went while its login was upstream: undo the session.
                 if let Then::LoggedIn { user_id, device_id } = then {
+                    self.shared.table.forget_replaced(user_id, conn_id);
                     self.shared.upstream.logout(user_id, &device_id, conn_id);
                 }
                 return;
             }
         };
         conn.in_flight = conn.in_flight.saturating_sub(1);
+        let mut replaced = false;
         match then {
             Then::Nothing => {}
             Then::LoggedIn { user_id, device_id } => {
                 if conn.state == State::LoggingIn {
-                    conn.state = State::Active;
-                    conn.user_id = user_id;
-                    conn.device_id = device_id;
-                    conn.deadline = now.saturating_add(limits.heartbeat_deadline);
-                    conn.touched = now;
-                    refile(&mut self.wheel, slot, conn);
-                    self.shared.table.insert(
-                        user_id,
-                        ConnRef {
-                            conn_id,
-                            slot: slot as u32,
-                            loop_index: self.index,
-                        },
-                    );
+                    let entry = ConnRef {
+                        conn_id,
+                        slot: slot as u32,
+                        loop_index: self.index,
+                    };
+                    if self.shared.table.insert(user_id, entry) {
+                        conn.state = State::Active;
+                        conn.user_id = user_id;
+                        conn.device_id = device_id;
+                        conn.deadline = now.saturating_add(limits.heartbeat_deadline);
+                        conn.touched = now;
+                        refile(&mut self.wheel, slot, conn);
+                    } else {
+                        // A later login of the device replaced this one before
+                        // it got here; its session is that login's now.
+                        replaced = true;
+                    }
                 } else {
                     self.shared.upstream.logout(user_id, &device_id, conn_id);
                 }
@@ -596,6 +601,9 @@ impl EventLoop {
         let resume = conn.paused && conn.in_flight < limits.max_in_flight;
         if let Some(frame) = frame.filter(|f| !f.is_empty()) {
             self.send(slot, frame);
+        }
+        if replaced {
+            return self.kick(slot, KickReason::DuplicateLogin);
         }
         if resume {
             self.resume(slot);

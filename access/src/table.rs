@@ -4,9 +4,17 @@
 //! Pushes arrive on gRPC threads and must find their connections without a
 //! global lock, so the table is split into shards by user id, each behind its
 //! own `parking_lot` mutex. Only the event loop that owns a connection adds or
-//! removes its entry; everyone else only reads.
+//! removes its entry; everyone else only reads, except to mark a connection
+//! replaced before its own login reached the table.
+//!
+//! That mark closes a race: two logins of one device at once are recorded
+//! one after the other upstream, and the second names the first to be
+//! kicked; but the first's reply may still be on its way to its loop, so the
+//! kick finds nothing in the table. The kicker then marks the connection
+//! replaced, under the same shard lock the loop takes to add it, and the loop
+//! kicks it instead of adding it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use parking_lot::Mutex;
 use smallvec::SmallVec;
@@ -28,46 +36,85 @@ pub struct ConnRef {
 /// Most users have one device connected; that one entry lives inline.
 type Entries = SmallVec<[ConnRef; 1]>;
 
+/// Connections marked replaced per shard before the marks are dropped: marks
+/// of logins that never reach the table (their connection went, or their
+/// reply was lost) must not pile up.
+const MAX_REPLACED: usize = 1024;
+
+#[derive(Debug, Default)]
+struct Shard {
+    users: HashMap<u64, Entries>,
+    /// Connection ids replaced by a later login of their device before their
+    /// own login was added.
+    replaced: HashSet<u64>,
+}
+
 /// user id → connections, sharded.
 #[derive(Debug)]
 pub struct ConnTable {
-    shards: Vec<Mutex<HashMap<u64, Entries>>>,
+    shards: Vec<Mutex<Shard>>,
 }
 
 impl Default for ConnTable {
     fn default() -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
         }
     }
 }
 
 impl ConnTable {
-    fn shard(&self, user_id: u64) -> &Mutex<HashMap<u64, Entries>> {
+    fn shard(&self, user_id: u64) -> &Mutex<Shard> {
         // Ids are sequential, so the low bits spread users evenly.
         &self.shards[(user_id % SHARDS as u64) as usize]
     }
 
-    /// Records a logged-in connection of `user_id`.
-    pub fn insert(&self, user_id: u64, conn: ConnRef) {
-        self.shard(user_id)
-            .lock()
-            .entry(user_id)
-            .or_default()
-            .push(conn);
+    /// Records a logged-in connection of `user_id`, unless a later login of
+    /// its device already replaced it: false then, and the caller kicks it.
+    pub fn insert(&self, user_id: u64, conn: ConnRef) -> bool {
+        let mut shard = self.shard(user_id).lock();
+        if shard.replaced.remove(&conn.conn_id) {
+            return false;
+        }
+        shard.users.entry(user_id).or_default().push(conn);
+        true
+    }
+
+    /// The connection `conn_id` of `user_id` that a later login replaced, if
+    /// it is here; if not, its login may still be on its way, so it is marked
+    /// for [`insert`](Self::insert) to refuse.
+    pub fn find_or_mark_replaced(&self, user_id: u64, conn_id: u64) -> Option<ConnRef> {
+        let mut shard = self.shard(user_id).lock();
+        let found = shard
+            .users
+            .get(&user_id)
+            .and_then(|entries| entries.iter().find(|c| c.conn_id == conn_id).copied());
+        if found.is_none() {
+            if shard.replaced.len() >= MAX_REPLACED {
+                shard.replaced.clear();
+            }
+            shard.replaced.insert(conn_id);
+        }
+        found
+    }
+
+    /// Drops the mark of a replaced connection that went before its login
+    /// was added.
+    pub fn forget_replaced(&self, user_id: u64, conn_id: u64) {
+        self.shard(user_id).lock().replaced.remove(&conn_id);
     }
 
     /// Forgets the connection `conn_id` of `user_id`; true when it was there.
     pub fn remove(&self, user_id: u64, conn_id: u64) -> bool {
         let mut shard = self.shard(user_id).lock();
-        let Some(entries) = shard.get_mut(&user_id) else {
+        let Some(entries) = shard.users.get_mut(&user_id) else {
             return false;
         };
         let before = entries.len();
         entries.retain(|c| c.conn_id != conn_id);
         let removed = entries.len() != before;
         if entries.is_empty() {
-            shard.remove(&user_id);
+            shard.users.remove(&user_id);
         }
         removed
     }
@@ -75,7 +122,7 @@ impl ConnTable {
     /// Calls `f` with each connection of `user_id`; returns how many there were.
     pub fn for_each(&self, user_id: u64, mut f: impl FnMut(ConnRef)) -> usize {
         let shard = self.shard(user_id).lock();
-        match shard.get(&user_id) {
+        match shard.users.get(&user_id) {
             Some(entries) => {
                 entries.iter().copied().for_each(&mut f);
                 entries.len()
@@ -88,6 +135,7 @@ impl ConnTable {
     pub fn find(&self, user_id: u64, conn_id: u64) -> Option<ConnRef> {
         let shard = self.shard(user_id).lock();
         shard
+            .users
             .get(&user_id)?
             .iter()
             .find(|c| c.conn_id == conn_id)
@@ -96,7 +144,7 @@ impl ConnTable {
 
     /// Number of users with at least one connection.
     pub fn users(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().len()).sum()
+        self.shards.iter().map(|s| s.lock().users.len()).sum()
     }
 }
 
@@ -115,9 +163,9 @@ mod tests {
     #[test]
     fn several_devices_of_one_user_are_all_found_and_removed_one_by_one() {
         let table = ConnTable::default();
-        table.insert(7, conn(1));
-        table.insert(7, conn(2));
-        table.insert(71, conn(3));
+        assert!(table.insert(7, conn(1)));
+        assert!(table.insert(7, conn(2)));
+        assert!(table.insert(71, conn(3)));
         let mut seen = Vec::new();
         assert_eq!(table.for_each(7, |c| seen.push(c.conn_id)), 2);
         assert_eq!(seen, [1, 2]);
@@ -128,5 +176,24 @@ mod tests {
         assert!(table.remove(7, 2));
         assert_eq!(table.users(), 1, "only user 71 remains");
         assert_eq!(table.find(7, 2), None);
+    }
+
+    #[test]
+    fn a_connection_replaced_before_its_login_arrives_is_refused_once() {
+        let table = ConnTable::default();
+        assert!(table.insert(7, conn(1)));
+        // Already here: found, not marked.
+        assert_eq!(table.find_or_mark_replaced(7, 1), Some(conn(1)));
+        assert!(table.insert(7, conn(3)));
+        // Not here yet: marked, and its login is refused when it arrives.
+        assert_eq!(table.find_or_mark_replaced(7, 2), None);
+        assert!(!table.insert(7, conn(2)));
+        assert_eq!(table.find(7, 2), None);
+        // The mark is spent: a (new) connection with that id is not refused.
+        assert!(table.insert(7, conn(2)));
+        // A mark whose connection went is dropped.
+        assert_eq!(table.find_or_mark_replaced(7, 4), None);
+        table.forget_replaced(7, 4);
+        assert!(table.insert(7, conn(4)));
     }
 }

@@ -417,7 +417,13 @@ impl Upstream {
 
     /// Kicks connection `conn_id` of `user_id` if it lives on this node; true when found.
     pub fn kick_local(&self, user_id: u64, conn_id: u64, reason: KickReason) -> bool {
-        let Some(conn) = self.table.find(user_id, conn_id) else {
+        let found = if reason == KickReason::DuplicateLogin {
+            // Its login may not have reached the table yet (see `table`).
+            self.table.find_or_mark_replaced(user_id, conn_id)
+        } else {
+            self.table.find(user_id, conn_id)
+        };
+        let Some(conn) = found else {
             return false;
         };
         self.loops

@@ -232,13 +232,12 @@ pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}-{}-{nanos:x}-{n}", process::id())
 }
 
-/// A socket logged in to the access node at `addr` as the token's user
-/// (raw, so a test can write anything next).
-pub async fn login_stream(addr: SocketAddr, token: &str, device: &str) -> TcpStream {
-    let mut stream = TcpStream::connect(addr)
+/// A logged-in raw connection to the access node at `addr`, holding whatever
+/// the node sent after the login reply (a kick, say).
+pub async fn login(addr: SocketAddr, token: &str, device: &str) -> Connection<TcpStream> {
+    let mut conn = Connection::connect(addr)
         .await
         .unwrap_or_else(|err| panic!("connect to {addr}: {err}"));
-    let mut conn = Connection::new(&mut stream);
     let login: Body = pb::LoginRequest {
         token: token.into(),
         device_id: device.into(),
@@ -248,12 +247,7 @@ pub async fn login_stream(addr: SocketAddr, token: &str, device: &str) -> TcpStr
         .await
         .unwrap_or_else(|err| panic!("login: {err}"));
     match conn.recv().await {
-        Ok((1, Body::LoginReply(_))) => stream,
+        Ok((1, Body::LoginReply(_))) => conn,
         other => panic!("login: {other:?}"),
     }
-}
-
-/// A logged-in raw connection to the access node at `addr`.
-pub async fn login(addr: SocketAddr, token: &str, device: &str) -> Connection<TcpStream> {
-    Connection::new(login_stream(addr, token, device).await)
 }

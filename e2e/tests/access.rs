@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
-use fishchat_e2e::{login, login_stream};
+use fishchat_e2e::login;
 
 /// Every frame until the server closes the connection.
 async fn until_closed(conn: &mut Connection) -> Vec<Body> {
@@ -106,7 +106,7 @@ async fn bad_input_is_refused_and_closed_and_other_connections_carry_on() {
     assert_eq!(error_codes(&frames), [ErrorCode::FrameTooLarge]);
 
     // Acting as another user: a SEND_TO_USER with an extra field 15 naming bob as the sender.
-    let mut impostor = login_stream(addr, &alice_token, "phone").await;
+    let mut impostor = login(addr, &alice_token, "phone").await;
     let mut body = BytesMut::new();
     prost::Message::encode(
         &pb::SendToUser {
@@ -123,8 +123,8 @@ async fn bad_input_is_refused_and_closed_and_other_connections_carry_on() {
     frame.put_u32(8 + body.len() as u32);
     frame.put_slice(&[1, 0, 0, 5, 0, 0, 0, 9]);
     frame.put_slice(&body);
-    impostor.write_all(&frame).await.unwrap();
-    let frames = until_closed(&mut Connection::new(impostor)).await;
+    impostor.get_mut().write_all(&frame).await.unwrap();
+    let frames = until_closed(&mut impostor).await;
     assert_eq!(error_codes(&frames), [ErrorCode::BadBody]);
 
     // The connection on the same loop is unaffected, and what it sends is stored.
@@ -231,6 +231,40 @@ async fn a_second_login_of_a_device_kicks_the_first_on_any_node() {
         "replaced from another node"
     );
     ping(&mut laptop).await;
+}
+
+/// Two logins of one device at the same moment, on one node and across two:
+/// each time exactly one connection stays, and the other is kicked as a
+/// duplicate, however their replies and kicks interleave.
+#[tokio::test(flavor = "multi_thread")]
+async fn simultaneous_logins_of_a_device_leave_exactly_one_connection() {
+    const TRIES: usize = 10;
+    let mut cluster = Cluster::start("access-login-race").await;
+    cluster.add_access(&[]).await;
+    cluster.add_access(&[]).await;
+    let (a, b) = (cluster.access[0].client, cluster.access[1].client);
+    let (_erin, token) = cluster.new_user("erin").await;
+    for attempt in 0..TRIES {
+        let second_node = if attempt % 2 == 0 { a } else { b };
+        let device = format!("phone-{attempt}");
+        let (one, two) = tokio::join!(
+            login(a, &token, &device),
+            login(second_node, &token, &device)
+        );
+        // Whichever was replaced is kicked and closed; the other stays.
+        let (mut one, mut two) = (one, two);
+        let closed = tokio::select! {
+            frames = until_closed(&mut one) => (0, frames),
+            frames = until_closed(&mut two) => (1, frames),
+        };
+        assert_eq!(
+            kick_reasons(&closed.1),
+            [KickReason::DuplicateLogin],
+            "try {attempt}: the replaced login is kicked as a duplicate"
+        );
+        let survivor = if closed.0 == 0 { &mut two } else { &mut one };
+        ping(survivor).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
