@@ -39,6 +39,9 @@ pub struct Config {
     pub argon2_memory_kib: u32,
     /// argon2id iterations per password hash (default 2).
     pub argon2_iterations: u32,
+    /// Password hashes computed at once (each takes `argon2_memory_kib`);
+    /// further logins and sign-ups wait their turn. 0: one per core.
+    pub max_concurrent_hashes: usize,
     /// This node's id, unique among register nodes (its etcd key).
     pub node_id: String,
     /// etcd endpoints, for registering this node.
@@ -63,6 +66,7 @@ impl Default for Config {
                 .unwrap_or(u64::MAX),
             argon2_memory_kib: argon2::Params::DEFAULT_M_COST,
             argon2_iterations: argon2::Params::DEFAULT_T_COST,
+            max_concurrent_hashes: 0,
             node_id: fishchat_discovery::default_node_id(),
             etcd_endpoints: vec!["127.0.0.1:2379".into()],
             manager_addr: "http://127.0.0.1:7030".into(),
@@ -87,7 +91,10 @@ impl Config {
             argon2::Params::DEFAULT_P_COST,
             None,
         )?;
-        Ok(Passwords::with_params(params))
+        Ok(match self.max_concurrent_hashes {
+            0 => Passwords::with_params(params),
+            cap => Passwords::with_limit(params, cap),
+        })
     }
 }
 

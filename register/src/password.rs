@@ -2,39 +2,55 @@
 //!
 //! Hashing is deliberately slow (tens of milliseconds, ~19 MiB), so it runs
 //! on tokio's blocking pool and never on a worker that serves other requests.
+//! At most a fixed number of hashes run at once (by default one per core):
+//! a flood of logins then waits its turn instead of taking ~19 MiB per
+//! request in flight, so the memory hashing can take is bounded.
+
+use std::sync::Arc;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Argon2, Params};
 use rand::TryRngCore;
 use rand::rngs::OsRng;
+use tokio::sync::Semaphore;
 
 use crate::error::Error;
 
-/// Hashes and checks passwords with one set of argon2 parameters.
+/// Hashes and checks passwords with one set of argon2 parameters; clones
+/// share the cap on hashes at once.
 #[derive(Debug, Clone)]
 pub struct Passwords {
     params: Params,
+    running: Arc<Semaphore>,
 }
 
 impl Default for Passwords {
     /// argon2id with the crate's default (OWASP-recommended) parameters.
     fn default() -> Self {
-        Self {
-            params: Params::default(),
-        }
+        Self::with_params(Params::default())
     }
 }
 
 impl Passwords {
-    /// Hashing with `params` (tests use cheap ones to stay fast in debug builds).
+    /// Hashing with `params` (tests use cheap ones to stay fast in debug
+    /// builds), one hash at a time per core.
     pub fn with_params(params: Params) -> Self {
-        Self { params }
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        Self::with_limit(params, cores)
+    }
+
+    /// Hashing with `params`, at most `max_at_once` hashes at a time (at least one).
+    pub fn with_limit(params: Params, max_at_once: usize) -> Self {
+        Self {
+            params,
+            running: Arc::new(Semaphore::new(max_at_once.max(1))),
+        }
     }
 
     /// The PHC string (`$argon2id$v=19$...`) of `password` under a fresh random salt.
     pub async fn hash(&self, password: String) -> Result<String, Error> {
         let params = self.params.clone();
-        run_blocking(move || {
+        self.run_blocking(move || {
             let mut salt = [0u8; 16];
             OsRng
                 .try_fill_bytes(&mut salt)
@@ -55,7 +71,7 @@ impl Passwords {
     /// parameters keep verifying.
     pub async fn verify(&self, password: String, hash: String) -> Result<bool, Error> {
         let params = self.params.clone();
-        run_blocking(move || {
+        self.run_blocking(move || {
             let parsed = PasswordHash::new(&hash)
                 .map_err(|err| Error::Internal(format!("stored hash does not parse: {err}")))?;
             Ok(argon(params)
@@ -64,18 +80,25 @@ impl Passwords {
         })
         .await
     }
+
+    /// Runs `work` on the blocking pool once fewer than the cap are running.
+    async fn run_blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let _turn = self
+            .running
+            .acquire()
+            .await
+            .map_err(|err| Error::Internal(format!("password workers closed: {err}")))?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|err| Error::Internal(format!("password worker failed: {err}")))?
+    }
 }
 
 fn argon(params: Params) -> Argon2<'static> {
     Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
-}
-
-async fn run_blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, Error> + Send + 'static,
-) -> Result<T, Error> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|err| Error::Internal(format!("password worker failed: {err}")))?
 }
 
 #[cfg(test)]
@@ -104,6 +127,29 @@ mod tests {
                 .await
                 .expect("verify")
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn no_more_hashes_run_at_once_than_the_cap() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let passwords = Passwords::with_limit(Params::new(1024, 1, 1, None).expect("params"), 2);
+        let (running, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let works = (0..8).map(|_| {
+            let (running, peak) = (running.clone(), peak.clone());
+            passwords.run_blocking(move || {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now, Ordering::SeqCst);
+                // Long enough for the others to try to start meanwhile.
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                running.fetch_sub(1, Ordering::SeqCst);
+                Ok(())
+            })
+        });
+        for done in futures::future::join_all(works).await {
+            done.expect("work");
+        }
+        let peak = peak.load(Ordering::SeqCst);
+        assert!((1..=2).contains(&peak), "{peak} ran at once");
     }
 
     #[tokio::test]
