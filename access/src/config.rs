@@ -35,6 +35,10 @@ pub struct Config {
     pub session_refresh_ms: u64,
     /// Requests one connection may have in flight upstream; beyond it the node stops reading that socket.
     pub max_in_flight: u16,
+    /// Connections the node holds at most, across its loops; one more gets
+    /// `KICK NODE_FULL` and is closed before it is read (0: no cap but the
+    /// open-files limit).
+    pub max_connections: usize,
     /// Bytes queued towards one connection beyond which it is kicked as a slow consumer.
     pub max_outbound_bytes: usize,
     /// Largest frame accepted from a client (header + body), in bytes.
@@ -68,6 +72,7 @@ impl Default for Config {
             heartbeat_interval_ms: 30_000,
             session_refresh_ms: 60_000,
             max_in_flight: 32,
+            max_connections: 0,
             max_outbound_bytes: 256 * 1024,
             max_frame_len: fishchat_codec::DEFAULT_MAX_FRAME_LEN,
             max_upstream_calls: 256,

@@ -5,7 +5,7 @@
 //! tokio side sent back (replies, pushes, kicks), run the timers, write. The
 //! loop never blocks on anything but `poll`.
 
-use std::io::{self, Read as _};
+use std::io::{self, Read as _, Write as _};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -52,6 +52,8 @@ pub struct Limits {
     pub session_refresh: u32,
     /// Requests in flight per connection.
     pub max_in_flight: u16,
+    /// Connections of the whole node (0: no cap).
+    pub max_connections: usize,
     /// Outbound bytes per connection before it is kicked.
     pub max_outbound: usize,
     /// Largest frame in either direction.
@@ -265,6 +267,18 @@ impl EventLoop {
     fn add(&mut self, mut stream: TcpStream) {
         // Frames are written whole; Nagle would only add latency.
         let _ = stream.set_nodelay(true);
+        let limits = &self.shared.limits;
+        if limits.max_connections > 0
+            && self.shared.metrics.connections.get()
+                >= i64::try_from(limits.max_connections).unwrap_or(i64::MAX)
+        {
+            // Told why before anything is read, so the client goes to another
+            // node; the frame fits any fresh socket's send buffer, and a client
+            // that misses it sees the close and reconnects all the same.
+            self.shared.metrics.kick(KickReason::NodeFull);
+            let _ = stream.write(&frames::kick(KickReason::NodeFull, limits.max_frame_len));
+            return;
+        }
         let deadline = self.now().saturating_add(self.shared.limits.login_deadline);
         let entry = self.conns.vacant_entry();
         let slot = entry.key();

@@ -49,6 +49,7 @@ pub fn kick_text(reason: KickReason) -> &'static str {
         KickReason::HeartbeatTimeout => "no frame within the heartbeat deadline",
         KickReason::ProtocolError => "protocol error",
         KickReason::SessionRevoked => "the session was revoked",
+        KickReason::NodeFull => "this node is full: reconnect through the gateway",
         KickReason::Unspecified => "closed by the server",
     }
 }

@@ -86,6 +86,7 @@ impl AccessNode {
                 heartbeat_deadline: ticks(config.heartbeat_deadline()),
                 session_refresh: ticks(Duration::from_millis(config.session_refresh_ms)),
                 max_in_flight: config.max_in_flight.max(1),
+                max_connections: config.max_connections,
                 max_outbound: config.max_outbound_bytes,
                 max_frame_len: config.max_frame_len,
                 drain_timeout: Duration::from_millis(config.drain_timeout_ms),

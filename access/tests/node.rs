@@ -689,6 +689,37 @@ async fn a_second_login_of_the_same_device_kicks_the_first() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_full_node_tells_new_connections_so_and_takes_them_again_once_one_goes() {
+    let h = Harness::start(FakeLogic::default(), |c| {
+        c.loops = 2;
+        c.max_connections = 2;
+    })
+    .await;
+    let first = h.login(1, "d").await;
+    let mut second = h.login(2, "d").await;
+    let mut third = h.connect().await;
+    assert_eq!(
+        third
+            .until_closed()
+            .await
+            .iter()
+            .filter_map(kick_reason)
+            .collect::<Vec<_>>(),
+        [KickReason::NodeFull]
+    );
+    assert!(h.kicks(KickReason::NodeFull));
+    assert_eq!(h.connections(), 2);
+    drop(first);
+    wait_until(DEADLINE, "the first connection to be gone", async || {
+        (h.connections() == 1).then_some(())
+    })
+    .await;
+    h.login(3, "d").await;
+    let pong = second.request(pb::Ping::default()).await;
+    assert!(matches!(pong, Body::Pong(_)), "{pong:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_drain_spreads_its_reconnects_over_the_window() {
     const CLIENTS: u64 = 20;
     let spread = Duration::from_millis(1_000);
