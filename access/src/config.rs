@@ -39,6 +39,11 @@ pub struct Config {
     /// `KICK NODE_FULL` and is closed before it is read (0: no cap but the
     /// open-files limit).
     pub max_connections: usize,
+    /// Sends one connection may make per second in the long run; more are
+    /// answered `TOO_MANY_REQUESTS` (retry later) and the connection stays (0: no limit).
+    pub max_sends_per_sec: u32,
+    /// Sends one connection may make at once after a quiet spell (at most 6553).
+    pub send_burst: u32,
     /// Bytes queued towards one connection beyond which it is kicked as a slow consumer.
     pub max_outbound_bytes: usize,
     /// Largest frame accepted from a client (header + body), in bytes.
@@ -73,6 +78,8 @@ impl Default for Config {
             session_refresh_ms: 60_000,
             max_in_flight: 32,
             max_connections: 0,
+            max_sends_per_sec: 200,
+            send_burst: 400,
             max_outbound_bytes: 256 * 1024,
             max_frame_len: fishchat_codec::DEFAULT_MAX_FRAME_LEN,
             max_upstream_calls: 256,

@@ -59,6 +59,9 @@ pub struct Conn {
     pub touched: u32,
     /// Requests sent upstream and not yet answered.
     pub in_flight: u16,
+    /// The send rate's bucket (see `send_rate`): tokens, and the tick of their last refill.
+    pub send_tokens: u16,
+    pub send_refilled: u32,
     /// Life stage.
     pub state: State,
     /// Reading stopped because `in_flight` reached the cap.
@@ -80,6 +83,8 @@ impl Conn {
             filed: deadline,
             touched: 0,
             in_flight: 0,
+            send_tokens: u16::MAX,
+            send_refilled: 0,
             state: State::AwaitingLogin,
             paused: false,
             dirty: false,

@@ -24,6 +24,7 @@ use crate::drain::Drain;
 use crate::frames;
 use crate::mailbox::{Mailbox, PushBatch, Reply, Then, ToLoop};
 use crate::metrics::Metrics;
+use crate::send_rate::SendRate;
 use crate::table::{ConnRef, ConnTable};
 use crate::upstream::{Call, Caller, Request, Upstream};
 use crate::wheel::{Entry, Wheel};
@@ -54,6 +55,8 @@ pub struct Limits {
     pub max_in_flight: u16,
     /// Connections of the whole node (0: no cap).
     pub max_connections: usize,
+    /// Sends per connection.
+    pub send_rate: SendRate,
     /// Outbound bytes per connection before it is kicked.
     pub max_outbound: usize,
     /// Largest frame in either direction.
@@ -450,6 +453,31 @@ impl EventLoop {
         };
         if conn.state == State::Active {
             conn.deadline = now.saturating_add(limits.heartbeat_deadline);
+        }
+        let send_id = match &body {
+            Body::SendToUser(m) => Some(&m.client_msg_id),
+            Body::SendToGroup(m) => Some(&m.client_msg_id),
+            _ => None,
+        };
+        if let Some(client_msg_id) = send_id
+            && conn.state == State::Active
+            && !limits
+                .send_rate
+                .take(&mut conn.send_tokens, &mut conn.send_refilled, now)
+        {
+            let ack = pb::SendAck {
+                client_msg_id: client_msg_id.clone(),
+                error: Some(pb::Error {
+                    code: ErrorCode::TooManyRequests as i32,
+                    message: format!(
+                        "more than {} sends per second on this connection; retry later",
+                        limits.send_rate.per_second
+                    ),
+                }),
+                ..pb::SendAck::default()
+            };
+            let frame = frames::frame(Command::SendAck, request_id, &ack, limits.max_frame_len);
+            return self.send(slot, frame);
         }
         let request = match (conn.state, body) {
             (_, Body::Ping(ping)) => {

@@ -22,6 +22,7 @@ mod mailbox;
 pub mod metrics;
 mod node;
 mod push;
+mod send_rate;
 mod table;
 mod upstream;
 mod wheel;

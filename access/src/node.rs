@@ -19,6 +19,7 @@ use crate::event_loop::{EventLoop, Limits, Shared, WAKER, ticks};
 use crate::mailbox::{LoopHandle, ToLoop, mailbox};
 use crate::metrics::Metrics;
 use crate::push::PushService;
+use crate::send_rate::SendRate;
 use crate::table::ConnTable;
 use crate::upstream::{Upstream, UpstreamSettings};
 
@@ -87,6 +88,10 @@ impl AccessNode {
                 session_refresh: ticks(Duration::from_millis(config.session_refresh_ms)),
                 max_in_flight: config.max_in_flight.max(1),
                 max_connections: config.max_connections,
+                send_rate: SendRate {
+                    per_second: config.max_sends_per_sec,
+                    burst: config.send_burst,
+                },
                 max_outbound: config.max_outbound_bytes,
                 max_frame_len: config.max_frame_len,
                 drain_timeout: Duration::from_millis(config.drain_timeout_ms),

@@ -310,6 +310,35 @@ fn send_to(to_user_id: u64, id: &str) -> pb::SendToUser {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn sends_over_the_connections_rate_are_refused_for_now_and_the_connection_stays() {
+    let h = Harness::start(FakeLogic::default(), |c| {
+        c.max_sends_per_sec = 1;
+        c.send_burst = 2;
+    })
+    .await;
+    let mut client = h.login(7, "phone").await;
+    let mut errors = Vec::new();
+    for id in ["m1", "m2", "m3"] {
+        match client.request(send_to(8, id)).await {
+            Body::SendAck(ack) => errors.push(ack.error.map(|e| e.code)),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(
+        errors,
+        [None, None, Some(ErrorCode::TooManyRequests as i32)],
+        "the burst, then a refusal the client may retry"
+    );
+    assert_eq!(
+        h.logic.sends.lock().len(),
+        2,
+        "the refused send went nowhere"
+    );
+    let pong = client.request(pb::Ping { client_time_ms: 1 }).await;
+    assert!(matches!(pong, Body::Pong(_)), "{pong:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_logged_in_connection_acts_only_as_its_own_user() {
     let h = Harness::start(FakeLogic::default(), |_| {}).await;
     let mut client = h.login(7, "phone").await;
