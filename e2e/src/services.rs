@@ -31,10 +31,16 @@ pub fn bin_dir() -> PathBuf {
 /// while another server answered its health check in its place.
 const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
 
-/// A port that was free a moment ago on 127.0.0.1, outside the ephemeral range.
+/// A port that was free a moment ago on 127.0.0.1, outside the ephemeral range,
+/// and never handed out before in this process: a cluster draws all its ports
+/// before its services bind them, so a free-looking port may already be
+/// promised to another service of the same test.
 pub fn free_port() -> u16 {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
     use std::sync::atomic::{AtomicU64, Ordering};
     static DRAWS: AtomicU64 = AtomicU64::new(0);
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
     let span = u64::from(TEST_PORTS.end - TEST_PORTS.start);
     loop {
         // Spread processes (nextest runs each test in its own) and draws apart.
@@ -44,7 +50,13 @@ pub fn free_port() -> u16 {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| u64::from(d.subsec_nanos()));
         let port = TEST_PORTS.start + (seed % span) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+            continue;
+        }
+        let mut given = GIVEN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if given.get_or_insert_with(HashSet::new).insert(port) {
             return port;
         }
     }
