@@ -317,20 +317,28 @@ async fn next<T>(events: &mut Events, pick: impl Fn(Event) -> Option<T>) -> T {
 #[tokio::test(flavor = "multi_thread")]
 async fn sends_wait_for_a_restarting_logic_instead_of_failing() {
     const SENDERS: usize = 4;
-    const PER_SENDER: u32 = 60;
+    /// A bound on each sender's loop, far above what the test needs.
+    const MOST_PER_SENDER: u32 = 5_000;
     let mut cluster = chat_cluster("chat-logic-restart", 1).await;
     let access = cluster.access[0].client;
     let (bob, bob_token) = cluster.new_user("bob").await;
     let (_bob, mut bob_events) = connect(&cluster, &bob_token, "phone").await;
     let mut sending = Vec::new();
     let (progress, mut acked_so_far) = tokio::sync::mpsc::unbounded_channel();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
     for s in 0..SENDERS {
         let (_, token) = cluster.new_user(&format!("sender{s}")).await;
         let mut conn = fishchat_e2e::login(access, &token, "d").await;
         let progress = progress.clone();
+        let stopped = stopped.clone();
         sending.push(tokio::spawn(async move {
             let mut acks = Vec::new();
-            for n in 1..=PER_SENDER {
+            // Sends back to back until told to stop, so that some are in
+            // flight whenever logic goes away.
+            for n in 1..=MOST_PER_SENDER {
+                if *stopped.borrow() {
+                    break;
+                }
                 let send: Body = pb::SendToUser {
                     client_msg_id: format!("{s}:{n}"),
                     to_user_id: bob,
@@ -347,8 +355,6 @@ async fn sends_wait_for_a_restarting_logic_instead_of_failing() {
                 };
                 acks.push(ack);
                 let _ = progress.send(());
-                // Spread the sends over the restart.
-                tokio::time::sleep(Duration::from_millis(20)).await;
             }
             acks
         }));
@@ -357,6 +363,16 @@ async fn sends_wait_for_a_restarting_logic_instead_of_failing() {
         acked_so_far.recv().await.unwrap();
     }
     cluster.logic[0].0.restart();
+    // Stop once every sender got some acks from the restarted node too.
+    for _ in 0..SENDERS * 5 {
+        acked_so_far.recv().await.unwrap();
+    }
+    let logic = cluster.logic[0].1.to_string();
+    fishchat_e2e::services::wait_healthy(&logic, DEADLINE).await;
+    for _ in 0..SENDERS * 5 {
+        acked_so_far.recv().await.unwrap();
+    }
+    stop.send_replace(true);
     let mut ids = Vec::new();
     for task in sending {
         for ack in task.await.unwrap() {

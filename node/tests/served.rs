@@ -89,27 +89,28 @@ lists_only_the_services_served!(
     "grpc.reflection.v1alpha.ServerReflection"
 );
 
-/// Waits until `client` reports `want` for `service`; panics at the deadline.
+/// Waits until `client` reports `want` for `service`, following the health
+/// service's own stream of changes; panics at the deadline.
 async fn until_status(
     client: &mut HealthClient<tonic::transport::Channel>,
     service: &str,
     want: ServingStatus,
 ) {
-    let until = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let request = HealthCheckRequest {
-            service: service.to_owned(),
-        };
-        let status = client.check(request).await.map(|r| r.into_inner().status);
-        if status.as_ref().is_ok_and(|s| *s == want as i32) {
-            return;
+    let request = HealthCheckRequest {
+        service: service.to_owned(),
+    };
+    let mut statuses = client.watch(request).await.unwrap().into_inner();
+    let reached = async {
+        while let Some(reply) = statuses.message().await.unwrap() {
+            if reply.status == want as i32 {
+                return;
+            }
         }
-        assert!(
-            tokio::time::Instant::now() < until,
-            "{service:?} never became {want:?}; last {status:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        panic!("{service:?}: the health stream ended before {want:?}");
+    };
+    tokio::time::timeout(DEADLINE, reached)
+        .await
+        .unwrap_or_else(|_| panic!("{service:?} never became {want:?}"));
 }
 
 #[tokio::test]

@@ -139,8 +139,12 @@ mod tests {
             passwords.run_blocking(move || {
                 let now = running.fetch_add(1, Ordering::SeqCst) + 1;
                 peak.fetch_max(now, Ordering::SeqCst);
-                // Long enough for the others to try to start meanwhile.
-                std::thread::sleep(std::time::Duration::from_millis(20));
+                // Held until two have run together (bounded), so that the
+                // others try to start meanwhile and only the cap stops them.
+                let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+                while peak.load(Ordering::SeqCst) < 2 && std::time::Instant::now() < until {
+                    std::thread::yield_now();
+                }
                 running.fetch_sub(1, Ordering::SeqCst);
                 Ok(())
             })

@@ -509,20 +509,17 @@ async fn a_session_nobody_refreshes_expires() {
     assert!(ttl_ms > 0 && ttl_ms <= 300, "the hash expires: {ttl_ms}");
 
     // Only the laptop's node refreshes; the phone's session lapses.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        store.touch(&live).await.expect("refresh");
-        let listed = store.list(&[9]).await.expect("list");
-        if listed == std::slice::from_ref(&live) {
-            break;
-        }
-        assert_eq!(listed.len(), 2, "{listed:?}");
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the unrefreshed session never expired"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    fishchat_e2e::wait_until(
+        Duration::from_secs(10),
+        "the unrefreshed session to expire",
+        async || {
+            store.touch(&live).await.expect("refresh");
+            let listed = store.list(&[9]).await.expect("list");
+            assert!(listed.contains(&live), "{listed:?}");
+            (listed == std::slice::from_ref(&live)).then_some(())
+        },
+    )
+    .await;
     // A heartbeat of another connection of the phone takes the lapsed session over.
     let again = session(9, "phone", "access-live", 3);
     assert_eq!(
@@ -530,13 +527,14 @@ async fn a_session_nobody_refreshes_expires() {
         fishchat_register::store::Touched::Recorded
     );
     // Once nobody refreshes anything, the whole hash goes.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while redis.exists::<_, bool>(&key).await.expect("exists") {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the hash outlived its sessions"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    fishchat_e2e::wait_until(
+        Duration::from_secs(10),
+        "the hash to go with its sessions",
+        async || {
+            let exists: bool = redis.exists(&key).await.expect("exists");
+            (!exists).then_some(())
+        },
+    )
+    .await;
     assert!(store.list(&[9]).await.expect("list").is_empty());
 }
