@@ -32,18 +32,21 @@ pub fn bin_dir() -> PathBuf {
 const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
 
 /// A port that was free a moment ago on 127.0.0.1, outside the ephemeral range,
-/// and never handed out before in this process: a cluster draws all its ports
-/// before its services bind them, so a free-looking port may already be
-/// promised to another service of the same test.
+/// and claimed by no other test process while this one lives. A cluster draws
+/// all its ports before its services bind them, and a service restarted by a
+/// test leaves its port unbound for a moment: without the claim, another test
+/// process (nextest runs each test in its own) could take it in that gap and
+/// the restart would fail to bind.
 pub fn free_port() -> u16 {
-    use std::collections::HashSet;
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicU64, Ordering};
     static DRAWS: AtomicU64 = AtomicU64::new(0);
-    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    // The lock files stay open, so their locks last as long as the process.
+    static CLAIMS: Mutex<Vec<std::fs::File>> = Mutex::new(Vec::new());
+    let claims_dir = std::env::temp_dir().join("fishchat-e2e-ports");
+    std::fs::create_dir_all(&claims_dir).expect("create the port claims folder");
     let span = u64::from(TEST_PORTS.end - TEST_PORTS.start);
     loop {
-        // Spread processes (nextest runs each test in its own) and draws apart.
         let seed = u64::from(std::process::id()) * 7_919
             + DRAWS.fetch_add(1, Ordering::Relaxed) * 104_729
             + std::time::SystemTime::now()
@@ -53,10 +56,19 @@ pub fn free_port() -> u16 {
         if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
             continue;
         }
-        let mut given = GIVEN
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if given.get_or_insert_with(HashSet::new).insert(port) {
+        let claim = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(claims_dir.join(port.to_string()))
+            .expect("open a port claim");
+        // A lock this process already holds is refused too, as the file is a
+        // new open file description: a port is never handed out twice.
+        if claim.try_lock().is_ok() {
+            CLAIMS
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(claim);
             return port;
         }
     }
@@ -117,6 +129,16 @@ impl ServiceProcess {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Its exit status, once it has ended on its own.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
+    }
+
+    /// Where its output goes.
+    pub fn log(&self) -> &Path {
+        &self.log
     }
 
     /// Its process id, while it runs.

@@ -15,23 +15,41 @@ const TRIES: usize = 3;
 /// A debug build's start (msg_job creates its topics) and drain.
 const DEADLINE: Duration = Duration::from_secs(60);
 
-/// Waits for the datagram `state` on `socket`, skipping others.
-async fn until_state(socket: &UnixDatagram, state: &str, service: &str) {
+/// Waits for the datagram `state` on `socket`, skipping others; fails at
+/// once, naming the log, if `process` ends first.
+async fn until_state(
+    socket: &UnixDatagram,
+    state: &str,
+    process: &mut ServiceProcess,
+    service: &str,
+) {
     let mut buf = [0u8; 256];
+    let mut checks = tokio::time::interval(Duration::from_millis(50));
     let wait = async {
         loop {
-            let n = socket.recv(&mut buf).await.unwrap();
-            if String::from_utf8_lossy(&buf[..n])
-                .lines()
-                .any(|l| l == state)
-            {
-                return;
+            tokio::select! {
+                received = socket.recv(&mut buf) => {
+                    let n = received.unwrap();
+                    if String::from_utf8_lossy(&buf[..n]).lines().any(|l| l == state) {
+                        return;
+                    }
+                }
+                _ = checks.tick() => {
+                    if let Some(status) = process.exited() {
+                        panic!("{service} ended ({status}) before it said {state}; see {}", process.log().display());
+                    }
+                }
             }
         }
     };
     tokio::time::timeout(DEADLINE, wait)
         .await
-        .unwrap_or_else(|_| panic!("{service} never said {state}"));
+        .unwrap_or_else(|_| {
+            panic!(
+                "{service} never said {state}; see {}",
+                process.log().display()
+            )
+        });
 }
 
 /// Starts `process` under a fresh notify socket in `dir`, stops it the
@@ -43,13 +61,14 @@ async fn stopped_at_once(process: &mut ServiceProcess, service: &str, dir: &Path
         process.kill9();
         process.set_env("NOTIFY_SOCKET", path.to_str().unwrap());
         process.restart();
-        until_state(&socket, "READY=1", service).await;
+        until_state(&socket, "READY=1", process, service).await;
         let status = process.terminate(DEADLINE);
         assert!(
             status.is_some_and(|s| s.success()),
-            "{service}, try {attempt}: SIGTERM right after READY=1 ended it with {status:?}"
+            "{service}, try {attempt}: SIGTERM right after READY=1 ended it with {status:?}; see {}",
+            process.log().display()
         );
-        until_state(&socket, "STOPPING=1", service).await;
+        until_state(&socket, "STOPPING=1", process, service).await;
     }
 }
 

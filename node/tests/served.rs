@@ -99,8 +99,18 @@ async fn until_status(
     let request = HealthCheckRequest {
         service: service.to_owned(),
     };
-    let mut statuses = client.watch(request).await.unwrap().into_inner();
     let reached = async {
+        // Until the follower's first verdict the service is unknown, and
+        // Watch refuses an unknown name rather than waiting for it.
+        let mut statuses = loop {
+            match client.watch(request.clone()).await {
+                Ok(stream) => break stream.into_inner(),
+                Err(status) if status.code() == tonic::Code::NotFound => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(status) => panic!("watching {service:?}: {status}"),
+            }
+        };
         while let Some(reply) = statuses.message().await.unwrap() {
             if reply.status == want as i32 {
                 return;
