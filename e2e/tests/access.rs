@@ -209,6 +209,51 @@ async fn silent_sockets_are_closed_at_their_deadlines_and_sessions_removed() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_killed_nodes_sessions_go_once_its_etcd_key_does() {
+    let mut cluster = Cluster::start_with(
+        "access-dead-node",
+        &[("FISHCHAT_REGISTER_DEAD_NODE_GRACE_MS", "500")],
+    )
+    .await;
+    cluster.add_access(&[]).await;
+    cluster.add_access(&[]).await;
+    let (dana, dana_token) = cluster.new_user("dana").await;
+    let (eve, eve_token) = cluster.new_user("eve").await;
+    let _dana = login(cluster.access[0].client, &dana_token, "phone").await;
+    let _eve = login(cluster.access[1].client, &eve_token, "phone").await;
+    let mut register = cluster.register().await;
+    let mut sessions_of = async |user: u64| {
+        register
+            .list_sessions(ListSessionsRequest {
+                user_ids: vec![user],
+            })
+            .await
+            .ok()
+            .map(|reply| reply.into_inner().sessions.len())
+    };
+    assert_eq!(sessions_of(dana).await, Some(1));
+
+    // Killed with -9, the node removes nothing itself; its etcd lease (10 s)
+    // runs out, and register deletes its sessions after the grace.
+    let killed = std::time::Instant::now();
+    cluster.access[0].process.kill9();
+    wait_until(DEADLINE, "the dead node's session to go", async || {
+        (sessions_of(dana).await? == 0).then_some(())
+    })
+    .await;
+    let took = killed.elapsed();
+    assert!(
+        took < Duration::from_secs(20),
+        "took {took:?}: the lease and the grace, no more"
+    );
+    assert_eq!(
+        sessions_of(eve).await,
+        Some(1),
+        "the live node's session stays"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_second_login_of_a_device_kicks_the_first_on_any_node() {
     let mut cluster = Cluster::start("access-duplicate").await;
     cluster.add_access(&[]).await;

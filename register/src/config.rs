@@ -34,6 +34,10 @@ pub struct Config {
     /// access nodes' `session_refresh_ms`, so that the sessions of a node
     /// that died stop receiving pushes.
     pub session_ttl_ms: u64,
+    /// How long an access node may be missing from etcd before its sessions
+    /// are deleted, in milliseconds: a node killed with -9 leaves etcd when
+    /// its lease expires, and its users stop being pushed to soon after.
+    pub dead_node_grace_ms: u64,
     /// argon2id memory cost per password hash, in KiB (default 19456, OWASP's minimum).
     /// Lower it only for tests: debug builds take about a second per hash at the default.
     pub argon2_memory_kib: u32,
@@ -64,6 +68,7 @@ impl Default for Config {
             token_grace_secs: 24 * 3600,
             session_ttl_ms: u64::try_from(crate::store::redis::DEFAULT_SESSION_TTL.as_millis())
                 .unwrap_or(u64::MAX),
+            dead_node_grace_ms: 10_000,
             argon2_memory_kib: argon2::Params::DEFAULT_M_COST,
             argon2_iterations: argon2::Params::DEFAULT_T_COST,
             max_concurrent_hashes: 0,

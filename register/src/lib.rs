@@ -10,6 +10,7 @@
 
 pub mod announce;
 pub mod config;
+pub mod dead_nodes;
 pub mod error;
 pub mod http;
 pub mod membership;

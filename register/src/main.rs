@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use fishchat_discovery::{NodeInfo, Registration};
+use fishchat_discovery::{NodeInfo, Registration, Resolver};
 use fishchat_node::{
     CommonArgs, DEPENDENCY_CHECKS, Dependency, follow, health_and_reflection, init_logging,
     load_config, serve, shutdown_signal,
@@ -18,7 +18,7 @@ use fishchat_register::membership::{ManagerLog, MembershipLog};
 use fishchat_register::rpc::RegisterRpc;
 use fishchat_register::store::mongo::{self, MongoStore};
 use fishchat_register::store::redis::RedisStore;
-use fishchat_register::{Outbound, Registry, Stores, http};
+use fishchat_register::{Outbound, Registry, Stores, dead_nodes, http};
 use fishchat_rpc::register::register_server::{self, RegisterServer};
 use tokio::sync::watch;
 
@@ -120,6 +120,15 @@ async fn main() -> anyhow::Result<()> {
 
     // One signal stops both servers, after this node has left etcd.
     let (stop_tx, stop_rx) = watch::channel(false);
+    let access_nodes = Resolver::start(&config.etcd_endpoints, "access")
+        .await
+        .context("following the access nodes in etcd")?;
+    tokio::spawn(dead_nodes::sweep(
+        registry.clone(),
+        access_nodes.subscribe(),
+        Duration::from_millis(config.dead_node_grace_ms),
+        stop_rx.clone(),
+    ));
     let stopped = move |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };

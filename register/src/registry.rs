@@ -259,6 +259,21 @@ impl Registry {
         Ok(removed)
     }
 
+    /// The access nodes that recorded sessions not yet forgotten.
+    pub async fn session_nodes(&self) -> Result<Vec<String>, Error> {
+        Ok(self.stores.sessions.nodes().await?)
+    }
+
+    /// Deletes every session still naming `node` (an access node that is
+    /// gone), announcing each user who had one; how many users that was.
+    pub async fn forget_node(&self, node: &str) -> Result<usize, Error> {
+        let users = self.stores.sessions.forget_node(node).await?;
+        for user in &users {
+            self.announce(channels::SESSIONS, *user).await;
+        }
+        Ok(users.len())
+    }
+
     /// Every session of `users`.
     pub async fn list_sessions(&self, users: &[UserId]) -> Result<Vec<Session>, Error> {
         if users.len() > MAX_LIST_USERS {

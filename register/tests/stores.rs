@@ -538,3 +538,59 @@ async fn a_session_nobody_refreshes_expires() {
     .await;
     assert!(store.list(&[9]).await.expect("list").is_empty());
 }
+
+#[tokio::test]
+async fn a_dead_nodes_sessions_are_forgotten_and_no_other() {
+    use fishchat_register::store::Sessions;
+    use fishchat_register::store::redis::RedisStore;
+
+    let prefix = format!("{}:", fishchat_e2e::unique_name("fc-register-dead-node"));
+    let store = RedisStore::connect(&fishchat_e2e::redis_url(), &prefix)
+        .await
+        .expect("connect Redis store");
+    // Users 1..=600 on the dead node: more than one round of forgetting.
+    for user in 1..=600 {
+        store
+            .record(&session(user, "phone", "access-dead", user))
+            .await
+            .expect("record");
+    }
+    // A device that moved from the dead node to a live one keeps its session,
+    // though the dead node's list still names it.
+    let moved = session(7, "phone", "access-live", 70);
+    store.record(&moved).await.expect("record");
+    // A session the dead node ended itself is not counted again.
+    assert!(
+        store
+            .remove(8, "phone", "access-dead", 8)
+            .await
+            .expect("remove")
+    );
+    // A heartbeat lists a session under its node too.
+    let laptop = session(9, "laptop:1", "access-live", 90);
+    store.touch(&laptop).await.expect("touch");
+    let mut nodes = store.nodes().await.expect("nodes");
+    nodes.sort();
+    assert_eq!(nodes, ["access-dead", "access-live"]);
+
+    let users = store.forget_node("access-dead").await.expect("forget");
+    let expected: Vec<u64> = (1..=600).filter(|u| *u != 7 && *u != 8).collect();
+    assert_eq!(users, expected);
+    assert_eq!(store.list(&[1, 600]).await.expect("list"), []);
+    assert_eq!(store.list(&[7]).await.expect("list"), [moved.clone()]);
+    assert_eq!(store.list(&[9]).await.expect("list"), [laptop.clone()]);
+    assert_eq!(store.nodes().await.expect("nodes"), ["access-live"]);
+    // Forgetting again finds nothing; the live node's sessions go when it does.
+    assert!(
+        store
+            .forget_node("access-dead")
+            .await
+            .expect("forget")
+            .is_empty()
+    );
+    assert_eq!(
+        store.forget_node("access-live").await.expect("forget"),
+        [7, 9]
+    );
+    assert!(store.nodes().await.expect("nodes").is_empty());
+}

@@ -311,4 +311,28 @@ impl Sessions for Memory {
             .collect();
         Self::ready(sessions)
     }
+
+    fn nodes(&self) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        let inner = self.inner.lock();
+        let nodes: std::collections::BTreeSet<String> = inner
+            .sessions
+            .values()
+            .map(|s| s.access_node_id.clone())
+            .collect();
+        Self::ready(nodes.into_iter().collect())
+    }
+
+    fn forget_node<'a>(&'a self, node: &'a str) -> BoxFuture<'a, Result<Vec<UserId>, StoreError>> {
+        let mut inner = self.inner.lock();
+        let mut users = Vec::new();
+        inner.sessions.retain(|(user, _), s| {
+            let keep = s.access_node_id != node;
+            if !keep {
+                users.push(*user);
+            }
+            keep
+        });
+        users.dedup();
+        Self::ready(users)
+    }
 }

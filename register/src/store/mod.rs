@@ -158,4 +158,8 @@ pub trait Sessions: Send + Sync {
     fn touch<'a>(&'a self, session: &'a Session) -> BoxFuture<'a, Result<Touched, StoreError>>;
     /// Every session of each of `users`.
     fn list<'a>(&'a self, users: &'a [UserId]) -> BoxFuture<'a, Result<Vec<Session>, StoreError>>;
+    /// The access nodes that recorded sessions not yet forgotten.
+    fn nodes(&self) -> BoxFuture<'_, Result<Vec<String>, StoreError>>;
+    /// Deletes every session still naming `node`; the users who had one.
+    fn forget_node<'a>(&'a self, node: &'a str) -> BoxFuture<'a, Result<Vec<UserId>, StoreError>>;
 }

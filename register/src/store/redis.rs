@@ -43,31 +43,72 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
 pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(180);
 
 /// Sets a device's session and returns the one it overwrote (nil if none);
-/// the hash lives ARGV[3] ms more.
+/// the hash lives ARGV[3] ms more. The session is also listed under its node
+/// (KEYS[2] gets member ARGV[4]) and the node among those holding sessions
+/// (KEYS[3] gets ARGV[5]), so the sessions of a node that died can be found.
 const RECORD_SCRIPT: &str = r"
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('SADD', KEYS[2], ARGV[4])
+redis.call('SADD', KEYS[3], ARGV[5])
 return old
 ";
 
-/// Deletes a device's session only if it still names node ARGV[2] and connection ARGV[3].
+/// Deletes a device's session only if it still names node ARGV[2] and
+/// connection ARGV[3], and then drops it (ARGV[4]) from its node's list KEYS[2].
 const REMOVE_SCRIPT: &str = r"
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if not cur then return 0 end
 local ok, s = pcall(cjson.decode, cur)
 if ok and s.node == ARGV[2] and s.conn == ARGV[3] then
   redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('SREM', KEYS[2], ARGV[4])
   return 1
 end
 return 0
 ";
 
+/// Forgets listed sessions of the dead node ARGV[1]: for each i, the session
+/// of device ARGV[i+1] in hash KEYS[i+1] is deleted if it still names the
+/// node, and member ARGV[i+1+n] leaves the node's list KEYS[1] either way
+/// (n = #KEYS - 1). Returns 1 or 0 per session: deleted or not.
+const FORGET_SCRIPT: &str = r"
+local n = #KEYS - 1
+local deleted = {}
+for i = 1, n do
+  deleted[i] = 0
+  local cur = redis.call('HGET', KEYS[i + 1], ARGV[i + 1])
+  if cur then
+    local ok, s = pcall(cjson.decode, cur)
+    if ok and s.node == ARGV[1] then
+      redis.call('HDEL', KEYS[i + 1], ARGV[i + 1])
+      deleted[i] = 1
+    end
+  end
+  redis.call('SREM', KEYS[1], ARGV[i + 1 + n])
+end
+return deleted
+";
+
+/// Drops node ARGV[1] from those holding sessions (KEYS[2]) once its list
+/// KEYS[1] is empty: a session recorded meanwhile keeps it listed.
+const FORGOTTEN_SCRIPT: &str = r"
+if redis.call('SCARD', KEYS[1]) == 0 then
+  redis.call('SREM', KEYS[2], ARGV[1])
+  return 1
+end
+return 0
+";
+
+/// Sessions of a dead node forgotten per round trip.
+const FORGET_CHUNK: isize = 256;
+
 /// Re-records a device's session (ARGV[2]) unless another live connection
 /// holds it: 0 when another does, 1 when connection ARGV[4] of node ARGV[3]
 /// was the recorded one, 2 when the device had no live session (none, or
 /// one expired before ARGV[5], ms since the epoch) and now has this one.
-/// The hash lives ARGV[6] ms more.
+/// The hash lives ARGV[6] ms more; the session is listed as in `RECORD_SCRIPT`.
 const TOUCH_SCRIPT: &str = r"
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 local was = 2
@@ -81,6 +122,8 @@ if cur then
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
+redis.call('SADD', KEYS[2], ARGV[7])
+redis.call('SADD', KEYS[3], ARGV[3])
 return was
 ";
 
@@ -104,6 +147,8 @@ pub struct RedisStore {
     record: Script,
     remove: Script,
     touch: Script,
+    forget: Script,
+    forgotten: Script,
 }
 
 impl RedisStore {
@@ -124,6 +169,8 @@ impl RedisStore {
             record: Script::new(RECORD_SCRIPT),
             remove: Script::new(REMOVE_SCRIPT),
             touch: Script::new(TOUCH_SCRIPT),
+            forget: Script::new(FORGET_SCRIPT),
+            forgotten: Script::new(FORGOTTEN_SCRIPT),
         })
     }
 
@@ -149,6 +196,16 @@ impl RedisStore {
     /// The key of a user's session hash.
     pub fn sessions_key(&self, user: UserId) -> String {
         format!("{}sessions:{user}", self.prefix)
+    }
+
+    /// The set listing the sessions `node` recorded, as `<user>:<device>`.
+    fn node_sessions_key(&self, node: &str) -> String {
+        format!("{}node-sessions:{node}", self.prefix)
+    }
+
+    /// The set of nodes that recorded sessions.
+    fn session_nodes_key(&self) -> String {
+        format!("{}session-nodes", self.prefix)
     }
 
     async fn put_token(
@@ -184,9 +241,13 @@ impl RedisStore {
         let old: Option<String> = self
             .record
             .key(self.sessions_key(session.user_id))
+            .key(self.node_sessions_key(&session.access_node_id))
+            .key(self.session_nodes_key())
             .arg(&session.device_id)
             .arg(value)
             .arg(ttl)
+            .arg(node_member(session.user_id, &session.device_id))
+            .arg(&session.access_node_id)
             .invoke_async(&mut conn)
             .await
             .map_err(backend)?;
@@ -205,9 +266,11 @@ impl RedisStore {
         let removed: i64 = self
             .remove
             .key(self.sessions_key(user))
+            .key(self.node_sessions_key(node))
             .arg(device)
             .arg(node)
             .arg(conn_id.to_string())
+            .arg(node_member(user, device))
             .invoke_async(&mut conn)
             .await
             .map_err(backend)?;
@@ -220,12 +283,15 @@ impl RedisStore {
         let touched: i64 = self
             .touch
             .key(self.sessions_key(session.user_id))
+            .key(self.node_sessions_key(&session.access_node_id))
+            .key(self.session_nodes_key())
             .arg(&session.device_id)
             .arg(encode_session(session, now.saturating_add(ttl))?)
             .arg(&session.access_node_id)
             .arg(session.conn_id.to_string())
             .arg(now)
             .arg(ttl)
+            .arg(node_member(session.user_id, &session.device_id))
             .invoke_async(&mut conn)
             .await
             .map_err(backend)?;
@@ -245,6 +311,60 @@ impl RedisStore {
             .await
             .map(drop)
             .map_err(backend)
+    }
+
+    async fn session_nodes(&self) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.conn.clone();
+        conn.smembers(self.session_nodes_key())
+            .await
+            .map_err(backend)
+    }
+
+    async fn forget_node(&self, node: &str) -> Result<Vec<UserId>, StoreError> {
+        let list = self.node_sessions_key(node);
+        let mut conn = self.conn.clone();
+        let mut users = Vec::new();
+        loop {
+            let members: Vec<String> = conn
+                .srandmember_multiple(&list, FORGET_CHUNK)
+                .await
+                .map_err(backend)?;
+            if members.is_empty() {
+                break;
+            }
+            let mut script = self.forget.key(&list);
+            script.arg(node);
+            let mut listed = Vec::with_capacity(members.len());
+            for member in &members {
+                // A member that does not parse was not written by us; it is
+                // dropped from the list and deletes nothing.
+                let (user, device) = parse_node_member(member).unwrap_or((0, ""));
+                script.key(self.sessions_key(user)).arg(device);
+                listed.push(user);
+            }
+            for member in &members {
+                script.arg(member);
+            }
+            let deleted: Vec<i64> = script.invoke_async(&mut conn).await.map_err(backend)?;
+            users.extend(
+                listed
+                    .into_iter()
+                    .zip(deleted)
+                    .filter(|(_, deleted)| *deleted == 1)
+                    .map(|(user, _)| user),
+            );
+        }
+        let _: i64 = self
+            .forgotten
+            .key(&list)
+            .key(self.session_nodes_key())
+            .arg(node)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(backend)?;
+        users.sort_unstable();
+        users.dedup();
+        Ok(users)
     }
 
     async fn list_sessions(&self, users: &[UserId]) -> Result<Vec<Session>, StoreError> {
@@ -318,6 +438,25 @@ impl Sessions for RedisStore {
     fn list<'a>(&'a self, users: &'a [UserId]) -> BoxFuture<'a, Result<Vec<Session>, StoreError>> {
         self.list_sessions(users).boxed()
     }
+
+    fn nodes(&self) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        self.session_nodes().boxed()
+    }
+
+    fn forget_node<'a>(&'a self, node: &'a str) -> BoxFuture<'a, Result<Vec<UserId>, StoreError>> {
+        self.forget_node(node).boxed()
+    }
+}
+
+/// How a session is listed under its node.
+fn node_member(user: UserId, device: &str) -> String {
+    format!("{user}:{device}")
+}
+
+/// The user and device of a node's list member (a device may hold ':').
+fn parse_node_member(member: &str) -> Option<(UserId, &str)> {
+    let (user, device) = member.split_once(':')?;
+    Some((user.parse().ok()?, device))
 }
 
 impl Announcer for RedisStore {
