@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::password::Passwords;
-use crate::registry::TokenPolicy;
+use crate::registry::{LoginLimits, TokenPolicy};
 
 /// Settings of the register service.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -43,6 +43,16 @@ pub struct Config {
     pub argon2_memory_kib: u32,
     /// argon2id iterations per password hash (default 2).
     pub argon2_iterations: u32,
+    /// Failed logins one account may have in `login_account_window_secs`
+    /// before its logins are refused (HTTP 429) until that window ends; 0: no limit.
+    pub login_failures_per_account: u64,
+    /// The window of an account's failed logins, in seconds, from its first failure.
+    pub login_account_window_secs: u64,
+    /// Failed logins one client address (an IPv6 /64) may have in
+    /// `login_address_window_secs` before its logins are refused; 0: no limit.
+    pub login_failures_per_address: u64,
+    /// The window of an address's failed logins, in seconds, from its first failure.
+    pub login_address_window_secs: u64,
     /// Password hashes computed at once (each takes `argon2_memory_kib`);
     /// further logins and sign-ups wait their turn. 0: one per core.
     pub max_concurrent_hashes: usize,
@@ -71,6 +81,10 @@ impl Default for Config {
             dead_node_grace_ms: 10_000,
             argon2_memory_kib: argon2::Params::DEFAULT_M_COST,
             argon2_iterations: argon2::Params::DEFAULT_T_COST,
+            login_failures_per_account: LoginLimits::default().failures_per_account,
+            login_account_window_secs: LoginLimits::default().account_window.as_secs(),
+            login_failures_per_address: LoginLimits::default().failures_per_address,
+            login_address_window_secs: LoginLimits::default().address_window.as_secs(),
             max_concurrent_hashes: 0,
             node_id: fishchat_discovery::default_node_id(),
             etcd_endpoints: vec!["127.0.0.1:2379".into()],
@@ -85,6 +99,16 @@ impl Config {
         TokenPolicy {
             ttl: Duration::from_secs(self.token_ttl_secs),
             grace: Duration::from_secs(self.token_grace_secs),
+        }
+    }
+
+    /// The limits on failed logins these settings ask for.
+    pub fn login_limits(&self) -> LoginLimits {
+        LoginLimits {
+            failures_per_account: self.login_failures_per_account,
+            account_window: Duration::from_secs(self.login_account_window_secs),
+            failures_per_address: self.login_failures_per_address,
+            address_window: Duration::from_secs(self.login_address_window_secs),
         }
     }
 

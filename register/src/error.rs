@@ -74,6 +74,12 @@ pub enum Error {
     /// The owner asked to leave its own group.
     #[error("the owner cannot leave group {0}")]
     OwnerCannotLeave(u64),
+    /// Too many failed logins of this account or from this address lately.
+    #[error("too many failed logins; retry in {} s", retry_after.as_secs().max(1))]
+    TooManyAttempts {
+        /// When a login may be tried again.
+        retry_after: std::time::Duration,
+    },
     /// A backend is down; nothing was done, retry.
     #[error("backend unavailable: {0}")]
     Unavailable(#[source] StoreError),
@@ -112,6 +118,7 @@ impl Error {
             Error::Unavailable(_) | Error::LogUnavailable(_) | Error::Contended => {
                 ErrorCode::Unavailable
             }
+            Error::TooManyAttempts { .. } => ErrorCode::TooManyRequests,
             Error::Internal(_) => ErrorCode::Internal,
         }
     }

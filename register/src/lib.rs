@@ -23,4 +23,4 @@ pub mod token;
 
 pub use config::Config;
 pub use error::{Error, StoreError};
-pub use registry::{Outbound, Registry, Stores, TokenPolicy};
+pub use registry::{LoginLimits, Outbound, Registry, Stores, TokenPolicy};

@@ -65,6 +65,7 @@ async fn main() -> anyhow::Result<()> {
         groups: mongo,
         tokens: redis.clone(),
         sessions: redis.clone(),
+        attempts: redis.clone(),
     };
     let membership: Arc<dyn MembershipLog> =
         Arc::new(ManagerLog::new(&config.manager_addr).context("manager_addr")?);
@@ -75,12 +76,10 @@ async fn main() -> anyhow::Result<()> {
     let passwords = config
         .passwords()
         .map_err(|err| anyhow::anyhow!("argon2 settings: {err}"))?;
-    let registry = Arc::new(Registry::new(
-        stores,
-        outbound,
-        config.token_policy(),
-        passwords,
-    ));
+    let registry = Arc::new(
+        Registry::new(stores, outbound, config.token_policy(), passwords)
+            .with_login_limits(config.login_limits()),
+    );
 
     let (health, routes) = health_and_reflection(&[register_server::SERVICE_NAME])?;
     health.set_serving::<RegisterServer<RegisterRpc>>().await;

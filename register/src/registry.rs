@@ -6,6 +6,9 @@
 
 mod changes;
 mod groups;
+mod login_limits;
+
+pub use login_limits::LoginLimits;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +21,7 @@ use crate::error::{Error, StoreError};
 use crate::membership::MembershipLog;
 use crate::model::{Group, GroupId, Login, Session, TokenRecord, User, UserId};
 use crate::password::Passwords;
-use crate::store::{Accounts, Groups, Sessions, Tokens, Touched};
+use crate::store::{Accounts, Attempts, Groups, Sessions, Tokens, Touched};
 use crate::token;
 
 /// Longest user or group name, in characters.
@@ -44,6 +47,8 @@ pub struct Stores {
     pub tokens: Arc<dyn Tokens>,
     /// Sessions (Redis).
     pub sessions: Arc<dyn Sessions>,
+    /// Counts of failed logins (Redis).
+    pub attempts: Arc<dyn Attempts>,
 }
 
 /// Where the registry tells others what changed.
@@ -70,6 +75,7 @@ pub struct Registry {
     outbound: Outbound,
     tokens: TokenPolicy,
     passwords: Passwords,
+    login_limits: LoginLimits,
     /// A hash to verify against when the name is unknown, so a failed login
     /// takes as long whether or not the name exists.
     decoy_hash: OnceCell<String>,
@@ -88,6 +94,7 @@ impl Registry {
             outbound,
             tokens,
             passwords,
+            login_limits: LoginLimits::default(),
             decoy_hash: OnceCell::new(),
         }
     }
@@ -107,11 +114,77 @@ impl Registry {
         }
     }
 
-    /// Checks a name and password and issues a new token.
-    pub async fn login(&self, name: &str, password: &str) -> Result<Login, Error> {
+    /// Replaces the default limits on failed logins.
+    pub fn with_login_limits(self, login_limits: LoginLimits) -> Self {
+        Self {
+            login_limits,
+            ..self
+        }
+    }
+
+    /// Checks a name and password and issues a new token. `source` is the
+    /// client's address when the caller is a client (not another service);
+    /// an account or address with too many recent failures is refused
+    /// before any hashing (see [`LoginLimits`]).
+    pub async fn login(
+        &self,
+        name: &str,
+        password: &str,
+        source: Option<std::net::IpAddr>,
+    ) -> Result<Login, Error> {
         if name.is_empty() || password.is_empty() || password.len() > MAX_PASSWORD_BYTES {
             return Err(Error::BadCredentials);
         }
+        let limits = self.login_limits;
+        let mut keys = vec![login_limits::account_key(name)];
+        let mut maxima = vec![limits.failures_per_account];
+        if let Some(source) = source {
+            keys.push(login_limits::address_key(source));
+            maxima.push(limits.failures_per_address);
+        }
+        let counts = self.stores.attempts.counts(&keys).await?;
+        if let Some(retry_after) = login_limits::refusal(&counts, &maxima) {
+            tracing::info!(
+                name,
+                ?source,
+                ?retry_after,
+                "login refused: too many failures"
+            );
+            return Err(Error::TooManyAttempts { retry_after });
+        }
+        let result = self.check_password(name, password).await;
+        match &result {
+            Err(Error::BadCredentials) => {
+                self.stores
+                    .attempts
+                    .count(&keys[..1], limits.account_window)
+                    .await?;
+                self.stores
+                    .attempts
+                    .count(&keys[1..], limits.address_window)
+                    .await?;
+            }
+            Ok(_) if counts.first().is_some_and(|(count, _)| *count > 0) => {
+                self.stores.attempts.clear(&keys[0]).await?;
+            }
+            _ => {}
+        }
+        let user = result?;
+        let token = token::new_token()?;
+        let record = token::record_for(user, token::now_ms(), self.tokens.ttl);
+        let keep = self.tokens.ttl.saturating_add(self.tokens.grace);
+        self.stores.tokens.put(&token, record, keep).await?;
+        tracing::info!(user_id = user, "logged in");
+        Ok(Login {
+            user_id: user,
+            token,
+            expires_at_ms: record.expires_at_ms,
+        })
+    }
+
+    /// The user `name` names, if `password` is theirs; the same work whether
+    /// or not the name exists.
+    async fn check_password(&self, name: &str, password: &str) -> Result<UserId, Error> {
         let user = self.stores.accounts.user_by_name(name).await?;
         let Some(user) = user else {
             let decoy = self
@@ -131,16 +204,7 @@ impl Registry {
             tracing::info!(user_id = user.id, "login refused: wrong password");
             return Err(Error::BadCredentials);
         }
-        let token = token::new_token()?;
-        let record = token::record_for(user.id, token::now_ms(), self.tokens.ttl);
-        let keep = self.tokens.ttl.saturating_add(self.tokens.grace);
-        self.stores.tokens.put(&token, record, keep).await?;
-        tracing::info!(user_id = user.id, "logged in");
-        Ok(Login {
-            user_id: user.id,
-            token,
-            expires_at_ms: record.expires_at_ms,
-        })
+        Ok(user.id)
     }
 
     /// What a token stands for: BAD_TOKEN when unknown or revoked, TOKEN_EXPIRED when expired.
@@ -367,6 +431,7 @@ pub(crate) mod fixture {
             groups: memory.clone(),
             tokens: memory.clone(),
             sessions: memory.clone(),
+            attempts: memory.clone(),
         };
         let outbound = Outbound {
             membership: log.clone(),
@@ -480,14 +545,14 @@ mod tests {
             Err(Error::NameTaken(_))
         ));
         assert!(matches!(
-            r.login("alice", "nope").await,
+            r.login("alice", "nope", None).await,
             Err(Error::BadCredentials)
         ));
         assert!(matches!(
-            r.login("bob", "pw").await,
+            r.login("bob", "pw", None).await,
             Err(Error::BadCredentials)
         ));
-        let login = r.login("alice", "pw").await.expect("login");
+        let login = r.login("alice", "pw", None).await.expect("login");
         assert_eq!(login.user_id, id);
         let record = r.verify_token(&login.token).await.expect("verify");
         assert_eq!(
@@ -510,7 +575,7 @@ mod tests {
     async fn an_expired_token_is_told_apart() {
         let r = registry(Duration::from_millis(1));
         r.create_user("alice", "pw").await.expect("create");
-        let login = r.login("alice", "pw").await.expect("login");
+        let login = r.login("alice", "pw", None).await.expect("login");
         fishchat_e2e::wait_until(Duration::from_secs(2), "the token to expire", async || {
             matches!(r.verify_token(&login.token).await, Err(Error::TokenExpired)).then_some(())
         })

@@ -100,13 +100,15 @@ impl Register for RegisterRpc {
 
     async fn login(&self, req: Request<pb::LoginRequest>) -> RpcResult<pb::LoginReply> {
         let req = req.into_inner();
-        reply(self.registry.login(&req.name, &req.password).await, |l| {
-            pb::LoginReply {
+        // Services call this port, not clients: no address to count.
+        reply(
+            self.registry.login(&req.name, &req.password, None).await,
+            |l| pb::LoginReply {
                 user_id: l.user_id,
                 token: l.token,
                 expires_at_ms: l.expires_at_ms,
-            }
-        })
+            },
+        )
     }
 
     async fn verify_token(

@@ -129,6 +129,21 @@ async fn scenario(api: &Api, env: &common::TestEnv) {
     api.call("POST /login", &[], None, credentials("owner", "wrong"))
         .await
         .expect(StatusCode::UNAUTHORIZED, Some("BAD_CREDENTIALS"));
+    api.user("guessed").await;
+    for _ in 0..10 {
+        api.call("POST /login", &[], None, credentials("guessed", "guess"))
+            .await
+            .expect(StatusCode::UNAUTHORIZED, Some("BAD_CREDENTIALS"));
+    }
+    // Ten failures hold the account back, even with the right password.
+    let refused = api
+        .call("POST /login", &[], None, credentials("guessed", "pw"))
+        .await;
+    refused.expect(StatusCode::TOO_MANY_REQUESTS, Some("TOO_MANY_ATTEMPTS"));
+    assert!(
+        refused.retry_after.is_some_and(|s| (1..=900).contains(&s)),
+        "{refused:?}"
+    );
     let spare = api.user("spare").await;
     api.call("POST /logout", &[], Some(&spare.token), None)
         .await

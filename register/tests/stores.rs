@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{LONG_TTL, test_env};
+use common::{LONG_TTL, test_env, test_env_limited};
 use fishchat_codec::ErrorCode;
 use fishchat_register::Error;
 use fishchat_register::membership::Change;
@@ -74,11 +74,11 @@ async fn login_checks_the_password() {
     let env = test_env("login", LONG_TTL).await;
     let r = &env.registry;
     let alice = r.create_user("alice", "right").await.expect("create");
-    let login = r.login("alice", "right").await.expect("login");
+    let login = r.login("alice", "right", None).await.expect("login");
     assert_eq!(login.user_id, alice);
     assert!(login.token.len() >= 32, "token too short for 128 bits");
     for (name, password) in [("alice", "wrong"), ("alice", ""), ("nobody", "right")] {
-        let err = r.login(name, password).await.expect_err("refused");
+        let err = r.login(name, password, None).await.expect_err("refused");
         assert!(
             matches!(err, Error::BadCredentials),
             "{name}/{password}: {err}"
@@ -92,8 +92,8 @@ async fn tokens_verify_until_revoked() {
     let env = test_env("tokens", LONG_TTL).await;
     let r = &env.registry;
     let alice = r.create_user("alice", "pw").await.expect("create");
-    let first = r.login("alice", "pw").await.expect("login");
-    let second = r.login("alice", "pw").await.expect("login again");
+    let first = r.login("alice", "pw", None).await.expect("login");
+    let second = r.login("alice", "pw", None).await.expect("login again");
     assert_ne!(first.token, second.token);
     assert_eq!(
         r.verify_token(&first.token).await.expect("verify").user_id,
@@ -144,7 +144,7 @@ async fn an_expired_token_is_reported_as_expired() {
     let env = test_env("expiry", Duration::from_millis(800)).await;
     let r = &env.registry;
     let alice = r.create_user("alice", "pw").await.expect("create");
-    let login = r.login("alice", "pw").await.expect("login");
+    let login = r.login("alice", "pw", None).await.expect("login");
     assert_eq!(
         r.verify_token(&login.token).await.expect("fresh").user_id,
         alice
@@ -577,8 +577,8 @@ async fn a_dead_nodes_sessions_are_forgotten_and_no_other() {
     let expected: Vec<u64> = (1..=600).filter(|u| *u != 7 && *u != 8).collect();
     assert_eq!(users, expected);
     assert_eq!(store.list(&[1, 600]).await.expect("list"), []);
-    assert_eq!(store.list(&[7]).await.expect("list"), [moved.clone()]);
-    assert_eq!(store.list(&[9]).await.expect("list"), [laptop.clone()]);
+    assert_eq!(store.list(&[7]).await.expect("list"), [moved]);
+    assert_eq!(store.list(&[9]).await.expect("list"), [laptop]);
     assert_eq!(store.nodes().await.expect("nodes"), ["access-live"]);
     // Forgetting again finds nothing; the live node's sessions go when it does.
     assert!(
@@ -593,4 +593,73 @@ async fn a_dead_nodes_sessions_are_forgotten_and_no_other() {
         [7, 9]
     );
     assert!(store.nodes().await.expect("nodes").is_empty());
+}
+
+#[tokio::test]
+async fn failed_logins_hold_back_their_account_and_address_and_no_one_else() {
+    use std::net::IpAddr;
+
+    let limits = fishchat_register::LoginLimits {
+        failures_per_account: 3,
+        account_window: Duration::from_secs(60),
+        failures_per_address: 5,
+        address_window: Duration::from_secs(60),
+    };
+    let env = test_env_limited("login-limits", LONG_TTL, limits).await;
+    let r = &env.registry;
+    for name in ["victim", "bystander", "owner"] {
+        r.create_user(name, "right").await.expect("create");
+    }
+    let [a, b, c, d, e]: [IpAddr; 5] = [1, 2, 3, 4, 5].map(|i| IpAddr::from([10, 0, 0, i]));
+    let too_many = |result: Result<_, Error>| match result {
+        Err(Error::TooManyAttempts { retry_after }) => {
+            assert!(retry_after > Duration::ZERO && retry_after <= Duration::from_secs(60));
+            assert_eq!(
+                Error::TooManyAttempts { retry_after }.code(),
+                ErrorCode::TooManyRequests
+            );
+            true
+        }
+        _ => false,
+    };
+
+    // Three wrong passwords from three addresses: the account is held back,
+    // even with the right password, from anywhere.
+    for from in [a, b, c] {
+        let err = r
+            .login("victim", "wrong", Some(from))
+            .await
+            .expect_err("wrong");
+        assert!(matches!(err, Error::BadCredentials), "{err}");
+    }
+    assert!(too_many(r.login("victim", "right", Some(d)).await));
+    assert!(too_many(r.login("victim", "right", None).await));
+    // Others log in from the same addresses.
+    r.login("bystander", "right", Some(a))
+        .await
+        .expect("unaffected");
+
+    // Five failures from one address over names that do not exist: that
+    // address is held back for every account, others are not.
+    for i in 0..5 {
+        let name = format!("nobody-{i}");
+        let err = r.login(&name, "guess", Some(e)).await.expect_err("unknown");
+        assert!(matches!(err, Error::BadCredentials), "{err}");
+    }
+    assert!(too_many(r.login("bystander", "right", Some(e)).await));
+    r.login("bystander", "right", Some(d))
+        .await
+        .expect("another address");
+
+    // A success clears the account's count: two failures, a success, two
+    // more failures, and the owner still gets in.
+    for _ in 0..2 {
+        r.login("owner", "wrong", Some(d)).await.expect_err("wrong");
+    }
+    r.login("owner", "right", Some(d)).await.expect("in");
+    for _ in 0..2 {
+        r.login("owner", "wrong", Some(d)).await.expect_err("wrong");
+    }
+    r.login("owner", "right", Some(d)).await.expect("in again");
+    env.cleanup().await;
 }

@@ -1,7 +1,9 @@
 //! Accounts and tokens: `POST /users`, `POST /login`, `POST /logout`, `GET /users/{name}`.
 
 use axum::Json;
-use axum::extract::State;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
@@ -44,9 +46,12 @@ pub async fn create_user(
 
 pub async fn login(
     State(registry): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Body(c): Body<Credentials>,
 ) -> Result<Json<LoginBody>, ApiError> {
-    let login = registry.login(&c.name, &c.password).await?;
+    let login = registry
+        .login(&c.name, &c.password, Some(peer.ip()))
+        .await?;
     Ok(Json(LoginBody {
         user_id: login.user_id,
         token: login.token,

@@ -15,6 +15,8 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// Seconds to send in `Retry-After`, for a refusal that ends.
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -24,6 +26,16 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// Tells the client when to try again (rounded up to whole seconds).
+    pub fn retry_after(self, after: std::time::Duration) -> Self {
+        let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+        Self {
+            retry_after: Some(secs.max(1)),
+            ..self
         }
     }
 
@@ -45,7 +57,13 @@ impl IntoResponse for ApiError {
             error: &self.message,
             code: self.code,
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }
 
@@ -71,6 +89,14 @@ impl From<Error> for ApiError {
             Error::OwnerCannotLeave(_) => (StatusCode::CONFLICT, "OWNER_CANNOT_LEAVE"),
             Error::Unavailable(_) | Error::LogUnavailable(_) | Error::Contended => {
                 (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE")
+            }
+            Error::TooManyAttempts { retry_after } => {
+                return ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "TOO_MANY_ATTEMPTS",
+                    err.client_message(),
+                )
+                .retry_after(*retry_after);
             }
             Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
         };

@@ -144,7 +144,9 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "HTTP listening");
     }
-    axum::serve(listener, router(registry))
+    // The peer's address is what login limits count (see `LoginLimits`).
+    let app = router(registry).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(stop)
         .await
 }

@@ -8,7 +8,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
 
-use super::{Accounts, Groups, Removable, Sessions, Tokens, Touched};
+use super::{Accounts, Attempts, Groups, Removable, Sessions, Tokens, Touched};
 use crate::announce::Announcer;
 use crate::error::StoreError;
 use crate::model::{Group, GroupId, Pending, Relation, Session, TokenRecord, UserId, UserRecord};
@@ -27,6 +27,8 @@ struct Inner {
     announcements: Vec<(&'static str, u64)>,
     tokens: HashMap<String, TokenRecord>,
     sessions: BTreeMap<(UserId, String), Session>,
+    /// Counts and their windows; windows never run out here.
+    attempts: HashMap<String, (u64, Duration)>,
     next_id: u64,
     next_epoch: u64,
 }
@@ -256,6 +258,37 @@ impl Tokens for Memory {
 
     fn delete<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
         Self::ready(self.inner.lock().tokens.remove(token).is_some())
+    }
+}
+
+impl Attempts for Memory {
+    fn counts<'a>(
+        &'a self,
+        keys: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<(u64, Duration)>, StoreError>> {
+        let inner = self.inner.lock();
+        let counts = keys
+            .iter()
+            .map(|key| inner.attempts.get(key).copied().unwrap_or_default())
+            .collect();
+        Self::ready(counts)
+    }
+
+    fn count<'a>(
+        &'a self,
+        keys: &'a [String],
+        window: Duration,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let mut inner = self.inner.lock();
+        for key in keys {
+            inner.attempts.entry(key.clone()).or_insert((0, window)).0 += 1;
+        }
+        Self::ready(())
+    }
+
+    fn clear<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.inner.lock().attempts.remove(key);
+        Self::ready(())
     }
 }
 

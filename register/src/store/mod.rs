@@ -126,6 +126,26 @@ pub trait Tokens: Send + Sync {
     fn delete<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<bool, StoreError>>;
 }
 
+/// Counters of failed attempts in fixed windows, shared by every register
+/// node (the limits they enforce would be per node otherwise).
+pub trait Attempts: Send + Sync {
+    /// The count under each of `keys` and how long its window has left
+    /// (zero for a key with no count).
+    fn counts<'a>(
+        &'a self,
+        keys: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<(u64, Duration)>, StoreError>>;
+    /// Counts one more under each of `keys`; a key's window of `window`
+    /// starts with its first count.
+    fn count<'a>(
+        &'a self,
+        keys: &'a [String],
+        window: Duration,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Forgets the count under `key`.
+    fn clear<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
+}
+
 /// What a heartbeat found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Touched {

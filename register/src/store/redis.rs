@@ -30,7 +30,7 @@ use redis::{AsyncCommands, Script};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{Sessions, Tokens, Touched};
+use super::{Attempts, Sessions, Tokens, Touched};
 use crate::announce::Announcer;
 use crate::error::StoreError;
 use crate::model::{Session, TokenRecord, UserId};
@@ -101,6 +101,15 @@ end
 return 0
 ";
 
+/// Counts one more in KEYS[1], whose window of ARGV[1] ms starts with its
+/// first count.
+const COUNT_SCRIPT: &str = r"
+if redis.call('INCR', KEYS[1]) == 1 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+end
+return 1
+";
+
 /// Sessions of a dead node forgotten per round trip.
 const FORGET_CHUNK: isize = 256;
 
@@ -149,6 +158,7 @@ pub struct RedisStore {
     touch: Script,
     forget: Script,
     forgotten: Script,
+    count: Script,
 }
 
 impl RedisStore {
@@ -171,6 +181,7 @@ impl RedisStore {
             touch: Script::new(TOUCH_SCRIPT),
             forget: Script::new(FORGET_SCRIPT),
             forgotten: Script::new(FORGOTTEN_SCRIPT),
+            count: Script::new(COUNT_SCRIPT),
         })
     }
 
@@ -201,6 +212,11 @@ impl RedisStore {
     /// The set listing the sessions `node` recorded, as `<user>:<device>`.
     fn node_sessions_key(&self, node: &str) -> String {
         format!("{}node-sessions:{node}", self.prefix)
+    }
+
+    /// Where the count of `key` (see [`Attempts`]) is kept.
+    fn attempts_key(&self, key: &str) -> String {
+        format!("{}attempts:{key}", self.prefix)
     }
 
     /// The set of nodes that recorded sessions.
@@ -367,6 +383,39 @@ impl RedisStore {
         Ok(users)
     }
 
+    async fn attempt_counts(&self, keys: &[String]) -> Result<Vec<(u64, Duration)>, StoreError> {
+        let mut pipe = redis::pipe();
+        for key in keys {
+            let key = self.attempts_key(key);
+            pipe.get(&key).pttl(&key);
+        }
+        let mut conn = self.conn.clone();
+        let replies: Vec<(Option<u64>, i64)> =
+            pipe.query_async(&mut conn).await.map_err(backend)?;
+        Ok(replies
+            .into_iter()
+            .map(|(count, left_ms)| {
+                let left = u64::try_from(left_ms).unwrap_or(0);
+                (count.unwrap_or(0), Duration::from_millis(left))
+            })
+            .collect())
+    }
+
+    async fn count_attempts(&self, keys: &[String], window: Duration) -> Result<(), StoreError> {
+        let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut conn = self.conn.clone();
+        for key in keys {
+            let _: i64 = self
+                .count
+                .key(self.attempts_key(key))
+                .arg(window_ms)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(backend)?;
+        }
+        Ok(())
+    }
+
     async fn list_sessions(&self, users: &[UserId]) -> Result<Vec<Session>, StoreError> {
         if users.is_empty() {
             return Ok(Vec::new());
@@ -457,6 +506,32 @@ fn node_member(user: UserId, device: &str) -> String {
 fn parse_node_member(member: &str) -> Option<(UserId, &str)> {
     let (user, device) = member.split_once(':')?;
     Some((user.parse().ok()?, device))
+}
+
+impl Attempts for RedisStore {
+    fn counts<'a>(
+        &'a self,
+        keys: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<(u64, Duration)>, StoreError>> {
+        self.attempt_counts(keys).boxed()
+    }
+
+    fn count<'a>(
+        &'a self,
+        keys: &'a [String],
+        window: Duration,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.count_attempts(keys, window).boxed()
+    }
+
+    fn clear<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        let key = self.attempts_key(key);
+        async move {
+            let mut conn = self.conn.clone();
+            conn.del::<_, ()>(key).await.map_err(backend)
+        }
+        .boxed()
+    }
 }
 
 impl Announcer for RedisStore {

@@ -26,11 +26,13 @@ pub struct Api {
     codes: Mutex<BTreeSet<String>>,
 }
 
-/// A reply: its status and its JSON body (`Null` when empty).
+/// A reply: its status, its JSON body (`Null` when empty) and its
+/// `Retry-After` seconds, if any.
 #[derive(Debug)]
 pub struct Reply {
     pub status: StatusCode,
     pub body: Value,
+    pub retry_after: Option<u64>,
 }
 
 impl Reply {
@@ -135,6 +137,13 @@ impl Api {
     async fn send(&self, route: &str, request: reqwest::RequestBuilder) -> Reply {
         let response = request.send().await.expect("send");
         let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .map(|value| {
+                let value = value.to_str().expect("Retry-After is text");
+                value.parse().expect("Retry-After is whole seconds")
+            });
         let text = response.text().await.expect("read body");
         let body = if text.is_empty() {
             Value::Null
@@ -152,7 +161,11 @@ impl Api {
                 .unwrap_or_else(PoisonError::into_inner)
                 .insert(code.to_owned());
         }
-        Reply { status, body }
+        Reply {
+            status,
+            body,
+            retry_after,
+        }
     }
 
     /// Creates and logs in `name` (password "pw").

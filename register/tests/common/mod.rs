@@ -14,7 +14,7 @@ use fishchat_register::membership::RecordingLog;
 use fishchat_register::password::Passwords;
 use fishchat_register::store::mongo::MongoStore;
 use fishchat_register::store::redis::RedisStore;
-use fishchat_register::{Outbound, Registry, Stores, TokenPolicy};
+use fishchat_register::{LoginLimits, Outbound, Registry, Stores, TokenPolicy};
 use mongodb::Database;
 use mongodb::bson::doc;
 
@@ -34,6 +34,11 @@ pub struct TestEnv {
 /// A registry whose tokens live `ttl`, with cheap argon2 parameters (debug
 /// builds would spend seconds per hash with the production ones).
 pub async fn test_env(test: &str, ttl: Duration) -> TestEnv {
+    test_env_limited(test, ttl, LoginLimits::default()).await
+}
+
+/// Like [`test_env`], with `limits` on failed logins.
+pub async fn test_env_limited(test: &str, ttl: Duration, limits: LoginLimits) -> TestEnv {
     // Proves Redis answers (failing fast with a clear message when it does not)
     // before a database is created that the failure would leave behind.
     drop(redis().await);
@@ -50,6 +55,7 @@ pub async fn test_env(test: &str, ttl: Duration) -> TestEnv {
         groups: mongo_store,
         tokens: Arc::new(redis_store.clone()),
         sessions: Arc::new(redis_store.clone()),
+        attempts: Arc::new(redis_store.clone()),
     };
     let log = Arc::new(RecordingLog::default());
     let outbound = Outbound {
@@ -65,7 +71,8 @@ pub async fn test_env(test: &str, ttl: Duration) -> TestEnv {
             grace: Duration::from_secs(60),
         },
         Passwords::with_params(params),
-    );
+    )
+    .with_login_limits(limits);
     TestEnv {
         registry: Arc::new(registry),
         db,
