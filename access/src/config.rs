@@ -44,6 +44,11 @@ pub struct Config {
     pub max_sends_per_sec: u32,
     /// Sends one connection may make at once after a quiet spell (at most 6553).
     pub send_burst: u32,
+    /// Sends one user may make per second over all their connections on
+    /// this node, so that many devices do not multiply `max_sends_per_sec` (0: no limit).
+    pub max_sends_per_user_per_sec: u32,
+    /// Sends one user may make at once after a quiet spell (at most 6553).
+    pub user_send_burst: u32,
     /// Bytes queued towards one connection beyond which it is kicked as a slow consumer.
     pub max_outbound_bytes: usize,
     /// Largest frame accepted from a client (header + body), in bytes.
@@ -80,6 +85,8 @@ impl Default for Config {
             max_connections: 0,
             max_sends_per_sec: 200,
             send_burst: 400,
+            max_sends_per_user_per_sec: 400,
+            user_send_burst: 800,
             max_outbound_bytes: 256 * 1024,
             max_frame_len: fishchat_codec::DEFAULT_MAX_FRAME_LEN,
             max_upstream_calls: 256,

@@ -57,6 +57,8 @@ pub struct Limits {
     pub max_connections: usize,
     /// Sends per connection.
     pub send_rate: SendRate,
+    /// Sends per user on this node, over all their connections.
+    pub user_send_rate: SendRate,
     /// Outbound bytes per connection before it is kicked.
     pub max_outbound: usize,
     /// Largest frame in either direction.
@@ -459,20 +461,37 @@ impl EventLoop {
             Body::SendToGroup(m) => Some(&m.client_msg_id),
             _ => None,
         };
-        if let Some(client_msg_id) = send_id
-            && conn.state == State::Active
-            && !limits
-                .send_rate
-                .take(&mut conn.send_tokens, &mut conn.send_refilled, now)
-        {
+        let over = match send_id {
+            Some(_) if conn.state == State::Active => {
+                if !limits
+                    .send_rate
+                    .take(&mut conn.send_tokens, &mut conn.send_refilled, now)
+                {
+                    Some(format!(
+                        "more than {} sends per second on this connection; retry later",
+                        limits.send_rate.per_second
+                    ))
+                } else if !self
+                    .shared
+                    .table
+                    .take_send(conn.user_id, &limits.user_send_rate, now)
+                {
+                    Some(format!(
+                        "more than {} sends per second from this user; retry later",
+                        limits.user_send_rate.per_second
+                    ))
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        };
+        if let (Some(client_msg_id), Some(message)) = (send_id, over) {
             let ack = pb::SendAck {
                 client_msg_id: client_msg_id.clone(),
                 error: Some(pb::Error {
                     code: ErrorCode::TooManyRequests as i32,
-                    message: format!(
-                        "more than {} sends per second on this connection; retry later",
-                        limits.send_rate.per_second
-                    ),
+                    message,
                 }),
                 ..pb::SendAck::default()
             };

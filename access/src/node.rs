@@ -92,6 +92,10 @@ impl AccessNode {
                     per_second: config.max_sends_per_sec,
                     burst: config.send_burst,
                 },
+                user_send_rate: SendRate {
+                    per_second: config.max_sends_per_user_per_sec,
+                    burst: config.user_send_burst,
+                },
                 max_outbound: config.max_outbound_bytes,
                 max_frame_len: config.max_frame_len,
                 drain_timeout: Duration::from_millis(config.drain_timeout_ms),

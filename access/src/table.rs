@@ -13,11 +13,17 @@
 //! kick finds nothing in the table. The kicker then marks the connection
 //! replaced, under the same shard lock the loop takes to add it, and the loop
 //! kicks it instead of adding it.
+//!
+//! A user's entry also holds the bucket their sends on this node draw from
+//! (see `send_rate`), so that many devices of one user cannot multiply the
+//! per-connection rate.
 
 use std::collections::{HashMap, HashSet};
 
 use parking_lot::Mutex;
 use smallvec::SmallVec;
+
+use crate::send_rate::SendRate;
 
 /// Number of shards: enough that two loops and the gRPC workers rarely meet on one lock.
 const SHARDS: usize = 64;
@@ -41,9 +47,27 @@ type Entries = SmallVec<[ConnRef; 1]>;
 /// reply was lost) must not pile up.
 const MAX_REPLACED: usize = 1024;
 
+/// One user's connections on this node, and their shared send bucket.
+#[derive(Debug)]
+struct User {
+    conns: Entries,
+    send_tokens: u16,
+    send_refilled: u32,
+}
+
+impl Default for User {
+    fn default() -> Self {
+        Self {
+            conns: Entries::new(),
+            send_tokens: u16::MAX,
+            send_refilled: 0,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Shard {
-    users: HashMap<u64, Entries>,
+    users: HashMap<u64, User>,
     /// Connection ids replaced by a later login of their device before their
     /// own login was added.
     replaced: HashSet<u64>,
@@ -76,7 +100,7 @@ impl ConnTable {
         if shard.replaced.remove(&conn.conn_id) {
             return false;
         }
-        shard.users.entry(user_id).or_default().push(conn);
+        shard.users.entry(user_id).or_default().conns.push(conn);
         true
     }
 
@@ -88,7 +112,7 @@ impl ConnTable {
         let found = shard
             .users
             .get(&user_id)
-            .and_then(|entries| entries.iter().find(|c| c.conn_id == conn_id).copied());
+            .and_then(|user| user.conns.iter().find(|c| c.conn_id == conn_id).copied());
         if found.is_none() {
             if shard.replaced.len() >= MAX_REPLACED {
                 shard.replaced.clear();
@@ -107,13 +131,13 @@ impl ConnTable {
     /// Forgets the connection `conn_id` of `user_id`; true when it was there.
     pub fn remove(&self, user_id: u64, conn_id: u64) -> bool {
         let mut shard = self.shard(user_id).lock();
-        let Some(entries) = shard.users.get_mut(&user_id) else {
+        let Some(user) = shard.users.get_mut(&user_id) else {
             return false;
         };
-        let before = entries.len();
-        entries.retain(|c| c.conn_id != conn_id);
-        let removed = entries.len() != before;
-        if entries.is_empty() {
+        let before = user.conns.len();
+        user.conns.retain(|c| c.conn_id != conn_id);
+        let removed = user.conns.len() != before;
+        if user.conns.is_empty() {
             shard.users.remove(&user_id);
         }
         removed
@@ -123,11 +147,21 @@ impl ConnTable {
     pub fn for_each(&self, user_id: u64, mut f: impl FnMut(ConnRef)) -> usize {
         let shard = self.shard(user_id).lock();
         match shard.users.get(&user_id) {
-            Some(entries) => {
-                entries.iter().copied().for_each(&mut f);
-                entries.len()
+            Some(user) => {
+                user.conns.iter().copied().for_each(&mut f);
+                user.conns.len()
             }
             None => 0,
+        }
+    }
+
+    /// Takes one send of `user_id` from the bucket their connections here
+    /// share, at tick `now` (see [`SendRate::take`]); false when it is empty.
+    pub(crate) fn take_send(&self, user_id: u64, rate: &SendRate, now: u32) -> bool {
+        let mut shard = self.shard(user_id).lock();
+        match shard.users.get_mut(&user_id) {
+            Some(user) => rate.take(&mut user.send_tokens, &mut user.send_refilled, now),
+            None => true,
         }
     }
 
@@ -137,6 +171,7 @@ impl ConnTable {
         shard
             .users
             .get(&user_id)?
+            .conns
             .iter()
             .find(|c| c.conn_id == conn_id)
             .copied()
@@ -176,6 +211,22 @@ mod tests {
         assert!(table.remove(7, 2));
         assert_eq!(table.users(), 1, "only user 71 remains");
         assert_eq!(table.find(7, 2), None);
+    }
+
+    #[test]
+    fn a_users_connections_share_one_send_bucket() {
+        let table = ConnTable::default();
+        let rate = SendRate {
+            per_second: 10,
+            burst: 3,
+        };
+        assert!(table.insert(7, conn(1)));
+        assert!(table.insert(7, conn(2)));
+        assert!(table.insert(8, conn(3)));
+        let sent = (0..6).filter(|_| table.take_send(7, &rate, 0)).count();
+        assert_eq!(sent, 3, "the burst, whichever device sends");
+        assert!(table.take_send(8, &rate, 0), "another user has their own");
+        assert!(table.take_send(7, &rate, 1), "refilled a tick later");
     }
 
     #[test]

@@ -339,6 +339,34 @@ async fn sends_over_the_connections_rate_are_refused_for_now_and_the_connection_
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_users_devices_share_one_send_rate_and_other_users_are_unaffected() {
+    let h = Harness::start(FakeLogic::default(), |c| {
+        c.max_sends_per_user_per_sec = 1;
+        c.user_send_burst = 3;
+    })
+    .await;
+    let mut phone = h.login(7, "phone").await;
+    let mut laptop = h.login(7, "laptop").await;
+    let mut other = h.login(9, "phone").await;
+    let outcome = async |client: &mut Client, id: &str| match client.request(send_to(8, id)).await {
+        Body::SendAck(ack) => ack.error.map(|e| e.code),
+        other => panic!("{other:?}"),
+    };
+    let refused = Some(ErrorCode::TooManyRequests as i32);
+    assert_eq!(outcome(&mut phone, "p1").await, None);
+    assert_eq!(outcome(&mut laptop, "l1").await, None);
+    assert_eq!(outcome(&mut phone, "p2").await, None);
+    assert_eq!(
+        outcome(&mut laptop, "l2").await,
+        refused,
+        "the user's burst is spent"
+    );
+    assert_eq!(outcome(&mut phone, "p3").await, refused);
+    assert_eq!(outcome(&mut other, "o1").await, None, "another user sends");
+    assert_eq!(h.logic.sends.lock().len(), 4, "refused sends went nowhere");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_logged_in_connection_acts_only_as_its_own_user() {
     let h = Harness::start(FakeLogic::default(), |_| {}).await;
     let mut client = h.login(7, "phone").await;
