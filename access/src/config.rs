@@ -49,6 +49,12 @@ pub struct Config {
     pub max_sends_per_user_per_sec: u32,
     /// Sends one user may make at once after a quiet spell (at most 6553).
     pub user_send_burst: u32,
+    /// LOGINs refused for a bad token that one client address (an IPv6 /64)
+    /// may have in `failed_login_window_ms`; its further LOGINs are refused
+    /// with `TOO_MANY_REQUESTS` until the window ends (0: no limit).
+    pub max_failed_logins_per_address: u32,
+    /// The window of an address's failed LOGINs, in milliseconds, from its first.
+    pub failed_login_window_ms: u64,
     /// Bytes queued towards one connection beyond which it is kicked as a slow consumer.
     pub max_outbound_bytes: usize,
     /// Largest frame accepted from a client (header + body), in bytes.
@@ -87,6 +93,8 @@ impl Default for Config {
             send_burst: 400,
             max_sends_per_user_per_sec: 400,
             user_send_burst: 800,
+            max_failed_logins_per_address: 20,
+            failed_login_window_ms: 60_000,
             max_outbound_bytes: 256 * 1024,
             max_frame_len: fishchat_codec::DEFAULT_MAX_FRAME_LEN,
             max_upstream_calls: 256,

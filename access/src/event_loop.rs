@@ -22,6 +22,7 @@ use slab::Slab;
 use crate::conn::{Conn, State};
 use crate::drain::Drain;
 use crate::frames;
+use crate::login_guard::LoginGuard;
 use crate::mailbox::{Mailbox, PushBatch, Reply, Then, ToLoop};
 use crate::metrics::Metrics;
 use crate::send_rate::SendRate;
@@ -89,6 +90,8 @@ pub struct Shared {
     pub next_conn_id: AtomicU64,
     /// Limits.
     pub limits: Limits,
+    /// Bad-token LOGINs per client address.
+    pub(crate) login_guard: LoginGuard,
 }
 
 /// Whether decoding may go on.
@@ -516,6 +519,15 @@ impl EventLoop {
                 return self.send(slot, frame);
             }
             (State::AwaitingLogin, Body::Login(login)) => {
+                let peer = conn.stream.peer_addr().map(|peer| peer.ip());
+                if peer.is_ok_and(|ip| !self.shared.login_guard.allows(ip, now)) {
+                    return self.refuse(
+                        slot,
+                        request_id,
+                        ErrorCode::TooManyRequests,
+                        "too many logins with bad tokens from this address; retry later",
+                    );
+                }
                 conn.state = State::LoggingIn;
                 Request::Call(Call::Login(login))
             }
@@ -653,9 +665,12 @@ impl EventLoop {
                     self.shared.upstream.logout(user_id, &device_id, conn_id);
                 }
             }
-            Then::LoginRefused => {
+            Then::LoginRefused { bad_token } => {
                 if conn.state == State::LoggingIn {
                     conn.state = State::AwaitingLogin;
+                }
+                if bad_token && let Ok(peer) = conn.stream.peer_addr() {
+                    self.shared.login_guard.failed(peer.ip(), now);
                 }
             }
         }

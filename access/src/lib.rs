@@ -18,6 +18,7 @@ mod conn;
 mod drain;
 mod event_loop;
 mod frames;
+mod login_guard;
 mod mailbox;
 pub mod metrics;
 mod node;

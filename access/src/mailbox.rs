@@ -60,7 +60,11 @@ pub enum Then {
         device_id: Box<str>,
     },
     /// The login was refused; the connection may try again until its deadline.
-    LoginRefused,
+    LoginRefused {
+        /// Refused for an unknown token (not, say, an outage): a failure
+        /// its address is counted for (see `login_guard`).
+        bad_token: bool,
+    },
 }
 
 /// Frames shared between connections of one loop.

@@ -16,6 +16,7 @@ use tonic::transport::Channel;
 
 use crate::config::Config;
 use crate::event_loop::{EventLoop, Limits, Shared, WAKER, ticks};
+use crate::login_guard::LoginGuard;
 use crate::mailbox::{LoopHandle, ToLoop, mailbox};
 use crate::metrics::Metrics;
 use crate::push::PushService;
@@ -82,6 +83,10 @@ impl AccessNode {
             upstream: upstream.clone(),
             metrics: metrics.clone(),
             next_conn_id: AtomicU64::new(first_conn_id()),
+            login_guard: LoginGuard::new(
+                config.max_failed_logins_per_address,
+                ticks(Duration::from_millis(config.failed_login_window_ms)),
+            ),
             limits: Limits {
                 login_deadline: ticks(Duration::from_millis(config.login_deadline_ms)),
                 heartbeat_deadline: ticks(config.heartbeat_deadline()),

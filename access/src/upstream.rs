@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fishchat_codec::pb;
-use fishchat_codec::{Command, KickReason};
+use fishchat_codec::{Command, ErrorCode, KickReason};
 use fishchat_discovery::Dialer;
 use fishchat_rpc::access::KickRequest;
 use fishchat_rpc::access::access_client::AccessClient;
@@ -361,7 +361,11 @@ impl Upstream {
             Ok(reply) => reply,
             Err(status) => {
                 self.metrics.login(false);
-                return (self.error(caller, &status), Then::LoginRefused);
+                let bad_token = error_code(&status) == ErrorCode::BadToken;
+                return (
+                    self.error(caller, &status),
+                    Then::LoginRefused { bad_token },
+                );
             }
         };
         self.metrics.login(true);

@@ -45,6 +45,8 @@ struct FakeLogic {
     sending: AtomicUsize,
     most_sending: AtomicUsize,
     next_id: AtomicU64,
+    /// LOGINs that reached logic.
+    logins: AtomicUsize,
 }
 
 /// The served handle of a [`FakeLogic`] the test keeps reading.
@@ -61,6 +63,7 @@ impl std::ops::Deref for Served {
 impl Logic for Served {
     async fn login(&self, request: Request<LoginRequest>) -> Result<Response<LoginReply>, Status> {
         let request = request.into_inner();
+        self.logins.fetch_add(1, Ordering::SeqCst);
         let user_id: u64 = request
             .token
             .strip_prefix("tok-")
@@ -199,7 +202,14 @@ impl Harness {
     }
 
     async fn connect(&self) -> Client {
-        let stream = TcpStream::connect(self.addr).await.unwrap();
+        self.connect_from([127, 0, 0, 1]).await
+    }
+
+    /// A client whose socket is bound to `source` (any of 127.0.0.0/8).
+    async fn connect_from(&self, source: [u8; 4]) -> Client {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind((source, 0).into()).unwrap();
+        let stream = socket.connect(self.addr).await.unwrap();
         Client {
             stream,
             buf: BytesMut::new(),
@@ -404,6 +414,52 @@ async fn a_bad_token_is_refused_and_the_socket_may_try_again() {
         .await;
     assert!(
         matches!(ok, Body::LoginReply(r) if r.user_id == 3 && r.heartbeat_interval_ms == 30_000)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_address_with_too_many_bad_tokens_is_refused_and_others_are_not() {
+    let h = Harness::start(FakeLogic::default(), |c| {
+        c.max_failed_logins_per_address = 2;
+    })
+    .await;
+    let bad = || pb::LoginRequest {
+        token: "nope".into(),
+        device_id: "d".into(),
+    };
+    let mut guesser = h.connect_from([127, 0, 0, 7]).await;
+    for _ in 0..2 {
+        assert_eq!(
+            error_code(&guesser.request(bad()).await),
+            Some(ErrorCode::BadToken)
+        );
+    }
+    // Even a good token is refused from there now, before logic hears of it,
+    // and the socket is closed.
+    let logins = h.logic.logins.load(Ordering::SeqCst);
+    let good = pb::LoginRequest {
+        token: "tok-3".into(),
+        device_id: "d".into(),
+    };
+    let refused = guesser.request(good.clone()).await;
+    assert_eq!(
+        error_code(&refused),
+        Some(ErrorCode::TooManyRequests),
+        "{refused:?}"
+    );
+    assert!(guesser.until_closed().await.is_empty());
+    assert_eq!(h.logic.logins.load(Ordering::SeqCst), logins);
+    // A new connection from that address too; another address logs in.
+    let mut again = h.connect_from([127, 0, 0, 7]).await;
+    assert_eq!(
+        error_code(&again.request(good.clone()).await),
+        Some(ErrorCode::TooManyRequests)
+    );
+    let mut other = h.connect_from([127, 0, 0, 8]).await;
+    let ok = other.request(good).await;
+    assert!(
+        matches!(ok, Body::LoginReply(ref r) if r.user_id == 3),
+        "{ok:?}"
     );
 }
 
