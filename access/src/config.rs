@@ -49,6 +49,11 @@ pub struct Config {
     pub max_sends_per_user_per_sec: u32,
     /// Sends one user may make at once after a quiet spell (at most 6553).
     pub user_send_burst: u32,
+    /// Bytes of pushes queued towards one event loop, at most; a push over it
+    /// is dropped for that loop's connections and counted
+    /// (`fishchat_access_pushes_dropped_total`): the messages are stored, and
+    /// clients fetch them on their next sync (0: no limit).
+    pub max_queued_push_bytes: usize,
     /// LOGINs refused for a bad token that one client address (an IPv6 /64)
     /// may have in `failed_login_window_ms`; its further LOGINs are refused
     /// with `TOO_MANY_REQUESTS` until the window ends (0: no limit).
@@ -93,6 +98,7 @@ impl Default for Config {
             send_burst: 400,
             max_sends_per_user_per_sec: 400,
             user_send_burst: 800,
+            max_queued_push_bytes: 64 << 20,
             max_failed_logins_per_address: 20,
             failed_login_window_ms: 60_000,
             max_outbound_bytes: 256 * 1024,

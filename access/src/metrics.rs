@@ -44,6 +44,9 @@ pub struct Metrics {
     pub push_latency: Histogram,
     /// Users named in push requests with no connection on this node.
     pub push_absent_users: Counter,
+    /// Frames not queued on a connection because its loop's mailbox was over
+    /// its push budget (the messages are stored; clients catch up by sync).
+    pub pushes_dropped: Counter,
     /// Sends per batch call to logic: how much batching the load gives.
     pub send_batch_size: Histogram,
     /// Seconds a batch call to logic took, retries included.
@@ -63,6 +66,7 @@ impl Default for Metrics {
         // 50 µs to about 1.6 s.
         let push_latency = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
         let push_absent_users = Counter::default();
+        let pushes_dropped = Counter::default();
         // 1 to 512.
         let send_batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 10));
         let send_batch_latency = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
@@ -92,6 +96,11 @@ impl Default for Metrics {
             push_absent_users.clone(),
         );
         registry.register(
+            "pushes_dropped",
+            "Frames dropped for a connection because its loop's mailbox was over its push budget",
+            pushes_dropped.clone(),
+        );
+        registry.register(
             "send_batch_size",
             "Sends per batch call to logic",
             send_batch_size.clone(),
@@ -112,6 +121,7 @@ impl Default for Metrics {
             kicks,
             push_latency,
             push_absent_users,
+            pushes_dropped,
             send_batch_size,
             send_batch_latency,
         }

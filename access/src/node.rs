@@ -56,7 +56,10 @@ impl AccessNode {
         let mut mailboxes = Vec::with_capacity(count);
         for _ in 0..count {
             let poll = Poll::new()?;
-            let (handle, mailbox) = mailbox(Waker::new(poll.registry(), WAKER)?);
+            let (handle, mailbox) = mailbox(
+                Waker::new(poll.registry(), WAKER)?,
+                config.max_queued_push_bytes,
+            );
             polls.push(poll);
             handles.push(handle);
             mailboxes.push(mailbox);

@@ -14,7 +14,7 @@ use fishchat_rpc::access::access_server::Access;
 use fishchat_rpc::access::{KickReply, KickRequest, PushReply, PushRequest};
 use tonic::{Request, Response, Status};
 
-use crate::mailbox::{LoopHandle, PushBatch, ToLoop};
+use crate::mailbox::{LoopHandle, PushBatch};
 use crate::metrics::Metrics;
 use crate::table::ConnTable;
 use crate::upstream::Upstream;
@@ -92,7 +92,10 @@ impl PushService {
         for (handle, mut batch) in self.loops.iter().zip(batches) {
             if !batch.targets.is_empty() {
                 batch.received = Some(received);
-                handle.send(ToLoop::Push(batch));
+                let targets = batch.targets.len() as u64;
+                if !handle.push(batch) {
+                    self.metrics.pushes_dropped.inc_by(targets);
+                }
             }
         }
         reply
