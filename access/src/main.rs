@@ -70,6 +70,7 @@ struct Overrides {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.common.log_format);
+    fishchat_node::init_tls(&cli.common)?;
     let config: Config = load_config("access", cli.common.config.as_deref(), &cli.overrides)?;
     let node_id = config.node_id.clone().unwrap_or_else(default_node_id);
     let metrics = Arc::new(Metrics::default());

@@ -12,22 +12,36 @@ use parking_lot::Mutex;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::DiscoveryError;
+use crate::tls::client_tls;
 
 /// How long to wait for a TCP connection to a node before a call fails.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The gRPC endpoint for a registered address: `host:port` (plain HTTP/2) or
-/// a full `http://` / `https://` URI.
+/// The gRPC endpoint for an address: `host:port` or an `http://` /
+/// `https://` URI. Plain HTTP/2, unless the process uses mutual TLS (see
+/// [`use_client_tls`](crate::use_client_tls)): then always TLS, whatever
+/// scheme the address names, so that no configured address can dodge it.
 pub fn endpoint_for(addr: &str) -> Result<Endpoint, DiscoveryError> {
-    let uri = if addr.contains("://") {
-        addr.to_owned()
-    } else {
-        format!("http://{addr}")
-    };
-    let endpoint = Endpoint::from_shared(uri).map_err(|err| DiscoveryError::InvalidAddress {
+    let invalid = |reason: String| DiscoveryError::InvalidAddress {
         addr: addr.to_owned(),
-        reason: err.to_string(),
-    })?;
+        reason,
+    };
+    let authority = addr
+        .strip_prefix("http://")
+        .or_else(|| addr.strip_prefix("https://"))
+        .unwrap_or(addr);
+    if authority.contains("://") {
+        return Err(invalid("only http:// and https:// are dialed".to_owned()));
+    }
+    let tls = client_tls();
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{authority}"))
+        .map_err(|err| invalid(err.to_string()))?;
+    if let Some(tls) = tls {
+        endpoint = endpoint
+            .tls_config(tls.clone())
+            .map_err(|err| invalid(err.to_string()))?;
+    }
     Ok(endpoint.connect_timeout(CONNECT_TIMEOUT).tcp_nodelay(true))
 }
 

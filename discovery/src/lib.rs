@@ -15,6 +15,7 @@ mod etcd;
 mod node;
 mod registration;
 mod resolver;
+mod tls;
 
 pub use dialer::{Dialer, endpoint_for};
 pub use error::DiscoveryError;
@@ -23,3 +24,4 @@ pub use node::{
 };
 pub use registration::{DEFAULT_TTL, Registration};
 pub use resolver::Resolver;
+pub use tls::use_client_tls;

@@ -339,10 +339,7 @@ impl Cluster {
 
     /// A client of the first logic node.
     pub async fn logic(&self) -> LogicClient<Channel> {
-        let addr = self.logic[0].1;
-        LogicClient::connect(format!("http://{addr}"))
-            .await
-            .expect("connect to logic")
+        LogicClient::new(dial(&self.logic[0].1.to_string()).await)
     }
 
     /// Creates a user called `name` (made unique to this cluster) and logs it
@@ -372,9 +369,7 @@ impl Cluster {
 
     /// A client of register.
     pub async fn register(&self) -> RegisterClient<Channel> {
-        RegisterClient::connect(format!("http://{}", self.register_addr))
-            .await
-            .expect("connect to register")
+        RegisterClient::new(dial(&self.register_addr.to_string()).await)
     }
 }
 
@@ -413,4 +408,14 @@ async fn serve_access(pushed: Pushed) -> SocketAddr {
             .serve_with_incoming(incoming),
     );
     addr
+}
+
+/// A channel to a service at `addr`, dialed as the services dial each other
+/// (with the test process's mutual TLS, if it set one).
+pub async fn dial(addr: &str) -> Channel {
+    fishchat_discovery::endpoint_for(addr)
+        .unwrap_or_else(|err| panic!("address {addr}: {err}"))
+        .connect()
+        .await
+        .unwrap_or_else(|err| panic!("connect to {addr}: {err}"))
 }

@@ -205,10 +205,9 @@ pub async fn wait_healthy(addr: &str, deadline: Duration) {
 /// Waits until the gRPC health service at `addr` reports `want` for
 /// `service` (`""`: the process as a whole).
 pub async fn wait_status(addr: &str, service: &str, want: ServingStatus, deadline: Duration) {
-    let url = format!("http://{addr}");
     let what = format!("{addr} to report {want:?} for {service:?}");
     wait_until(deadline, &what, async || {
-        let channel = tonic::transport::Channel::from_shared(url.clone())
+        let channel = fishchat_discovery::endpoint_for(addr)
             .ok()?
             .connect()
             .await

@@ -165,8 +165,9 @@ impl Gateway {
                 })
         });
         let grpc_stop = until_stopped(stopped);
+        let mut grpc_server = fishchat_node::server_builder()?;
         servers.spawn(async move {
-            tonic::transport::Server::builder()
+            grpc_server
                 .add_routes(routes)
                 .serve_with_incoming_shutdown(
                     TcpIncoming::from(grpc).with_nodelay(Some(true)),

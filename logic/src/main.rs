@@ -134,6 +134,7 @@ const GROUP_TTL: Duration = Duration::from_secs(60);
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.common.log_format);
+    fishchat_node::init_tls(&cli.common)?;
     let config: Config = load_config("logic", cli.common.config.as_deref(), &cli.overrides)?;
 
     let redis =

@@ -16,4 +16,18 @@ pub struct CommonArgs {
     /// Log line format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "FISHCHAT_LOG_FORMAT")]
     pub log_format: LogFormat,
+    /// The deployment CA's certificate (PEM). With --tls-cert and --tls-key,
+    /// every gRPC port and call between services uses mutual TLS.
+    #[arg(long, value_name = "FILE", env = "FISHCHAT_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// This node's certificate (PEM), signed by the CA, for fishchat.internal
+    /// (or --tls-server-name).
+    #[arg(long, value_name = "FILE", env = "FISHCHAT_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// This node's private key (PEM).
+    #[arg(long, value_name = "FILE", env = "FISHCHAT_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// The name peers' certificates must carry.
+    #[arg(long, value_name = "NAME", default_value = crate::tls::DEFAULT_SERVER_NAME, env = "FISHCHAT_TLS_SERVER_NAME")]
+    pub tls_server_name: String,
 }

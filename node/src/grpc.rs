@@ -58,6 +58,16 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
+/// A gRPC server builder, with mutual TLS once [`init_tls`](crate::init_tls)
+/// turned it on: every gRPC port of a service starts here.
+pub fn server_builder() -> Result<tonic::transport::Server, tonic::transport::Error> {
+    let server = tonic::transport::Server::builder();
+    match crate::tls::server_tls() {
+        Some(tls) => server.tls_config(tls.clone()),
+        None => Ok(server),
+    }
+}
+
 /// Serves `routes` on `addr` until `stop` resolves, then lets in-flight calls
 /// finish. Once the address is bound, systemd (if it started us) hears that
 /// the service is ready.
@@ -75,7 +85,7 @@ pub async fn serve(
     // the caller's delayed ACK (40 ms on Linux) whenever calls are not
     // back to back: one batch call at a time took ~50 ms instead of ~10.
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder()
+    server_builder()?
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, async {
             stop.await;

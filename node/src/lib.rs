@@ -12,11 +12,13 @@ mod health;
 mod logging;
 mod ready;
 mod shutdown;
+mod tls;
 
 pub use args::CommonArgs;
 pub use config::{ConfigError, load_config};
-pub use grpc::{ServeError, health_and_reflection, serve};
+pub use grpc::{ServeError, health_and_reflection, serve, server_builder};
 pub use health::{DEPENDENCY_CHECKS, DEPENDENCY_TIMEOUT, Dependency, follow};
 pub use logging::{LogFormat, init_logging};
 pub use ready::{notify_ready, notify_stopping};
 pub use shutdown::shutdown_signal;
+pub use tls::{DEFAULT_SERVER_NAME, TlsError, init_tls};

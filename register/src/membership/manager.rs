@@ -6,7 +6,7 @@ use fishchat_rpc::manager::MembershipRequest;
 use fishchat_rpc::manager::manager_client::ManagerClient;
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::{LogError, MembershipLog};
 use crate::model::{GroupId, UserId};
@@ -28,7 +28,8 @@ impl ManagerLog {
     /// first use and reconnects by itself, so register starts while manager
     /// is down (joins then fail with UNAVAILABLE until it is up).
     pub fn new(addr: &str) -> Result<Self, LogError> {
-        let endpoint = Endpoint::from_shared(addr.to_owned())
+        // Through discovery, so the call uses the deployment's mutual TLS.
+        let endpoint = fishchat_discovery::endpoint_for(addr)
             .map_err(|err| LogError::new(format!("manager address {addr:?}: {err}")))?
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(CALL_TIMEOUT);
