@@ -389,3 +389,140 @@ async fn sends_wait_for_a_restarting_logic_instead_of_failing() {
     ids.sort_unstable();
     assert_eq!(got, ids, "each acked send stored and delivered once");
 }
+
+/// The short chaos campaign: pairs chat through two access nodes, two logic
+/// nodes and the gateway while each FishChat service in turn is killed with
+/// -9 and started again at once (as systemd would). After each fault every
+/// receiver must get a message sent after the restart; at the end, every
+/// acknowledged message must have reached its receiver exactly once, in
+/// order. One row per fault is printed. (The servers are shared by the tests
+/// running alongside, so restarting them is left to the bench's campaign.)
+#[tokio::test(flavor = "multi_thread")]
+async fn each_service_killed_in_turn_loses_and_duplicates_nothing_acknowledged() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    const PAIRS: usize = 4;
+    /// Each sender's bound: one send per 20 ms for at most this many.
+    const MOST_PER_SENDER: u64 = 6_000;
+    const BACK_DEADLINE: Duration = Duration::from_secs(60);
+    let mut cluster = chat_cluster("chat-chaos", 2).await;
+    cluster.add_logic().await;
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut sending = Vec::new();
+    let mut receiving = Vec::new();
+    // Per pair: the next message number the sender will send, and what the
+    // receiver got so far.
+    let mut next_sent = Vec::new();
+    let mut received: Vec<Arc<std::sync::Mutex<Vec<StoredMessage>>>> = Vec::new();
+    for i in 0..PAIRS {
+        let (_, s_token) = cluster.new_user(&format!("s{i}")).await;
+        let (r, r_token) = cluster.new_user(&format!("r{i}")).await;
+        let (sender, s_events) = connect(&cluster, &s_token, "d").await;
+        let (receiver, mut r_events) = connect(&cluster, &r_token, "d").await;
+        let next = Arc::new(AtomicU64::new(0));
+        next_sent.push(next.clone());
+        let stopped = stopped.clone();
+        sending.push(tokio::spawn(async move {
+            let _events = s_events;
+            let mut pace = tokio::time::interval(Duration::from_millis(20));
+            let mut acked = Vec::new();
+            for n in 0..MOST_PER_SENDER {
+                if *stopped.borrow() {
+                    break;
+                }
+                pace.tick().await;
+                next.store(n, Ordering::SeqCst);
+                let ack = sender.send_to_user(r, format!("{n}")).await.unwrap();
+                acked.push(ack.server_msg_id);
+            }
+            acked
+        }));
+        let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+        received.push(got.clone());
+        receiving.push(tokio::spawn(async move {
+            let _receiver = receiver;
+            while let Some(event) = r_events.recv().await {
+                if let Event::Message { message, .. } = event {
+                    got.lock().unwrap().push(message);
+                }
+            }
+        }));
+    }
+    let newest = |got: &std::sync::Mutex<Vec<StoredMessage>>| {
+        got.lock()
+            .unwrap()
+            .last()
+            .and_then(|m| String::from_utf8_lossy(&m.body).parse::<u64>().ok())
+    };
+    // Every receiver gets a message its sender sent from now on.
+    let all_back = async |next_sent: &[Arc<AtomicU64>], what: &str| {
+        let marks: Vec<u64> = next_sent.iter().map(|n| n.load(Ordering::SeqCst)).collect();
+        let start = std::time::Instant::now();
+        fishchat_e2e::wait_until(BACK_DEADLINE, what, async || {
+            received
+                .iter()
+                .zip(&marks)
+                .all(|(got, mark)| newest(got).is_some_and(|n| n > *mark))
+                .then_some(())
+        })
+        .await;
+        start.elapsed()
+    };
+    all_back(&next_sent, "traffic to flow before any fault").await;
+
+    eprintln!("{:<10} {:>8} {:>10}", "fault", "acked", "back (ms)");
+    let faults = [
+        "access-0", "access-1", "logic-0", "msg_job", "register", "manager", "gateway", "logic-1",
+    ];
+    for fault in faults {
+        let process = match fault {
+            "access-0" => &mut cluster.access[0].process,
+            "access-1" => &mut cluster.access[1].process,
+            "logic-0" => &mut cluster.logic[0].0,
+            "logic-1" => &mut cluster.logic[1].0,
+            "msg_job" => &mut cluster.msg_job,
+            "register" => &mut cluster.register,
+            "manager" => &mut cluster.manager,
+            _ => &mut cluster.gateway.as_mut().unwrap().process,
+        };
+        process.kill9();
+        process.restart();
+        let back = all_back(
+            &next_sent,
+            &format!("every receiver to get new messages after {fault} restarted"),
+        )
+        .await;
+        let acked: u64 = next_sent.iter().map(|n| n.load(Ordering::SeqCst)).sum();
+        eprintln!("{fault:<10} {acked:>8} {:>10}", back.as_millis());
+    }
+
+    stop.send_replace(true);
+    let mut acked = Vec::new();
+    for task in sending {
+        acked.push(task.await.unwrap());
+    }
+    for (i, got) in received.iter().enumerate() {
+        let want = acked[i].len();
+        fishchat_e2e::wait_until(
+            BACK_DEADLINE,
+            "every acknowledged message to arrive",
+            async || (got.lock().unwrap().len() >= want).then_some(()),
+        )
+        .await;
+        let ids: Vec<u64> = got
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|m| m.server_msg_id)
+            .collect();
+        assert_eq!(
+            ids, acked[i],
+            "pair {i}: every acknowledged message, once, in order"
+        );
+    }
+    for task in receiving {
+        task.abort();
+    }
+}
