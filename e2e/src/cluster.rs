@@ -24,6 +24,8 @@ use crate::{etcd_endpoint, kafka_brokers, mongo_url, redis_url, unique_name};
 
 /// How long a service may take to come up (a debug build on a busy machine).
 const START_DEADLINE: Duration = Duration::from_secs(60);
+/// The node id of the stand-in access node the test process serves.
+pub const STAND_IN: &str = "stand-in";
 
 /// What the stand-in access node was asked to write, per user, in arrival
 /// order: the messages of PUSH frames and the bodies of READ_UPDATE frames.
@@ -174,6 +176,7 @@ impl Cluster {
 
         let pushed = Pushed::default();
         let push_addr = serve_access(pushed.clone()).await;
+        register_stand_in(&namespace, push_addr).await;
 
         // manager first: register tells it of every group join.
         let manager_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
@@ -393,6 +396,30 @@ pub struct Gateway {
     pub tcp: SocketAddr,
     /// The HTTP front door (`GET /lookup`).
     pub http: SocketAddr,
+}
+
+/// Registers the stand-in access node in the cluster's namespace, as a real
+/// node would: register deletes the sessions of access nodes missing from
+/// etcd. Its lease (an hour, never renewed) outlives any test and then
+/// clears the key from the shared etcd.
+async fn register_stand_in(namespace: &str, push_addr: SocketAddr) {
+    let info = fishchat_discovery::NodeInfo::new("access", STAND_IN)
+        .with_addr("push", push_addr.to_string());
+    let value = serde_json::to_string(&info).expect("a node description");
+    let mut etcd = crate::etcd().await;
+    let lease = etcd
+        .lease_grant(3600, None)
+        .await
+        .expect("a lease for the stand-in access node")
+        .id();
+    let options = etcd_client::PutOptions::new().with_lease(lease);
+    etcd.put(
+        format!("{namespace}/access/{STAND_IN}"),
+        value,
+        Some(options),
+    )
+    .await
+    .expect("register the stand-in access node");
 }
 
 /// Serves the stand-in access node on an ephemeral port.

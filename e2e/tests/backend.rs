@@ -57,7 +57,7 @@ async fn fresh_token(cluster: &Cluster, name: &str) -> String {
 /// The connection `conn_id` of the stand-in access node.
 fn origin(cluster: &Cluster, conn_id: u64) -> Origin {
     Origin {
-        access_node_id: "stand-in".into(),
+        access_node_id: fishchat_e2e::cluster::STAND_IN.into(),
         push_addr: format!("http://{}", cluster.push_addr),
         conn_id,
     }
