@@ -3,7 +3,8 @@
 //! caller without a certificate, or with one another CA signed, is refused
 //! on every internal port it tries: a forged Push to an access node and a
 //! SendToUser that names another user as the sender both fail, and nothing
-//! they carried reaches anyone.
+//! they carried reaches anyone. And the HTTP APIs clients reach (register's
+//! accounts, the gateway's lookup) speak HTTPS with the public certificate.
 #![allow(clippy::unwrap_used)] // a test: a failed step should panic where it happened.
 
 use std::path::{Path, PathBuf};
@@ -183,4 +184,92 @@ async fn services_talk_over_mutual_tls_and_refuse_callers_without_a_deployment_c
     assert_eq!(next_message(&mut b_events).await, "still here");
     let _ = std::fs::remove_dir_all(&certs);
     let _ = std::fs::remove_dir_all(&rogue);
+}
+
+/// `request` over TLS to `addr`, trusting the CA in `trusted`; the response
+/// as text, or `None` when the connection failed.
+async fn https(addr: std::net::SocketAddr, trusted: &Path, request: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+    use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(trusted.join("ca.pem")).unwrap())
+        .unwrap();
+    let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.ok()?;
+    tls.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    tls.read_to_string(&mut response).await.ok()?;
+    Some(response)
+}
+
+/// A plain HTTP/1.1 request to `addr`; what came back, perhaps nothing.
+async fn plain(addr: std::net::SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _ = tcp.write_all(request.as_bytes()).await;
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(DEADLINE, tcp.read_to_end(&mut response)).await;
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+fn post_json(path: &str, body: &str) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_http_apis_clients_reach_speak_https_only() {
+    let certs = issue("tls-public");
+    let path = |file: &str| certs.join(file).display().to_string();
+    let (cert, key) = (path("node.pem"), path("node.key"));
+    let mut cluster = Cluster::start_with(
+        "https",
+        &[
+            ("FISHCHAT_PUBLIC_TLS_CERT", &cert),
+            ("FISHCHAT_PUBLIC_TLS_KEY", &key),
+        ],
+    )
+    .await;
+    cluster.add_access(&[]).await;
+    cluster.add_gateway().await;
+    let gateway = cluster.gateway.as_ref().unwrap().http;
+    let register = cluster.register_http;
+
+    let (_, _) = cluster.new_user("carol").await;
+    let name = format!("carol-{}", cluster.name);
+    let login = post_json(
+        "/login",
+        &format!(r#"{{"name":"{name}","password":"pw-123456"}}"#),
+    );
+    let answer = https(register, &certs, &login).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"token\""), "{answer}");
+    let lookup = "GET /lookup HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    let answer = https(gateway, &certs, lookup).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    // In clear, neither answers: the password would have crossed the network.
+    for addr in [register, gateway] {
+        let answer = plain(addr, &login).await;
+        assert!(
+            !answer.starts_with("HTTP/1.1 2"),
+            "{addr} answered in clear: {answer}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&certs);
 }

@@ -33,9 +33,7 @@ pub async fn serve(
     directory: Directory,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(directory))
-        .with_graceful_shutdown(stop)
-        .await
+    fishchat_node::serve_http(listener, router(directory), stop).await
 }
 
 /// 200 with `{"access_addr","node_id"}`, or 503 with `{"code":"UNAVAILABLE","message"}`.

@@ -60,6 +60,7 @@ struct Overrides {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.common.log_format);
+    fishchat_node::init_public_tls(&cli.common)?;
     fishchat_node::init_tls(&cli.common)?;
     let config: Config = load_config("gateway", cli.common.config.as_deref(), &cli.overrides)?;
     let gateway = Gateway::bind(config).await?;

@@ -27,6 +27,13 @@ pub struct CommonArgs {
     /// This node's private key (PEM).
     #[arg(long, value_name = "FILE", env = "FISHCHAT_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+    /// The certificate chain (PEM) clients see on this service's HTTP API
+    /// (register, gateway): a public CA's. With --public-tls-key, HTTPS only.
+    #[arg(long, value_name = "FILE", env = "FISHCHAT_PUBLIC_TLS_CERT")]
+    pub public_tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --public-tls-cert.
+    #[arg(long, value_name = "FILE", env = "FISHCHAT_PUBLIC_TLS_KEY")]
+    pub public_tls_key: Option<PathBuf>,
     /// The name peers' certificates must carry.
     #[arg(long, value_name = "NAME", default_value = crate::tls::DEFAULT_SERVER_NAME, env = "FISHCHAT_TLS_SERVER_NAME")]
     pub tls_server_name: String,

@@ -39,6 +39,7 @@ struct Cli {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.common.log_format);
+    fishchat_node::init_public_tls(&cli.common)?;
     fishchat_node::init_tls(&cli.common).context("mutual TLS")?;
     let config: Config = load_config("register", cli.common.config.as_deref(), &cli.overrides)?;
     tracing::info!(

@@ -144,11 +144,9 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "HTTP listening");
     }
-    // The peer's address is what login limits count (see `LoginLimits`).
-    let app = router(registry).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
-        .await
+    // HTTPS when the node has a public certificate; either way handlers see
+    // the peer's address, which login limits count (see `LoginLimits`).
+    fishchat_node::serve_http(listener, router(registry), stop).await
 }
 
 async fn no_route() -> ApiError {
