@@ -150,3 +150,116 @@ fn advertised(configured: &str, listen: SocketAddr) -> String {
         configured.to_owned()
     }
 }
+
+/// Command-line overrides of [`Config`], one per key; only the ones given are applied.
+#[derive(Debug, Default, clap::Args, Serialize)]
+pub struct Overrides {
+    /// This node's id in etcd and in session records [default: <hostname>-<pid>-<random>].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    /// Where clients connect (client protocol framing over TCP) [default: 127.0.0.1:7100].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_listen: Option<SocketAddr>,
+    /// The client address published in etcd for the gateway; empty means `client_listen` [default: ""].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_advertise: Option<String>,
+    /// Address of the gRPC server (push, kick, health) [default: 127.0.0.1:7101].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_listen: Option<SocketAddr>,
+    /// The push address published in etcd and in sessions; empty means `grpc_listen` [default: ""].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push_advertise: Option<String>,
+    /// Address of the metrics HTTP server (`GET /metrics`) [default: 127.0.0.1:9101].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// etcd endpoints, `host:port` each, comma-separated [default: 127.0.0.1:2379].
+    #[arg(long, value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etcd_endpoints: Option<Vec<String>>,
+    /// Event-loop threads; 0 means one per core [default: 0].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loops: Option<usize>,
+    /// How long a new connection has to log in, in milliseconds [default: 10000].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub login_deadline_ms: Option<u64>,
+    /// How often clients should ping, in milliseconds; silent for three intervals: closed [default: 30000].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heartbeat_interval_ms: Option<u64>,
+    /// How often a live connection re-asserts its session with logic, in milliseconds [default: 60000].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_refresh_ms: Option<u64>,
+    /// Requests one connection may have in flight upstream [default: 32].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<u16>,
+    /// Connections the node holds at most; one more gets `KICK NODE_FULL` (0: no cap) [default: 0].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
+    /// Sends one connection may make per second; more get `TOO_MANY_REQUESTS` (0: no limit) [default: 200].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_sends_per_sec: Option<u32>,
+    /// Sends one connection may make at once after a quiet spell [default: 400].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub send_burst: Option<u32>,
+    /// Sends one user may make per second over all their connections on this node (0: no limit) [default: 400].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_sends_per_user_per_sec: Option<u32>,
+    /// Sends one user may make at once after a quiet spell [default: 800].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_send_burst: Option<u32>,
+    /// Bytes of pushes queued towards one event loop; over it pushes are dropped, clients sync (0: no limit) [default: 67108864].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_queued_push_bytes: Option<usize>,
+    /// Bad-token LOGINs one client address (IPv6: /64) may have per window (0: no limit) [default: 20].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_failed_logins_per_address: Option<u32>,
+    /// The window of an address's failed LOGINs, in milliseconds [default: 60000].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed_login_window_ms: Option<u64>,
+    /// Bytes queued towards one connection beyond which it is kicked as a slow consumer [default: 262144].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_outbound_bytes: Option<usize>,
+    /// Largest frame accepted from a client (header + body), in bytes [default: 65536].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_frame_len: Option<u32>,
+    /// Calls to logic on the wire at once, besides the batch of sends [default: 256].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_upstream_calls: Option<usize>,
+    /// How long one upstream call (with its retries) may take, in milliseconds [default: 5000].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_timeout_ms: Option<u64>,
+    /// How long a draining node waits for its clients to go, in milliseconds [default: 5000].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drain_timeout_ms: Option<u64>,
+    /// The window over which a draining node tells its clients to reconnect, in milliseconds [default: 2000].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drain_spread_ms: Option<u64>,
+    /// How often the live connection count is published in etcd, in milliseconds [default: 2000].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load_report_ms: Option<u64>,
+}

@@ -28,7 +28,7 @@ mod table;
 mod upstream;
 mod wheel;
 
-pub use config::Config;
+pub use config::{Config, Overrides};
 pub use metrics::Metrics;
 pub use node::AccessNode;
 pub use push::PushService;

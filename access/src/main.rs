@@ -5,19 +5,17 @@
 //! and the drain on SIGTERM (leave etcd, stop accepting, tell clients to
 //! reconnect elsewhere, close).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use fishchat_access::{AccessNode, Config, Metrics, metrics};
+use fishchat_access::{AccessNode, Config, Metrics, Overrides, metrics};
 use fishchat_discovery::{NodeInfo, Registration, Resolver, default_node_id};
 use fishchat_node::{
     CommonArgs, health_and_reflection, init_logging, load_config, serve, shutdown_signal,
 };
 use fishchat_rpc::access::access_server::{self, AccessServer};
 use fishchat_rpc::logic::logic_client::LogicClient;
-use serde::Serialize;
 use tokio::sync::oneshot;
 use tonic_health::ServingStatus;
 
@@ -35,35 +33,6 @@ struct Cli {
     common: CommonArgs,
     #[command(flatten)]
     overrides: Overrides,
-}
-
-/// Command-line overrides of [`Config`]; only the ones given are applied.
-#[derive(Debug, clap::Args, Serialize)]
-struct Overrides {
-    /// This node's id [default: <hostname>-<pid>-<random>].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    node_id: Option<String>,
-    /// Where clients connect [default: 127.0.0.1:7100].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    client_listen: Option<SocketAddr>,
-    /// Address of the gRPC server (push, kick, health) [default: 127.0.0.1:7101].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    grpc_listen: Option<SocketAddr>,
-    /// Address of the metrics HTTP server [default: 127.0.0.1:9101].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    metrics_listen: Option<SocketAddr>,
-    /// etcd endpoints, comma-separated [default: 127.0.0.1:2379].
-    #[arg(long, value_delimiter = ',')]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    etcd_endpoints: Option<Vec<String>>,
-    /// Event-loop threads; 0 for one per core [default: 0].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    loops: Option<usize>,
 }
 
 #[tokio::main]

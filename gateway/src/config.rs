@@ -59,3 +59,44 @@ impl Config {
         Duration::from_secs(self.lease_ttl_secs)
     }
 }
+
+/// Command-line overrides of [`Config`], one per key; only the ones given are applied.
+#[derive(Debug, Default, clap::Args, Serialize)]
+pub struct Overrides {
+    /// Address of the TCP front door (client protocol framing) [default: 127.0.0.1:7000].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// Address of the HTTP front door (`GET /lookup`, `GET /healthz`) [default: 127.0.0.1:8000].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_listen: Option<SocketAddr>,
+    /// Address of the gRPC server (health, reflection) [default: 127.0.0.1:7001].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_listen: Option<SocketAddr>,
+    /// etcd endpoints, `host:port` each, comma-separated [default: 127.0.0.1:2379].
+    #[arg(long, value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etcd_endpoints: Option<Vec<String>>,
+    /// This node's id in etcd [default: <hostname>-<pid>-<random>].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    /// Seconds a TCP connection may stay silent before it is closed [default: 30].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_secs: Option<u64>,
+    /// Largest frame accepted on the TCP front door (header + body), in bytes [default: 1024].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_frame_len: Option<u32>,
+    /// The service name access nodes register under [default: access].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_service: Option<String>,
+    /// TTL of this node's etcd lease, in seconds [default: 10].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_ttl_secs: Option<u64>,
+}

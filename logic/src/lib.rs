@@ -11,7 +11,10 @@
 pub mod adapters;
 pub mod cached_groups;
 pub mod chat;
+pub mod config;
 pub mod known_users;
 pub mod notify;
 pub mod ports;
 pub mod service;
+
+pub use config::{Config, Overrides};

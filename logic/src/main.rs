@@ -4,8 +4,6 @@
 //! Wiring only: configuration, the adapters, the gRPC server, and etcd
 //! registration and resolution.
 
-use std::net::SocketAddr;
-
 use clap::Parser;
 use fishchat_discovery::{NodeInfo, Registration, Resolver, default_node_id};
 use std::sync::Arc;
@@ -19,68 +17,13 @@ use fishchat_logic::cached_groups::CachedGroups;
 use fishchat_logic::chat::{Chat, Limits};
 use fishchat_logic::known_users::KnownUsers;
 use fishchat_logic::service::LogicService;
+use fishchat_logic::{Config, Overrides};
 use fishchat_node::{
     CommonArgs, DEPENDENCY_CHECKS, DEPENDENCY_TIMEOUT, Dependency, follow, health_and_reflection,
     init_logging, load_config, serve, shutdown_signal,
 };
 use fishchat_rpc::logic::logic_server::{self, LogicServer};
-use serde::{Deserialize, Serialize};
 use tonic_health::ServingStatus;
-
-/// Settings of logic, from its TOML file, the environment and the command line.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct Config {
-    /// Address of the gRPC server.
-    grpc_listen: SocketAddr,
-    /// This node's id in etcd (default: host-pid-random).
-    node_id: Option<String>,
-    /// etcd endpoints.
-    etcd_endpoints: Vec<String>,
-    /// Redis URL (dedup records, message ids).
-    redis_url: String,
-    /// Prefix of every Redis key logic writes.
-    key_prefix: String,
-    /// How long a client message id is remembered for deduplication.
-    dedup_ttl_secs: u64,
-    /// Message ids reserved per Redis round trip.
-    id_block: u64,
-    /// Largest message body in bytes.
-    max_body: usize,
-    /// Kafka bootstrap servers, comma-separated.
-    kafka_brokers: String,
-    /// Topic of direct messages, keyed by conversation.
-    p2p_topic: String,
-    /// Topic of group messages, keyed by conversation.
-    group_topic: String,
-    /// Partitions of each topic when logic has to create it.
-    partitions: i32,
-    /// How long a send may wait for the broker, in milliseconds.
-    send_timeout_ms: u64,
-    /// How long a record waits in the Kafka producer for others to share its request, in milliseconds.
-    kafka_linger_ms: u64,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            grpc_listen: SocketAddr::from(([127, 0, 0, 1], 7020)),
-            node_id: None,
-            etcd_endpoints: vec!["127.0.0.1:2379".into()],
-            redis_url: "redis://127.0.0.1:6379".into(),
-            key_prefix: "fc:".into(),
-            dedup_ttl_secs: 7 * 24 * 3600,
-            id_block: 1000,
-            max_body: Limits::default().max_body,
-            kafka_brokers: KafkaConfig::default().brokers,
-            p2p_topic: KafkaConfig::default().p2p_topic,
-            group_topic: KafkaConfig::default().group_topic,
-            partitions: KafkaConfig::default().partitions,
-            send_timeout_ms: KafkaConfig::default().send_timeout_ms,
-            kafka_linger_ms: KafkaConfig::default().linger_ms,
-        }
-    }
-}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -93,31 +36,6 @@ struct Cli {
     common: CommonArgs,
     #[command(flatten)]
     overrides: Overrides,
-}
-
-/// Command-line overrides of [`Config`]; only the ones given are applied.
-#[derive(Debug, clap::Args, Serialize)]
-struct Overrides {
-    /// Address of the gRPC server [default: 127.0.0.1:7020].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    grpc_listen: Option<SocketAddr>,
-    /// This node's id in etcd.
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    node_id: Option<String>,
-    /// etcd endpoints [default: 127.0.0.1:2379].
-    #[arg(long, value_delimiter = ',')]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    etcd_endpoints: Option<Vec<String>>,
-    /// Redis URL [default: redis://127.0.0.1:6379].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    redis_url: Option<String>,
-    /// Kafka bootstrap servers [default: 127.0.0.1:9092].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    kafka_brokers: Option<String>,
 }
 
 /// Existing users a logic node remembers, so that a send asks register only about a

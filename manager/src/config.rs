@@ -33,14 +33,14 @@ impl Default for Config {
     }
 }
 
-/// Command-line overrides of [`Config`]; only the ones given are applied.
-#[derive(Debug, clap::Args, Serialize)]
+/// Command-line overrides of [`Config`], one per key; only the ones given are applied.
+#[derive(Debug, Default, clap::Args, Serialize)]
 pub struct Overrides {
-    /// Address of the gRPC server [default: 127.0.0.1:7030].
+    /// Address of the gRPC server (the `Manager` service, health, reflection) [default: 127.0.0.1:7030].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grpc_listen: Option<SocketAddr>,
-    /// MongoDB connection string [default: mongodb://127.0.0.1:27017/?directConnection=true].
+    /// MongoDB connection string (inboxes, cursors) [default: mongodb://127.0.0.1:27017/?directConnection=true].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mongo_url: Option<String>,
@@ -48,11 +48,11 @@ pub struct Overrides {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database: Option<String>,
-    /// This node's id [default: manager-1].
+    /// This node's id, unique among manager nodes (its etcd key) [default: <hostname>-<pid>-<random>].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node_id: Option<String>,
-    /// etcd endpoints, comma-separated [default: 127.0.0.1:2379].
+    /// etcd endpoints, for registering this node, comma-separated [default: 127.0.0.1:2379].
     #[arg(long, value_delimiter = ',')]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub etcd_endpoints: Option<Vec<String>>,

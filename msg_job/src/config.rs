@@ -72,3 +72,68 @@ impl Config {
         vec![self.p2p_topic.clone(), self.group_topic.clone()]
     }
 }
+
+/// Command-line overrides of [`Config`], one per key; only the ones given are applied.
+#[derive(Debug, Default, clap::Args, Serialize)]
+pub struct Overrides {
+    /// Address of the gRPC server (health, reflection) [default: 127.0.0.1:7040].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_listen: Option<SocketAddr>,
+    /// This node's id in etcd and its static member id in the Kafka consumer group [default: msg-job-1].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    /// Kafka bootstrap servers, comma-separated [default: 127.0.0.1:9092].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka_brokers: Option<String>,
+    /// Kafka consumer group shared by every msg_job node [default: fishchat-msg-job].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_id: Option<String>,
+    /// Topic of direct messages, keyed by conversation [default: fishchat.p2p].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p2p_topic: Option<String>,
+    /// Topic of group messages, keyed by conversation [default: fishchat.group].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_topic: Option<String>,
+    /// Partitions of each topic when msg_job has to create it [default: 8].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<i32>,
+    /// Most records stored and committed together [default: 500].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<usize>,
+    /// How long a batch waits for more records after its first one, in milliseconds [default: 2].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub linger_ms: Option<u64>,
+    /// Longest time the broker may hold an empty fetch, in milliseconds [default: 500].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fetch_wait_ms: Option<u64>,
+    /// The register service, for session lookups before a push [default: http://127.0.0.1:7010].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub register_addr: Option<String>,
+    /// Redis, where register announces session changes [default: redis://127.0.0.1:6379].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_url: Option<String>,
+    /// MongoDB connection string of the conversation store [default: mongodb://127.0.0.1:27017/?directConnection=true].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mongo_url: Option<String>,
+    /// MongoDB database of the conversation store [default: fishchat].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    /// etcd endpoints, for registering this node, comma-separated [default: 127.0.0.1:2379].
+    #[arg(long, value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etcd_endpoints: Option<Vec<String>>,
+}

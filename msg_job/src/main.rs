@@ -5,7 +5,6 @@
 //! pusher, the health endpoint, and the pipeline that ties them together
 //! (see the library's `pipeline` module).
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -16,6 +15,7 @@ use std::sync::Arc;
 use fishchat_announcements::{AnnouncedCache, listen};
 use fishchat_codec::DEFAULT_MAX_FRAME_LEN;
 use fishchat_conversations::ConversationStore;
+use fishchat_msg_job::config::Overrides;
 use fishchat_msg_job::grpc_push::{GrpcPusher, SESSION_CAPACITY, SESSION_TTL};
 use fishchat_msg_job::pipeline::BatchConfig;
 use fishchat_msg_job::{Config, Pipeline, kafka};
@@ -23,7 +23,6 @@ use fishchat_node::{
     CommonArgs, DEPENDENCY_CHECKS, DEPENDENCY_TIMEOUT, Dependency, follow, health_and_reflection,
     init_logging, load_config, serve, shutdown_signal,
 };
-use serde::Serialize;
 use tokio::sync::watch;
 use tonic_health::ServingStatus;
 
@@ -38,63 +37,6 @@ struct Cli {
     common: CommonArgs,
     #[command(flatten)]
     overrides: Overrides,
-}
-
-/// Command-line overrides of [`Config`]; only the ones given are applied.
-#[derive(Debug, clap::Args, Serialize)]
-struct Overrides {
-    /// Address of the gRPC server [default: 127.0.0.1:7040].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    grpc_listen: Option<SocketAddr>,
-    /// This node's id [default: msg-job-1].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    node_id: Option<String>,
-    /// Kafka bootstrap servers [default: 127.0.0.1:9092].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    kafka_brokers: Option<String>,
-    /// Kafka consumer group [default: fishchat-msg-job].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    group_id: Option<String>,
-    /// Topic of direct messages [default: fishchat.p2p].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    p2p_topic: Option<String>,
-    /// Topic of group messages [default: fishchat.group].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    group_topic: Option<String>,
-    /// Partitions of a topic msg_job creates [default: 8].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    partitions: Option<i32>,
-    /// Most records per batch [default: 500].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    batch_size: Option<usize>,
-    /// Milliseconds a batch waits for more records [default: 2].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    linger_ms: Option<u64>,
-    /// The register service [default: http://127.0.0.1:7010].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    register_addr: Option<String>,
-    /// Redis, for register's session announcements [default: redis://127.0.0.1:6379].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    redis_url: Option<String>,
-    /// MongoDB connection string [default: mongodb://127.0.0.1:27017/?directConnection=true].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    mongo_url: Option<String>,
-    /// MongoDB database [default: fishchat].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    database: Option<String>,
 }
 
 #[tokio::main]

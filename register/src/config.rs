@@ -127,10 +127,10 @@ impl Config {
     }
 }
 
-/// Command-line overrides of [`Config`]; only the ones given are applied.
-#[derive(Debug, clap::Args, Serialize)]
+/// Command-line overrides of [`Config`], one per key; only the ones given are applied.
+#[derive(Debug, Default, clap::Args, Serialize)]
 pub struct Overrides {
-    /// Address of the gRPC server [default: 127.0.0.1:7010].
+    /// Address of the gRPC server (the `Register` service, health, reflection) [default: 127.0.0.1:7010].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grpc_listen: Option<SocketAddr>,
@@ -138,15 +138,15 @@ pub struct Overrides {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_listen: Option<SocketAddr>,
-    /// Redis URL [default: redis://127.0.0.1:6379].
+    /// Redis URL (tokens, sessions) [default: redis://127.0.0.1:6379].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_url: Option<String>,
-    /// Prefix of every Redis key [default: fc:].
+    /// Prefix of every Redis key this service writes [default: fc:].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_prefix: Option<String>,
-    /// MongoDB connection string [default: mongodb://127.0.0.1:27017/?directConnection=true].
+    /// MongoDB connection string (users, groups) [default: mongodb://127.0.0.1:27017/?directConnection=true].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mongo_url: Option<String>,
@@ -154,16 +154,59 @@ pub struct Overrides {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database: Option<String>,
-    /// Login token lifetime in seconds [default: 604800, 7 days].
+    /// How long a login token is accepted, in seconds [default: 604800].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_ttl_secs: Option<u64>,
-    /// This node's id [default: register-1].
+    /// How long after expiry a token reads as expired rather than unknown, in seconds [default: 86400].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_grace_secs: Option<u64>,
+    /// How long a device's session lives unless its access node refreshes it, in milliseconds [default: 180000].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_ttl_ms: Option<u64>,
+    /// How long an access node may be missing from etcd before its sessions are deleted, in milliseconds [default: 10000].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dead_node_grace_ms: Option<u64>,
+    /// argon2id memory cost per password hash, in KiB (lower it only for tests) [default: 19456].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub argon2_memory_kib: Option<u32>,
+    /// argon2id iterations per password hash [default: 2].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub argon2_iterations: Option<u32>,
+    /// Failed logins one account may have per window before HTTP 429 (0: no limit) [default: 10].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub login_failures_per_account: Option<u64>,
+    /// The window of an account's failed logins, in seconds [default: 900].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub login_account_window_secs: Option<u64>,
+    /// Failed logins one client address (IPv6: /64) may have per window (0: no limit) [default: 100].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub login_failures_per_address: Option<u64>,
+    /// The window of an address's failed logins, in seconds [default: 900].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub login_address_window_secs: Option<u64>,
+    /// Password hashes computed at once; more logins wait (0: one per core) [default: 0].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_hashes: Option<usize>,
+    /// This node's id, unique among register nodes (its etcd key) [default: <hostname>-<pid>-<random>].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node_id: Option<String>,
-    /// manager's gRPC address, told of every membership change, or `none` to
-    /// run register alone [default: http://127.0.0.1:7030].
+    /// etcd endpoints, for registering this node, comma-separated [default: 127.0.0.1:2379].
+    #[arg(long, value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etcd_endpoints: Option<Vec<String>>,
+    /// manager's gRPC address, told of every membership change; `none` runs register alone [default: http://127.0.0.1:7030].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub manager_addr: Option<String>,
