@@ -2,6 +2,7 @@
 """Readiness probes for FishChat's own services, used by scripts/system.
 
     health_probe.py grpc HOST:PORT [SERVICE]   gRPC health Check; exit 0 when SERVING
+                                               (over mutual TLS when FISHCHAT_TLS_* are set)
     health_probe.py http URL [STATUS]          exit 0 when the URL answers (with STATUS if given)
 
 No grpc_health_probe or grpcurl is installed on our machines and the gRPC Python packages are
@@ -12,17 +13,34 @@ grpc.health.v1.HealthCheckRequest. The answer is read from the response DATA fra
 (a HealthCheckResponse whose field 1 is the status), so the server's HPACK headers never need
 decoding. A service that is unknown or failing sends no DATA, only trailers: that counts as not
 serving. The server's SETTINGS are acknowledged, as the protocol asks.
+
+Mutual TLS: when FISHCHAT_TLS_CA, FISHCHAT_TLS_CERT and FISHCHAT_TLS_KEY are all set (the same
+variables the services read, as scripts/system sets them), the gRPC check speaks TLS first with
+Python's ssl module, as a service dialling another would: it checks the server's certificate
+against the CA in FISHCHAT_TLS_CA for the name FISHCHAT_TLS_SERVER_NAME (default
+fishchat.internal, which every certificate scripts/certs issues carries), presents
+FISHCHAT_TLS_CERT and FISHCHAT_TLS_KEY as its client certificate, and offers ALPN h2 only (the
+server must pick it); then the same HTTP/2 exchange, with :scheme https. Without them the check
+is plain HTTP/2, which a service running with mutual TLS refuses (the probe then fails). Only
+some of the three set is an error, as it is for the services. The http check is unaffected: the
+HTTP ports (register's API, the gateway's, the access node's metrics) are not under mutual TLS.
 """
 
+import os
 import socket
+import ssl
 import struct
 import sys
 import urllib.error
 import urllib.request
 
 USAGE = """usage: health_probe.py grpc HOST:PORT [SERVICE]
-       health_probe.py http URL [STATUS]"""
+       health_probe.py http URL [STATUS]
+(grpc over mutual TLS when FISHCHAT_TLS_CA, FISHCHAT_TLS_CERT and FISHCHAT_TLS_KEY are set;
+FISHCHAT_TLS_SERVER_NAME, default fishchat.internal, is the name the server must carry)"""
 TIMEOUT_S = 3.0
+TLS_VARS = ("FISHCHAT_TLS_CA", "FISHCHAT_TLS_CERT", "FISHCHAT_TLS_KEY")
+DEFAULT_SERVER_NAME = "fishchat.internal"
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY = 0x0, 0x1, 0x3, 0x4, 0x6, 0x7
 END_STREAM, ACK, END_HEADERS, PADDED = 0x1, 0x1, 0x4, 0x8
@@ -40,8 +58,9 @@ def hpack_string(text):
     return bytes([len(raw)]) + raw
 
 
-def request_headers(authority):
-    block = bytes([0x83, 0x86])  # :method POST, :scheme http (static table 3 and 6)
+def request_headers(authority, tls=False):
+    # :method POST (static table 3), :scheme http or https (static 6 or 7)
+    block = bytes([0x83, 0x87 if tls else 0x86])
     block += b"\x04" + hpack_string("/grpc.health.v1.Health/Check")  # :path, literal value
     block += b"\x01" + hpack_string(authority)  # :authority, literal value
     block += b"\x0f\x10" + hpack_string("application/grpc")  # content-type (static 31)
@@ -91,37 +110,70 @@ def parse_status(message):
     return None
 
 
+def tls_context():
+    """The client side of the services' mutual TLS, from FISHCHAT_TLS_*; None when unset."""
+    files = [os.environ.get(var, "") for var in TLS_VARS]
+    if not any(files):
+        return None, None
+    if not all(files):
+        missing = ", ".join(var for var, value in zip(TLS_VARS, files) if not value)
+        raise ValueError(f"mutual TLS needs all of {', '.join(TLS_VARS)}; {missing} not set")
+    ca, cert, key = files
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the peer and its name
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_verify_locations(cafile=ca)
+    context.load_cert_chain(certfile=cert, keyfile=key)
+    context.set_alpn_protocols(["h2"])
+    return context, os.environ.get("FISHCHAT_TLS_SERVER_NAME") or DEFAULT_SERVER_NAME
+
+
 def grpc_check(addr, service=""):
     host, _, port = addr.rpartition(":")
-    with socket.create_connection((host, int(port)), timeout=TIMEOUT_S) as sock:
+    host = host.removeprefix("[").removesuffix("]")
+    context, server_name = tls_context()
+    sock = socket.create_connection((host, int(port)), timeout=TIMEOUT_S)
+    try:
         sock.settimeout(TIMEOUT_S)
-        sock.sendall(
-            PREFACE
-            + frame(SETTINGS, 0, 0)
-            + frame(HEADERS, END_HEADERS, 1, request_headers(addr))
-            + frame(DATA, END_STREAM, 1, health_request(service))
-        )
-        data = b""
-        while True:
-            head = read_exact(sock, 9)
-            length = struct.unpack(">I", b"\x00" + head[:3])[0]
-            kind, flags = head[3], head[4]
-            stream = struct.unpack(">I", head[5:9])[0] & 0x7FFFFFFF
-            payload = read_exact(sock, length)
-            if kind == SETTINGS and not flags & ACK:
-                sock.sendall(frame(SETTINGS, ACK, 0))
-            elif kind == PING and not flags & ACK:
-                sock.sendall(frame(PING, ACK, 0, payload))
-            elif kind == GOAWAY:
-                raise ConnectionError("the server sent GOAWAY")
-            elif stream == 1 and kind == RST_STREAM:
-                raise ConnectionError("the server reset the request")
-            elif stream == 1 and kind == DATA:
-                if flags & PADDED:
-                    payload = payload[1 : len(payload) - payload[0]]
-                data += payload
-            if stream == 1 and kind in (DATA, HEADERS) and flags & END_STREAM:
-                return parse_status(data)
+        if context is not None:
+            sock = context.wrap_socket(sock, server_hostname=server_name)
+            if sock.selected_alpn_protocol() != "h2":
+                raise ConnectionError(
+                    f"TLS: the server did not select ALPN h2 (got {sock.selected_alpn_protocol()})"
+                )
+        return exchange(sock, addr, service, context is not None)
+    finally:
+        sock.close()
+
+
+def exchange(sock, addr, service, tls):
+    """One health Check over a connected (and, with TLS, handshaken) socket."""
+    sock.sendall(
+        PREFACE
+        + frame(SETTINGS, 0, 0)
+        + frame(HEADERS, END_HEADERS, 1, request_headers(addr, tls))
+        + frame(DATA, END_STREAM, 1, health_request(service))
+    )
+    data = b""
+    while True:
+        head = read_exact(sock, 9)
+        length = struct.unpack(">I", b"\x00" + head[:3])[0]
+        kind, flags = head[3], head[4]
+        stream = struct.unpack(">I", head[5:9])[0] & 0x7FFFFFFF
+        payload = read_exact(sock, length)
+        if kind == SETTINGS and not flags & ACK:
+            sock.sendall(frame(SETTINGS, ACK, 0))
+        elif kind == PING and not flags & ACK:
+            sock.sendall(frame(PING, ACK, 0, payload))
+        elif kind == GOAWAY:
+            raise ConnectionError("the server sent GOAWAY")
+        elif stream == 1 and kind == RST_STREAM:
+            raise ConnectionError("the server reset the request")
+        elif stream == 1 and kind == DATA:
+            if flags & PADDED:
+                payload = payload[1 : len(payload) - payload[0]]
+            data += payload
+        if stream == 1 and kind in (DATA, HEADERS) and flags & END_STREAM:
+            return parse_status(data)
 
 
 def http_check(url, want_status=None):
