@@ -89,6 +89,16 @@ pub enum PipelineError {
     /// The consumer could not be used at all.
     #[error("kafka consumer failed: {0}")]
     Kafka(#[from] KafkaError),
+    /// The consumer hit an error librdkafka cannot recover from (the broker
+    /// fenced this static member, say, after a restart): it will never
+    /// deliver again, so the process must end and be restarted.
+    #[error("kafka consumer failed for good: {code:?}: {reason}")]
+    Fatal {
+        /// librdkafka's code.
+        code: rdkafka::types::RDKafkaErrorCode,
+        /// Its description.
+        reason: String,
+    },
     /// The store returned a different number of seqs than messages given.
     #[error("store returned {got} seqs for {expected} messages")]
     SeqCount {
@@ -178,6 +188,11 @@ impl<S: MessageStore, P: Pusher> Pipeline<S, P> {
             let first = match first {
                 Ok(message) => detach(&message),
                 Err(err) => {
+                    // Polling a dead consumer again would look alive and store nothing.
+                    if let Some((code, reason)) = self.consumer.client().fatal_error() {
+                        tracing::error!(?code, reason, "kafka consumer failed for good");
+                        return Err(PipelineError::Fatal { code, reason });
+                    }
                     tracing::warn!(%err, "kafka consumer error");
                     tokio::time::sleep(ERROR_PAUSE).await;
                     continue;

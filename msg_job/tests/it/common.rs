@@ -216,8 +216,24 @@ where
     S: MessageStore + 'static,
     P: Pusher + 'static,
 {
-    let consumer =
-        kafka::consumer(&fishchat_e2e::kafka_brokers(), group, None, topics, 10).expect("consumer");
+    start_member(group, None, topics, store, pusher, max_messages)
+}
+
+/// Like [`start`], as the static member `instance` when given.
+pub fn start_member<S, P>(
+    group: &str,
+    instance: Option<&str>,
+    topics: &[String],
+    store: S,
+    pusher: P,
+    max_messages: usize,
+) -> Running
+where
+    S: MessageStore + 'static,
+    P: Pusher + 'static,
+{
+    let consumer = kafka::consumer(&fishchat_e2e::kafka_brokers(), group, instance, topics, 10)
+        .expect("consumer");
     let batch = BatchConfig {
         max_messages,
         linger: Duration::from_millis(20),

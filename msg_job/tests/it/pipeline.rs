@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 
 use crate::common::{
     DEADLINE, all_committed, assert_all_committed, assert_stored, committed_and_high,
-    committed_count, direct, events, expected, p2p_record, produce, start, topics,
+    committed_count, direct, events, expected, p2p_record, produce, start, start_member, topics,
 };
 
 /// 500 events, direct and group, over two 4-partition topics keyed by
@@ -418,4 +418,54 @@ async fn heads_are_raised_before_a_batch_is_pushed() {
             "head of {key}"
         );
     }
+}
+
+/// A static member fenced by another consumer with its instance id (what a
+/// broker restart did to msg_job in the chaos campaign) never consumes
+/// again: the pipeline must end with an error, so the process exits and is
+/// restarted, rather than poll a dead consumer and store nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_consumer_ends_the_pipeline_with_an_error() {
+    let topics = topics("mj-fenced", 2, 1).await;
+    let (p2p, group) = (&topics[0], &topics[1]);
+    let (records, _) = events(p2p, group, 4);
+    produce(&records).await;
+    let group_id = unique_name("mj-fenced");
+    let store = Arc::new(MemoryStore::new());
+    let running = start_member(
+        &group_id,
+        Some("node-1"),
+        &topics,
+        Arc::clone(&store),
+        NoPush,
+        64,
+    );
+    running.wait_committed(4).await;
+
+    // Another consumer joins as the same static member and keeps polling.
+    let intruder = fishchat_msg_job::kafka::consumer(
+        &fishchat_e2e::kafka_brokers(),
+        &group_id,
+        Some("node-1"),
+        &topics,
+        10,
+    )
+    .unwrap();
+    let polling = tokio::spawn(async move {
+        loop {
+            let _ = intruder.recv().await;
+        }
+    });
+    let ended = tokio::time::timeout(DEADLINE, running.task)
+        .await
+        .expect("the fenced pipeline kept running")
+        .expect("the pipeline panicked");
+    polling.abort();
+    assert!(
+        matches!(
+            ended,
+            Err(fishchat_msg_job::pipeline::PipelineError::Fatal { .. })
+        ),
+        "{ended:?}"
+    );
 }
