@@ -2,8 +2,8 @@
 # A private FishChat deployment for one bench run, on servers that are already running:
 #
 #   bench/scripts/deploy.sh up DIR [ACCESS_NODES]   start register, manager, logic, MSG_JOBS (env,
-#                                                  default 1) msg_job instances and ACCESS_NODES
-#                                                  (default 1) access nodes
+#                                                  default 1) msg_job instances, ACCESS_NODES
+#                                                  (default 1) access nodes and a gateway
 #   bench/scripts/deploy.sh down DIR                stop them (SIGTERM, then SIGKILL)
 #
 # Everything is named after DIR's base name (etcd namespace, Redis key prefix, MongoDB database,
@@ -11,14 +11,16 @@
 # cheap argon2 cost so that tens of thousands of bench accounts take seconds. Each access node gets
 # `ulimit -n` at the hard limit. Writes DIR/env, to `source`: REGISTER, ACCESS (comma-separated
 # client addresses), PUSH (the first node's Push gRPC), ACCESS_PIDS (space-separated),
-# ACCESS_METRICS (comma-separated), CPU_ARGS (`--cpu NAME=PID` for each service and each server
-# of the stack in FISHCHAT_STACK_DIR, default .stack), and DIR/<service>.log and .pid.
+# ACCESS_METRICS (comma-separated), GATEWAY (the gateway's TCP address), CPU_ARGS (`--cpu NAME=PID` for each service and each server
+# of the stack in FISHCHAT_STACK_DIR, default .stack), and DIR/<service>.log, .pid and .cmd (the
+# service's command line, which bench/scripts/chaos.sh runs again to restart it).
 #
 # Servers from the environment, as the tests read them: FISHCHAT_ETCD (host:port, default
 # 127.0.0.1:2379), FISHCHAT_REDIS (redis://127.0.0.1:6379), FISHCHAT_KAFKA (127.0.0.1:9092),
 # FISHCHAT_MONGO (mongodb://127.0.0.1:27017/?directConnection=true). Binaries from BIN (default
 # target/release). Ports from BASE_PORT (default 17300): services BASE+10.., msg_job j BASE+1100+j, access node k
-# (0-based) clients BASE+40+10k, gRPC BASE+41+10k, metrics BASE+2041+10k.
+# (0-based) clients BASE+40+10k, gRPC BASE+41+10k, metrics BASE+2041+10k, gateway TCP BASE+1200,
+# HTTP BASE+1201, gRPC BASE+1202.
 set -euo pipefail
 
 usage() { echo "usage: $0 up DIR [ACCESS_NODES] | down DIR" >&2; exit 2; }
@@ -62,7 +64,7 @@ etcd_list="[\"$etcd\"]"
 
 # Every port must be free before anything starts: the access node's client port is opened with
 # SO_REUSEPORT, so a leftover node on it would silently share the clients.
-ports=($((base + 10)) $((base + 1010)) $((base + 20)) $((base + 30)))
+ports=($((base + 10)) $((base + 1010)) $((base + 20)) $((base + 30)) $((base + 1200)) $((base + 1201)) $((base + 1202)))
 for ((j = 0; j < ${MSG_JOBS:-1}; j++)); do ports+=($((base + 1100 + j))); done
 for ((k = 0; k < nodes; k++)); do ports+=($((base + 40 + 10 * k)) $((base + 41 + 10 * k)) $((base + 2041 + 10 * k))); done
 for port in "${ports[@]}"; do
@@ -72,10 +74,14 @@ for port in "${ports[@]}"; do
     fi
 done
 
-# start <service> <binary> VAR=value...: in the background, logging to DIR/<service>.log.
+# start <service> <binary> VAR=value...: in the background, logging to DIR/<service>.log. The
+# command line goes to DIR/<service>.cmd (absolute binary, the namespace included) so that a
+# restart runs exactly the same service.
 start() {
     local svc=$1 binary=$2
     shift 2
+    printf '%q ' env "FISHCHAT_ETCD_NAMESPACE=$FISHCHAT_ETCD_NAMESPACE" "$@" \
+        "$(realpath "$bin/$binary")" >"$dir/$svc.cmd"
     env "$@" "$bin/$binary" </dev/null >>"$dir/$svc.log" 2>&1 &
     echo $! >"$dir/$svc.pid"
 }
@@ -129,9 +135,14 @@ for ((k = 0; k < nodes; k++)); do
         FISHCHAT_ACCESS_METRICS_LISTEN=127.0.0.1:$metric
     access+=("127.0.0.1:$client") metrics+=("127.0.0.1:$metric") pids+=("$(cat "$dir/access-$k.pid")")
 done
+start gateway fishchat-gateway \
+    FISHCHAT_GATEWAY_LISTEN=127.0.0.1:$((base + 1200)) FISHCHAT_GATEWAY_HTTP_LISTEN=127.0.0.1:$((base + 1201)) \
+    FISHCHAT_GATEWAY_GRPC_LISTEN=127.0.0.1:$((base + 1202)) FISHCHAT_GATEWAY_NODE_ID="$name-gateway" \
+    FISHCHAT_GATEWAY_ETCD_ENDPOINTS="$etcd_list"
 for ((j = 0; j < ${MSG_JOBS:-1}; j++)); do
     wait_port "msg_job-$j" $((base + 1100 + j))
 done
+wait_port gateway $((base + 1200))
 for ((k = 0; k < nodes; k++)); do
     wait_port "access-$k" $((base + 40 + 10 * k))
 done
@@ -152,6 +163,7 @@ done
     echo "PUSH=127.0.0.1:$((base + 41))"
     echo "ACCESS_PIDS='${pids[*]}'"
     echo "ACCESS_METRICS=$(IFS=,; echo "${metrics[*]}")"
+    echo "GATEWAY=127.0.0.1:$((base + 1200))"
     echo "NAME=$name"
 } >"$dir/env"
 cat "$dir/env"

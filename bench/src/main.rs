@@ -73,6 +73,10 @@ enum Scenario {
     /// Pairs as in p2p while the receivers are disconnected at a rate and
     /// reconnect + SYNC: disconnects, reconnects, lost, duplicates, resync latency.
     Churn(chat::ChurnArgs),
+    /// p2p traffic through the deployed system while each service in turn is
+    /// killed -9 and each server restarted: per fault sent, acked, delivered,
+    /// lost, duplicated and the time until every client was back.
+    Chaos(chat::ChaosArgs),
     /// A user with many conversations, a few of which change while it is
     /// offline: reconnect + SYNC_CONVERSATIONS latency, and whether the reply
     /// lists exactly the changed ones.
@@ -109,6 +113,9 @@ fn main() -> anyhow::Result<()> {
         }
         Scenario::Churn(args) => {
             tokio::runtime::Runtime::new()?.block_on(chat::churn(&args, &cli.out_dir))?
+        }
+        Scenario::Chaos(args) => {
+            tokio::runtime::Runtime::new()?.block_on(chat::chaos(&args, &cli.out_dir))?
         }
         Scenario::Resync(args) => {
             let run =

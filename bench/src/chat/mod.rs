@@ -12,6 +12,7 @@
 //! The connections run in this process or, past one process's open files,
 //! in `chat-worker` processes of this program ([`worker`]).
 
+mod chaos;
 pub(crate) mod children;
 mod churn;
 mod conversation;
@@ -37,6 +38,7 @@ use crate::idle::PER_WORKER;
 use crate::idle::provision;
 use crate::idle::wire::{Endpoints, Sources};
 use crate::report::Report;
+pub use chaos::{ChaosArgs, chaos};
 pub use churn::{ChurnArgs, churn};
 use member::Target;
 pub use resync::{ResyncArgs, resync};
