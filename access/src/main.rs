@@ -9,13 +9,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use fishchat_access::{AccessNode, Config, Metrics, Overrides, metrics};
+use fishchat_access::{AccessNode, Config, Metrics, Overrides};
 use fishchat_discovery::{NodeInfo, Registration, Resolver, default_node_id};
 use fishchat_node::{
-    CommonArgs, health_and_reflection, init_logging, load_config, serve, shutdown_signal,
+    CommonArgs, RpcMetrics, health_and_reflection, init_logging, load_config, serve, serve_metrics,
+    shutdown_signal,
 };
 use fishchat_rpc::access::access_server::{self, AccessServer};
 use fishchat_rpc::logic::logic_client::LogicClient;
+use prometheus_client::registry::Registry;
 use tokio::sync::oneshot;
 use tonic_health::ServingStatus;
 
@@ -63,17 +65,13 @@ async fn main() -> anyhow::Result<()> {
     // Before `serve` reports READY=1, so a SIGTERM at once still drains.
     let shutdown = shutdown_signal();
     let (stop_grpc, grpc_stopped) = oneshot::channel::<()>();
-    let grpc = tokio::spawn(serve(config.grpc_listen, routes, async {
+    let mut registry = Registry::with_prefix("fishchat_access");
+    let rpc = RpcMetrics::register(&mut registry);
+    metrics.register(&mut registry);
+    let _metrics = serve_metrics(config.metrics_listen, registry).await?;
+    let grpc = tokio::spawn(serve(config.grpc_listen, routes, rpc, async {
         let _ = grpc_stopped.await;
     }));
-    let (stop_metrics, metrics_stopped) = oneshot::channel::<()>();
-    let metrics_server = tokio::spawn(metrics::serve(
-        metrics::bind(config.metrics_listen).await?,
-        metrics.clone(),
-        async {
-            let _ = metrics_stopped.await;
-        },
-    ));
 
     let registration = Registration::start(
         &config.etcd_endpoints,
@@ -113,8 +111,6 @@ async fn main() -> anyhow::Result<()> {
         .settled(Duration::from_millis(config.drain_timeout_ms))
         .await;
     let _ = stop_grpc.send(());
-    let _ = stop_metrics.send(());
     grpc.await??;
-    metrics_server.await??;
     Ok(())
 }

@@ -20,7 +20,8 @@
 # FISHCHAT_MONGO (mongodb://127.0.0.1:27017/?directConnection=true). Binaries from BIN (default
 # target/release). Ports from BASE_PORT (default 17300): services BASE+10.., msg_job j BASE+1100+j, access node k
 # (0-based) clients BASE+40+10k, gRPC BASE+41+10k, metrics BASE+2041+10k, gateway TCP BASE+1200,
-# HTTP BASE+1201, gRPC BASE+1202.
+# HTTP BASE+1201, gRPC BASE+1202; the other services' metrics BASE+3010 (register), +3020 (manager),
+# +3030 (logic), +3100+j (msg_job j), +3200 (gateway).
 set -euo pipefail
 
 usage() { echo "usage: $0 up DIR [ACCESS_NODES] | down DIR" >&2; exit 2; }
@@ -101,6 +102,7 @@ wait_port() {
 
 start register fishchat-register \
     FISHCHAT_REGISTER_GRPC_LISTEN=127.0.0.1:$((base + 10)) FISHCHAT_REGISTER_HTTP_LISTEN=127.0.0.1:$((base + 1010)) \
+    FISHCHAT_REGISTER_METRICS_LISTEN=127.0.0.1:$((base + 3010)) \
     FISHCHAT_REGISTER_NODE_ID="$name-register" FISHCHAT_REGISTER_ETCD_ENDPOINTS="$etcd_list" \
     FISHCHAT_REGISTER_REDIS_URL="$redis" FISHCHAT_REGISTER_KEY_PREFIX="$name:" \
     FISHCHAT_REGISTER_MONGO_URL="$mongo" FISHCHAT_REGISTER_DATABASE="$name" \
@@ -108,9 +110,11 @@ start register fishchat-register \
     FISHCHAT_REGISTER_MANAGER_ADDR=http://127.0.0.1:$((base + 20))
 start manager fishchat-manager \
     FISHCHAT_MANAGER_GRPC_LISTEN=127.0.0.1:$((base + 20)) FISHCHAT_MANAGER_NODE_ID="$name-manager" \
+    FISHCHAT_MANAGER_METRICS_LISTEN=127.0.0.1:$((base + 3020)) \
     FISHCHAT_MANAGER_ETCD_ENDPOINTS="$etcd_list" FISHCHAT_MANAGER_MONGO_URL="$mongo" FISHCHAT_MANAGER_DATABASE="$name"
 start logic fishchat-logic \
     FISHCHAT_LOGIC_GRPC_LISTEN=127.0.0.1:$((base + 30)) FISHCHAT_LOGIC_NODE_ID="$name-logic" \
+    FISHCHAT_LOGIC_METRICS_LISTEN=127.0.0.1:$((base + 3030)) \
     FISHCHAT_LOGIC_ETCD_ENDPOINTS="$etcd_list" FISHCHAT_LOGIC_REDIS_URL="$redis" FISHCHAT_LOGIC_KEY_PREFIX="$name:" \
     FISHCHAT_LOGIC_KAFKA_BROKERS="$kafka" FISHCHAT_LOGIC_P2P_TOPIC="$name.p2p" FISHCHAT_LOGIC_GROUP_TOPIC="$name.group"
 wait_port register $((base + 1010))
@@ -120,6 +124,7 @@ wait_port logic $((base + 30))
 for ((j = 0; j < ${MSG_JOBS:-1}; j++)); do
     start "msg_job-$j" fishchat-msg-job \
         FISHCHAT_MSG_JOB_GRPC_LISTEN=127.0.0.1:$((base + 1100 + j)) FISHCHAT_MSG_JOB_NODE_ID="$name-msg-job-$j" \
+        FISHCHAT_MSG_JOB_METRICS_LISTEN=127.0.0.1:$((base + 3100 + j)) \
         FISHCHAT_MSG_JOB_ETCD_ENDPOINTS="$etcd_list" FISHCHAT_MSG_JOB_REGISTER_ADDR=http://127.0.0.1:$((base + 10)) \
         FISHCHAT_MSG_JOB_KAFKA_BROKERS="$kafka" FISHCHAT_MSG_JOB_GROUP_ID="$name-msg-job" \
         FISHCHAT_MSG_JOB_P2P_TOPIC="$name.p2p" FISHCHAT_MSG_JOB_GROUP_TOPIC="$name.group" \
@@ -138,6 +143,7 @@ done
 start gateway fishchat-gateway \
     FISHCHAT_GATEWAY_LISTEN=127.0.0.1:$((base + 1200)) FISHCHAT_GATEWAY_HTTP_LISTEN=127.0.0.1:$((base + 1201)) \
     FISHCHAT_GATEWAY_GRPC_LISTEN=127.0.0.1:$((base + 1202)) FISHCHAT_GATEWAY_NODE_ID="$name-gateway" \
+    FISHCHAT_GATEWAY_METRICS_LISTEN=127.0.0.1:$((base + 3200)) \
     FISHCHAT_GATEWAY_ETCD_ENDPOINTS="$etcd_list"
 for ((j = 0; j < ${MSG_JOBS:-1}; j++)); do
     wait_port "msg_job-$j" $((base + 1100 + j))

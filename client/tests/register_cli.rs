@@ -36,6 +36,7 @@ async fn start_register(test: &str) -> Register {
         vec![
             namespace.clone(),
             var("GRPC_LISTEN", &manager_grpc),
+            var("METRICS_LISTEN", &format!("127.0.0.1:{}", free_port())),
             var("MONGO_URL", &mongo_url()),
             var("DATABASE", &database),
             var("ETCD_ENDPOINTS", &etcd),
@@ -48,6 +49,7 @@ async fn start_register(test: &str) -> Register {
     let vars = vec![
         namespace,
         var("GRPC_LISTEN", &grpc),
+        var("METRICS_LISTEN", &format!("127.0.0.1:{}", free_port())),
         var("HTTP_LISTEN", &http),
         var("REDIS_URL", &redis_url()),
         var("KEY_PREFIX", &format!("{name}:")),

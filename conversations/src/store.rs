@@ -7,6 +7,7 @@ use std::time::Duration;
 use mongodb::bson::{Document, doc};
 use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, Collection, Database, IndexModel};
+use prometheus_client::metrics::counter::Counter;
 
 use crate::error::ConvError;
 use crate::members::field as member_field;
@@ -39,6 +40,8 @@ pub struct ConversationStore {
     pub(crate) heads: Collection<Document>,
     pub(crate) members: Collection<Document>,
     pub(crate) known: Arc<KnownConversations>,
+    /// Messages given to store that were already stored (redeliveries absorbed).
+    pub(crate) already_stored: Counter,
 }
 
 impl ConversationStore {
@@ -64,7 +67,14 @@ impl ConversationStore {
             heads: database.collection(HEADS),
             members: database.collection(MEMBERS),
             known: Arc::default(),
+            already_stored: Counter::default(),
         }
+    }
+
+    /// Counts, in every clone of this store, the messages given to store
+    /// that were already stored: redeliveries the idempotent insert absorbed.
+    pub fn already_stored(&self) -> Counter {
+        self.already_stored.clone()
     }
 
     /// Asks the server whether it answers (a `ping`), for health checks.

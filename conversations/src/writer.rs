@@ -361,6 +361,7 @@ impl ConversationStore {
             let p = &pending[chunk[at]];
             match self.existing_seq(p).await? {
                 Some(seq) => {
+                    self.already_stored.inc();
                     tracing::debug!(conversation = %p.key, server_msg_id = p.server_msg_id, seq, "already stored");
                     seqs[chunk[at]] = Some(seq);
                 }

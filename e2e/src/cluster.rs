@@ -136,6 +136,8 @@ pub struct Cluster {
     pub access: Vec<AccessNode>,
     /// The gateway, once added.
     pub gateway: Option<Gateway>,
+    /// Every process's metrics address, by service name, in start order.
+    pub metrics: Vec<(&'static str, SocketAddr)>,
     log_dir: PathBuf,
     common: Vec<(String, String)>,
 }
@@ -146,6 +148,17 @@ fn msg_job_group(cluster: &str) -> String {
 
 fn env(service: &str, key: &str, value: impl ToString) -> (String, String) {
     (format!("FISHCHAT_{service}_{key}"), value.to_string())
+}
+
+/// The `METRICS_LISTEN` setting of one more `service` process, on a free
+/// port noted in `metrics`.
+fn metrics_listen(
+    service: &'static str,
+    metrics: &mut Vec<(&'static str, SocketAddr)>,
+) -> (String, String) {
+    let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    metrics.push((service, addr));
+    env(&service.to_uppercase(), "METRICS_LISTEN", addr)
 }
 
 impl Cluster {
@@ -179,10 +192,12 @@ impl Cluster {
         register_stand_in(&namespace, push_addr).await;
 
         // manager first: register tells it of every group join.
+        let mut metrics = Vec::new();
         let manager_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let mut vars = common.clone();
         vars.extend([
             env("MANAGER", "GRPC_LISTEN", manager_addr),
+            metrics_listen("manager", &mut metrics),
             env("MANAGER", "MONGO_URL", mongo_url()),
             env("MANAGER", "DATABASE", &database),
             env("MANAGER", "ETCD_ENDPOINTS", &etcd),
@@ -195,6 +210,7 @@ impl Cluster {
         vars.extend([
             env("REGISTER", "GRPC_LISTEN", register_addr),
             env("REGISTER", "HTTP_LISTEN", register_http),
+            metrics_listen("register", &mut metrics),
             env("REGISTER", "REDIS_URL", redis_url()),
             env("REGISTER", "KEY_PREFIX", format!("{name}:")),
             env("REGISTER", "MONGO_URL", mongo_url()),
@@ -211,6 +227,7 @@ impl Cluster {
         let mut vars = common.clone();
         vars.extend([
             env("MSG_JOB", "GRPC_LISTEN", msg_job_addr),
+            metrics_listen("msg_job", &mut metrics),
             // Stable across restarts: it is also the Kafka static member id.
             env("MSG_JOB", "NODE_ID", format!("{name}-msg-job-1")),
             env("MSG_JOB", "KAFKA_BROKERS", kafka_brokers()),
@@ -244,6 +261,7 @@ impl Cluster {
             pushed,
             access: Vec::new(),
             gateway: None,
+            metrics,
             log_dir,
             common,
         };
@@ -265,6 +283,7 @@ impl Cluster {
         let mut vars = self.common.clone();
         vars.extend([
             env("LOGIC", "GRPC_LISTEN", addr),
+            metrics_listen("logic", &mut self.metrics),
             env("LOGIC", "NODE_ID", format!("logic-{}", addr.port())),
             env(
                 "LOGIC",
@@ -306,6 +325,7 @@ impl Cluster {
             env("ACCESS", "LOAD_REPORT_MS", 200),
         ]);
         vars.extend(extra.iter().map(|(k, v)| env("ACCESS", k, v)));
+        self.metrics.push(("access", metrics));
         let dir = self.log_dir.join(format!("access-{index}"));
         let process = ServiceProcess::start("fishchat-access", vars, &dir);
         wait_healthy(&push.to_string(), START_DEADLINE).await;
@@ -328,6 +348,7 @@ impl Cluster {
             env("GATEWAY", "LISTEN", tcp),
             env("GATEWAY", "HTTP_LISTEN", http),
             env("GATEWAY", "GRPC_LISTEN", grpc),
+            metrics_listen("gateway", &mut self.metrics),
             env(
                 "GATEWAY",
                 "ETCD_ENDPOINTS",

@@ -347,7 +347,10 @@ async fn a_reader_that_never_reads_is_kicked_and_memory_stays_bounded() {
     });
     wait_until(DEADLINE, "the stalled reader to be kicked", async || {
         let text = metrics(&cluster, 0).await;
-        text.contains("reason=\"SLOW_CONSUMER\"").then_some(())
+        let kicked = text.lines().find_map(|line| {
+            line.strip_prefix(r#"fishchat_access_kicks_total{reason="SLOW_CONSUMER"} "#)
+        })?;
+        (kicked.trim().parse::<u64>().ok()? > 0).then_some(())
     })
     .await;
     // What reached the stalled reader ends with the kick.

@@ -42,6 +42,10 @@ async fn register_stops_serving_while_redis_or_mongodb_is_away_and_serves_again_
         ("REGISTER_GRPC_LISTEN", grpc.to_string()),
         ("REGISTER_HTTP_LISTEN", format!("127.0.0.1:{}", free_port())),
         (
+            "REGISTER_METRICS_LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        ),
+        (
             "REGISTER_REDIS_URL",
             redis_url.replace(host_port(&redis_url), &redis.addr().to_string()),
         ),

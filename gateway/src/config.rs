@@ -16,6 +16,8 @@ pub struct Config {
     pub http_listen: SocketAddr,
     /// Address of the gRPC server (health and reflection).
     pub grpc_listen: SocketAddr,
+    /// Address of the metrics HTTP server (`GET /metrics`).
+    pub metrics_listen: SocketAddr,
     /// etcd endpoints, `host:port` each.
     pub etcd_endpoints: Vec<String>,
     /// This node's id in etcd; a unique one is made up when absent.
@@ -36,6 +38,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 7000)),
             http_listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
             grpc_listen: SocketAddr::from(([127, 0, 0, 1], 7001)),
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9100)),
             etcd_endpoints: vec!["127.0.0.1:2379".to_owned()],
             node_id: None,
             idle_timeout_secs: 30,
@@ -75,6 +78,10 @@ pub struct Overrides {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grpc_listen: Option<SocketAddr>,
+    /// Address of the metrics HTTP server (`GET /metrics`) [default: 127.0.0.1:9100].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
     /// etcd endpoints, `host:port` each, comma-separated [default: 127.0.0.1:2379].
     #[arg(long, value_delimiter = ',')]
     #[serde(skip_serializing_if = "Option::is_none")]

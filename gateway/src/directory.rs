@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 
 use fishchat_discovery::{NodeInfo, Nodes};
 use parking_lot::Mutex;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
 use rand::Rng;
 use serde::Serialize;
 use tokio::sync::watch;
@@ -50,6 +53,7 @@ struct Sent {
 pub struct Directory {
     nodes: watch::Receiver<Arc<Nodes>>,
     sent: Arc<Mutex<HashMap<String, Sent>>>,
+    routed: Family<Vec<(&'static str, String)>, Counter>,
 }
 
 impl Directory {
@@ -58,12 +62,31 @@ impl Directory {
         Self {
             nodes,
             sent: Arc::default(),
+            routed: Family::default(),
         }
     }
 
+    /// Registers `lookups`: answered lookups by the access node chosen, and
+    /// those with no node to offer (`node=""`).
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        registry.register(
+            "lookups",
+            "Lookups by the access node chosen (node=\"\" when none was live)",
+            self.routed.clone(),
+        );
+    }
+
     /// A live access node with a client address, the less loaded of two
-    /// drawn at random (of the only one or two, the less loaded), if any.
+    /// drawn at random (of the only one or two, the less loaded), if any;
+    /// counted by the node chosen.
     pub fn lookup(&self) -> Option<Route> {
+        let route = self.pick();
+        let node = route.as_ref().map_or(String::new(), |r| r.node_id.clone());
+        self.routed.get_or_create(&vec![("node", node)]).inc();
+        route
+    }
+
+    fn pick(&self) -> Option<Route> {
         let nodes = self.nodes.borrow();
         let now = Instant::now();
         let mut sent = self.sent.lock();

@@ -10,6 +10,8 @@ use std::future::Future;
 use std::net::SocketAddr;
 
 use fishchat_discovery::{DiscoveryError, NodeInfo, Registration, Resolver, default_node_id};
+use fishchat_node::RpcMetrics;
+use prometheus_client::registry::Registry;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -60,6 +62,9 @@ pub struct Gateway {
     grpc: TcpListener,
     addrs: Addrs,
     resolver: Resolver,
+    directory: Directory,
+    rpc: RpcMetrics,
+    metrics: tokio::task::JoinHandle<()>,
     registration: Registration,
     health: HealthReporter,
     routes: Routes,
@@ -71,6 +76,7 @@ struct Addrs {
     tcp: SocketAddr,
     http: SocketAddr,
     grpc: SocketAddr,
+    metrics: SocketAddr,
 }
 
 impl Gateway {
@@ -80,13 +86,20 @@ impl Gateway {
         let tcp = bind(config.listen, "TCP").await?;
         let http = bind(config.http_listen, "HTTP").await?;
         let grpc = bind(config.grpc_listen, "gRPC").await?;
+        let metrics = bind(config.metrics_listen, "metrics").await?;
         let addrs = Addrs {
             tcp: local_addr(&tcp)?,
             http: local_addr(&http)?,
             grpc: local_addr(&grpc)?,
+            metrics: local_addr(&metrics)?,
         };
         let (health, routes) = fishchat_node::health_and_reflection(&[])?;
         let resolver = Resolver::start(&config.etcd_endpoints, &config.access_service).await?;
+        let directory = Directory::new(resolver.subscribe());
+        let mut registry = Registry::with_prefix("fishchat_gateway");
+        let rpc = RpcMetrics::register(&mut registry);
+        directory.register_metrics(&mut registry);
+        let metrics = fishchat_node::spawn_metrics(metrics, registry);
         let node_id = config.node_id.clone().unwrap_or_else(default_node_id);
         let info = NodeInfo::new(SERVICE, node_id)
             .with_addr("tcp", addrs.tcp.to_string())
@@ -101,6 +114,9 @@ impl Gateway {
             grpc,
             addrs,
             resolver,
+            directory,
+            rpc,
+            metrics,
             registration,
             health,
             routes,
@@ -122,6 +138,11 @@ impl Gateway {
         self.addrs.grpc
     }
 
+    /// Where `GET /metrics` is served.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.addrs.metrics
+    }
+
     /// This gateway's node id in etcd.
     pub fn node_id(&self) -> String {
         self.registration.info().node_id
@@ -137,11 +158,13 @@ impl Gateway {
             grpc,
             addrs,
             resolver,
+            directory,
+            rpc,
+            metrics,
             registration,
             health,
             routes,
         } = self;
-        let directory = Directory::new(resolver.subscribe());
         let (stopping, stopped) = watch::channel(false);
         let mut servers: JoinSet<Result<(), GatewayError>> = JoinSet::new();
 
@@ -165,7 +188,7 @@ impl Gateway {
                 })
         });
         let grpc_stop = until_stopped(stopped);
-        let mut grpc_server = fishchat_node::server_builder()?;
+        let mut grpc_server = fishchat_node::server_builder()?.layer(rpc);
         servers.spawn(async move {
             grpc_server
                 .add_routes(routes)
@@ -206,6 +229,7 @@ impl Gateway {
             }
         }
         drop(resolver);
+        metrics.abort();
         tracing::info!("gateway stopped");
         result
     }

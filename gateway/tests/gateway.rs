@@ -37,6 +37,7 @@ impl Running {
             listen: loopback,
             http_listen: loopback,
             grpc_listen: loopback,
+            metrics_listen: loopback,
             etcd_endpoints: vec![etcd_endpoint()],
             node_id: Some(unique_name("gw")),
             idle_timeout_secs,

@@ -23,6 +23,9 @@ use fishchat_codec::pb::{SendToGroup, SendToUser};
 use fishchat_rpc::events::{ChatEvent, chat_event::Conversation};
 
 use fishchat_conversations::ConvKey;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::ports::{Accepted, Claim, Dedup, Directory, IdSource, Kind, Publisher, Refusal};
@@ -53,6 +56,7 @@ pub struct Chat<D, U, I, P> {
     ids: I,
     publisher: P,
     limits: Limits,
+    outcomes: Family<Vec<(&'static str, &'static str)>, Counter>,
 }
 
 impl<D: Directory, U: Dedup, I: IdSource, P: Publisher> Chat<D, U, I, P> {
@@ -64,7 +68,28 @@ impl<D: Directory, U: Dedup, I: IdSource, P: Publisher> Chat<D, U, I, P> {
             ids,
             publisher,
             limits,
+            outcomes: Family::default(),
         }
+    }
+
+    /// Registers `sends` (by outcome: `accepted`, `resend` for a dedup hit
+    /// answered with the first ack, or the refusal's error code).
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        for outcome in ["accepted", "resend"] {
+            self.outcomes
+                .get_or_create_owned(&vec![("outcome", outcome)]);
+        }
+        registry.register(
+            "sends",
+            "Sends by outcome: accepted, resend (a deduplicated resend) or the refusal's code",
+            self.outcomes.clone(),
+        );
+    }
+
+    fn count(&self, outcome: &'static str) {
+        self.outcomes
+            .get_or_create(&vec![("outcome", outcome)])
+            .inc();
     }
 
     /// Sends a batch: each send is checked, deduplicated (one dedup round
@@ -74,6 +99,7 @@ impl<D: Directory, U: Dedup, I: IdSource, P: Publisher> Chat<D, U, I, P> {
     /// keep their order.
     pub async fn send(&self, sends: &[Outgoing<'_>]) -> Vec<Result<Accepted, Refusal>> {
         let mut results: Vec<Option<Result<Accepted, Refusal>>> = vec![None; sends.len()];
+        let mut resent = vec![false; sends.len()];
         let mut drafts = Vec::with_capacity(sends.len());
         for (i, send) in sends.iter().enumerate() {
             match self.draft(*send).await {
@@ -110,17 +136,25 @@ impl<D: Directory, U: Dedup, I: IdSource, P: Publisher> Chat<D, U, I, P> {
                 resend = publish.resend,
                 "message accepted"
             );
+            resent[i] = publish.resend;
             results[i] = Some(outcome.map(|()| publish.accepted));
         }
         results
             .into_iter()
-            .map(|r| {
-                r.unwrap_or_else(|| {
+            .zip(resent)
+            .map(|(r, resent)| {
+                let result = r.unwrap_or_else(|| {
                     Err(Refusal::new(
                         ErrorCode::Internal,
                         "the dedup store lost a claim",
                     ))
-                })
+                });
+                self.count(match &result {
+                    Ok(_) if resent => "resend",
+                    Ok(_) => "accepted",
+                    Err(refusal) => refusal.code.as_str_name(),
+                });
+                result
             })
             .collect()
     }

@@ -14,6 +14,8 @@ use crate::chat::Limits;
 pub struct Config {
     /// Address of the gRPC server.
     pub grpc_listen: SocketAddr,
+    /// Address of the metrics HTTP server (`GET /metrics`).
+    pub metrics_listen: SocketAddr,
     /// This node's id in etcd; a unique one (`<hostname>-<pid>-<random>`) is made up when absent.
     pub node_id: Option<String>,
     /// etcd endpoints, `host:port` each.
@@ -46,6 +48,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             grpc_listen: SocketAddr::from(([127, 0, 0, 1], 7020)),
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9120)),
             node_id: None,
             etcd_endpoints: vec!["127.0.0.1:2379".into()],
             redis_url: "redis://127.0.0.1:6379".into(),
@@ -70,6 +73,10 @@ pub struct Overrides {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grpc_listen: Option<SocketAddr>,
+    /// Address of the metrics HTTP server (`GET /metrics`) [default: 127.0.0.1:9120].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
     /// This node's id in etcd [default: <hostname>-<pid>-<random>].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -19,10 +19,11 @@ use fishchat_logic::known_users::KnownUsers;
 use fishchat_logic::service::LogicService;
 use fishchat_logic::{Config, Overrides};
 use fishchat_node::{
-    CommonArgs, DEPENDENCY_CHECKS, DEPENDENCY_TIMEOUT, Dependency, follow, health_and_reflection,
-    init_logging, load_config, serve, shutdown_signal,
+    CommonArgs, DEPENDENCY_CHECKS, DEPENDENCY_TIMEOUT, Dependency, RpcMetrics, follow,
+    health_and_reflection, init_logging, load_config, serve, serve_metrics, shutdown_signal,
 };
 use fishchat_rpc::logic::logic_server::{self, LogicServer};
+use prometheus_client::registry::Registry;
 use tonic_health::ServingStatus;
 
 #[derive(Debug, Parser)]
@@ -66,6 +67,9 @@ async fn main() -> anyhow::Result<()> {
         linger_ms: config.kafka_linger_ms,
     })
     .await?;
+    let mut registry = Registry::with_prefix("fishchat_logic");
+    let rpc = RpcMetrics::register(&mut registry);
+    publisher.register_metrics(&mut registry);
     let register = Resolver::start(&config.etcd_endpoints, "register").await?;
     let manager = Resolver::start(&config.etcd_endpoints, "manager").await?;
     let groups = Arc::new(AnnouncedCache::new(GROUP_TTL, CACHED_GROUPS));
@@ -100,6 +104,7 @@ async fn main() -> anyhow::Result<()> {
             ..Limits::default()
         },
     );
+    chat.register_metrics(&mut registry);
     let service = LogicService::new(
         chat,
         register.balanced_channel("grpc"),
@@ -130,6 +135,7 @@ async fn main() -> anyhow::Result<()> {
             tracing::warn!(%err, "deregistering from etcd failed; the lease will expire");
         }
     };
-    serve(config.grpc_listen, routes, stop).await?;
+    let _metrics = serve_metrics(config.metrics_listen, registry).await?;
+    serve(config.grpc_listen, routes, rpc, stop).await?;
     Ok(())
 }

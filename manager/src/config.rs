@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     /// Address of the gRPC server (the `Manager` service, health, reflection).
     pub grpc_listen: SocketAddr,
+    /// Address of the metrics HTTP server (`GET /metrics`).
+    pub metrics_listen: SocketAddr,
     /// MongoDB connection string (inboxes, cursors).
     pub mongo_url: String,
     /// MongoDB database name.
@@ -25,6 +27,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             grpc_listen: SocketAddr::from(([127, 0, 0, 1], 7030)),
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9130)),
             mongo_url: "mongodb://127.0.0.1:27017/?directConnection=true".into(),
             database: "fishchat".into(),
             node_id: fishchat_discovery::default_node_id(),
@@ -40,6 +43,10 @@ pub struct Overrides {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grpc_listen: Option<SocketAddr>,
+    /// Address of the metrics HTTP server (`GET /metrics`) [default: 127.0.0.1:9130].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
     /// MongoDB connection string (inboxes, cursors) [default: mongodb://127.0.0.1:27017/?directConnection=true].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

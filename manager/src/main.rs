@@ -8,10 +8,11 @@ use fishchat_conversations::ConversationStore;
 use fishchat_discovery::{NodeInfo, Registration};
 use fishchat_manager::{Config, ManagerService, Overrides};
 use fishchat_node::{
-    CommonArgs, DEPENDENCY_CHECKS, Dependency, follow, health_and_reflection, init_logging,
-    load_config, serve, shutdown_signal,
+    CommonArgs, DEPENDENCY_CHECKS, Dependency, RpcMetrics, follow, health_and_reflection,
+    init_logging, load_config, serve, serve_metrics, shutdown_signal,
 };
 use fishchat_rpc::manager::manager_server::{self, ManagerServer};
+use prometheus_client::registry::Registry;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -76,6 +77,10 @@ async fn main() -> anyhow::Result<()> {
         }
     };
 
-    serve(config.grpc_listen, routes, stop).await?;
+    // Sync, history and read latencies are the `rpc_duration_seconds` of their methods.
+    let mut registry = Registry::with_prefix("fishchat_manager");
+    let rpc = RpcMetrics::register(&mut registry);
+    let _metrics = serve_metrics(config.metrics_listen, registry).await?;
+    serve(config.grpc_listen, routes, rpc, stop).await?;
     Ok(())
 }

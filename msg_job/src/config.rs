@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     /// Address of the gRPC server (health and reflection).
     pub grpc_listen: SocketAddr,
+    /// Address of the metrics HTTP server (`GET /metrics`).
+    pub metrics_listen: SocketAddr,
     /// This node's id, as it will appear in etcd.
     pub node_id: String,
     /// Kafka bootstrap servers, comma-separated.
@@ -48,6 +50,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             grpc_listen: SocketAddr::from(([127, 0, 0, 1], 7040)),
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9140)),
             node_id: "msg-job-1".to_owned(),
             kafka_brokers: "127.0.0.1:9092".to_owned(),
             group_id: "fishchat-msg-job".to_owned(),
@@ -80,6 +83,10 @@ pub struct Overrides {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grpc_listen: Option<SocketAddr>,
+    /// Address of the metrics HTTP server (`GET /metrics`) [default: 127.0.0.1:9140].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
     /// This node's id in etcd and its static member id in the Kafka consumer group [default: msg-job-1].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

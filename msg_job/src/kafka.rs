@@ -1,13 +1,21 @@
 //! The Kafka side: make sure the topics exist, and build the consumer.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use rdkafka::ClientConfig;
+use parking_lot::Mutex;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::statistics::Statistics;
+use rdkafka::{ClientConfig, ClientContext, TopicPartitionList};
 
 /// How long topic creation may take before startup fails.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -16,6 +24,98 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// to others: the outage a node that dies for good causes, and the window in
 /// which a restarted static member gets its partitions back without a rebalance.
 pub const SESSION_TIMEOUT_MS: u64 = 10_000;
+
+/// How often librdkafka reports its statistics, from which the consumer lag
+/// per partition is read.
+const STATISTICS_INTERVAL_MS: u64 = 5_000;
+
+/// The pipeline's consumer.
+pub type PipelineConsumer = StreamConsumer<Observed>;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct PartitionLabels {
+    topic: String,
+    partition: i32,
+}
+
+/// The consumer's context: reads the lag per partition from librdkafka's
+/// statistics and times asynchronous commits until the broker answers.
+#[derive(Debug)]
+pub struct Observed {
+    lag: Family<PartitionLabels, Gauge>,
+    commits: Family<Vec<(&'static str, &'static str)>, Counter>,
+    commit_seconds: Histogram,
+    commit_started: Mutex<Option<Instant>>,
+}
+
+impl Default for Observed {
+    fn default() -> Self {
+        Self {
+            lag: Family::default(),
+            commits: Family::default(),
+            // 100 µs to about 3.3 s.
+            commit_seconds: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
+            commit_started: Mutex::new(None),
+        }
+    }
+}
+
+impl Observed {
+    /// Registers `consumer_lag`, `commits` and `commit_seconds`.
+    pub fn register(&self, registry: &mut Registry) {
+        for result in ["ok", "error"] {
+            self.commits.get_or_create_owned(&vec![("result", result)]);
+        }
+        registry.register(
+            "consumer_lag",
+            "Records of an assigned partition not yet consumed (from librdkafka's statistics, every 5 s)",
+            self.lag.clone(),
+        );
+        registry.register(
+            "commits",
+            "Offset commits the broker answered, by result",
+            self.commits.clone(),
+        );
+        registry.register(
+            "commit_seconds",
+            "From handing offsets to the consumer to the broker's answer",
+            self.commit_seconds.clone(),
+        );
+    }
+
+    /// Notes that a commit was just handed to the consumer.
+    pub fn committing(&self) {
+        *self.commit_started.lock() = Some(Instant::now());
+    }
+}
+
+impl ClientContext for Observed {
+    fn stats(&self, statistics: Statistics) {
+        for (topic, stats) in statistics.topics {
+            for (partition, stats) in stats.partitions {
+                // Partition -1 is librdkafka's internal one; a lag of -1 means not known yet.
+                if partition < 0 || stats.consumer_lag < 0 {
+                    continue;
+                }
+                let labels = PartitionLabels {
+                    topic: topic.clone(),
+                    partition,
+                };
+                self.lag.get_or_create(&labels).set(stats.consumer_lag);
+            }
+        }
+    }
+}
+
+impl ConsumerContext for Observed {
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        if let Some(started) = self.commit_started.lock().take() {
+            self.commit_seconds.observe(started.elapsed().as_secs_f64());
+        }
+        let result = if result.is_ok() { "ok" } else { "error" };
+        self.commits.get_or_create(&vec![("result", result)]).inc();
+    }
+}
 
 /// Creates each of `topics` with `partitions` partitions unless it exists.
 ///
@@ -79,7 +179,7 @@ pub fn consumer(
     instance_id: Option<&str>,
     topics: &[String],
     fetch_wait_ms: u64,
-) -> Result<StreamConsumer, KafkaError> {
+) -> Result<PipelineConsumer, KafkaError> {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", brokers)
@@ -91,11 +191,12 @@ pub fn consumer(
         .set("enable.partition.eof", "false")
         .set("session.timeout.ms", SESSION_TIMEOUT_MS.to_string())
         .set("fetch.min.bytes", "1")
-        .set("fetch.wait.max.ms", fetch_wait_ms.to_string());
+        .set("fetch.wait.max.ms", fetch_wait_ms.to_string())
+        .set("statistics.interval.ms", STATISTICS_INTERVAL_MS.to_string());
     if let Some(instance) = instance_id {
         config.set("group.instance.id", instance);
     }
-    let consumer: StreamConsumer = config.create()?;
+    let consumer: PipelineConsumer = config.create_with_context(Observed::default())?;
     let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     Ok(consumer)

@@ -20,9 +20,11 @@ use fishchat_msg_job::grpc_push::{GrpcPusher, SESSION_CAPACITY, SESSION_TTL};
 use fishchat_msg_job::pipeline::BatchConfig;
 use fishchat_msg_job::{Config, Pipeline, kafka};
 use fishchat_node::{
-    CommonArgs, DEPENDENCY_CHECKS, DEPENDENCY_TIMEOUT, Dependency, follow, health_and_reflection,
-    init_logging, load_config, serve, shutdown_signal,
+    CommonArgs, DEPENDENCY_CHECKS, DEPENDENCY_TIMEOUT, Dependency, RpcMetrics, follow,
+    health_and_reflection, init_logging, load_config, serve, serve_metrics, shutdown_signal,
 };
+use prometheus_client::registry::Registry;
+use rdkafka::consumer::Consumer as _;
 use tokio::sync::watch;
 use tonic_health::ServingStatus;
 
@@ -55,12 +57,14 @@ async fn main() -> anyhow::Result<()> {
         on_signal.send_replace(true);
     });
 
+    let mut registry = Registry::with_prefix("fishchat_msg_job");
+    let rpc = RpcMetrics::register(&mut registry);
     let (health, routes) = health_and_reflection(&[])?;
     health
         .set_service_status("", ServingStatus::NotServing)
         .await;
     let mut server_stopped = stopped.clone();
-    let mut server = tokio::spawn(serve(config.grpc_listen, routes, async move {
+    let mut server = tokio::spawn(serve(config.grpc_listen, routes, rpc, async move {
         let _ = server_stopped.wait_for(|stopped| *stopped).await;
     }));
 
@@ -103,7 +107,17 @@ async fn main() -> anyhow::Result<()> {
             store.ping().await
         }),
     ];
+    consumer.context().register(&mut registry);
+    registry.register(
+        "redeliveries_absorbed",
+        "Messages consumed again (after a crash or rebalance) that were already stored",
+        store.already_stored(),
+    );
     let pipeline = Pipeline::new(consumer, store, pusher, batch);
+    pipeline.stats().register(&mut registry);
+    let _metrics = serve_metrics(config.metrics_listen, registry)
+        .await
+        .with_context(|| format!("binding metrics to {}", config.metrics_listen))?;
 
     // Registered so operators and health checks can see which nodes consume;
     // nothing calls msg_job. The node id doubles as the Kafka static member id,

@@ -26,10 +26,12 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -38,6 +40,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::event::{self, Accepted};
+use crate::kafka::PipelineConsumer;
 use crate::push::{self, Pusher};
 use crate::store::{ConvKey, MessageStore, NewMessage, StoreError};
 
@@ -66,21 +69,112 @@ pub struct BatchConfig {
     pub max_frame_len: u32,
 }
 
-/// Counters of what the pipeline did, shared with whoever wants to watch it.
-#[derive(Debug, Default)]
+/// What the pipeline did and how long its stages took, shared with whoever
+/// watches it (tests, and `GET /metrics` once registered).
+#[derive(Debug)]
 pub struct Stats {
     /// Records stored, pushed and handed to a commit.
-    pub committed_records: AtomicU64,
+    pub committed_records: Counter,
     /// Messages stored, redeliveries included.
-    pub stored_messages: AtomicU64,
+    pub stored_messages: Counter,
     /// Records skipped because their payload did not decode.
-    pub malformed: AtomicU64,
+    pub malformed: Counter,
     /// Store attempts (messages or heads) that failed and were retried.
-    pub store_failures: AtomicU64,
+    pub store_failures: Counter,
     /// Commits that failed at once (their batch will be redelivered and deduplicated).
-    pub commit_failures: AtomicU64,
+    pub commit_failures: Counter,
     /// Session lookups or node pushes that failed.
-    pub push_failures: AtomicU64,
+    pub push_failures: Counter,
+    /// Records per batch.
+    pub batch_records: Histogram,
+    /// Seconds storing one batch's messages took, retries included.
+    pub store_seconds: Histogram,
+    /// Seconds raising one batch's conversation heads took, retries included.
+    pub heads_seconds: Histogram,
+    /// Seconds pushing one batch to the access nodes took.
+    pub push_seconds: Histogram,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        // 100 µs to about 3.3 s.
+        let seconds = || Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
+        Self {
+            committed_records: Counter::default(),
+            stored_messages: Counter::default(),
+            malformed: Counter::default(),
+            store_failures: Counter::default(),
+            commit_failures: Counter::default(),
+            push_failures: Counter::default(),
+            // 1 to 4,096.
+            batch_records: Histogram::new(exponential_buckets(1.0, 2.0, 13)),
+            store_seconds: seconds(),
+            heads_seconds: seconds(),
+            push_seconds: seconds(),
+        }
+    }
+}
+
+impl Stats {
+    /// Registers every counter and histogram in `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        let counters = [
+            (
+                "committed_records",
+                "Records stored, pushed and handed to a commit",
+                &self.committed_records,
+            ),
+            (
+                "stored_messages",
+                "Messages stored, redeliveries included",
+                &self.stored_messages,
+            ),
+            (
+                "malformed_records",
+                "Records skipped because their payload did not decode",
+                &self.malformed,
+            ),
+            (
+                "store_failures",
+                "Store attempts (messages or heads) that failed and were retried",
+                &self.store_failures,
+            ),
+            (
+                "commit_failures",
+                "Commits refused at once (their records are redelivered and deduplicated)",
+                &self.commit_failures,
+            ),
+            (
+                "push_failures",
+                "Session lookups or access-node pushes that failed",
+                &self.push_failures,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            registry.register(name, help, counter.clone());
+        }
+        let histograms = [
+            ("batch_records", "Records per batch", &self.batch_records),
+            (
+                "store_seconds",
+                "How long storing a batch's messages took, retries included",
+                &self.store_seconds,
+            ),
+            (
+                "heads_seconds",
+                "How long raising a batch's conversation heads took, retries included",
+                &self.heads_seconds,
+            ),
+            (
+                "push_seconds",
+                "How long pushing a batch to the access nodes took",
+                &self.push_seconds,
+            ),
+        ];
+        for (name, help, histogram) in histograms {
+            registry.register(name, help, histogram.clone());
+        }
+    }
 }
 
 /// Why the pipeline stopped on its own.
@@ -129,7 +223,7 @@ struct Stored {
 
 /// The consume → store → push → commit loop over one consumer.
 pub struct Pipeline<S, P> {
-    consumer: StreamConsumer,
+    consumer: PipelineConsumer,
     store: S,
     pusher: P,
     batch: BatchConfig,
@@ -138,7 +232,7 @@ pub struct Pipeline<S, P> {
 
 impl<S: MessageStore, P: Pusher> Pipeline<S, P> {
     /// A pipeline reading from a subscribed `consumer` with auto-commit off.
-    pub fn new(consumer: StreamConsumer, store: S, pusher: P, batch: BatchConfig) -> Self {
+    pub fn new(consumer: PipelineConsumer, store: S, pusher: P, batch: BatchConfig) -> Self {
         Self {
             consumer,
             store,
@@ -242,7 +336,7 @@ impl<S: MessageStore, P: Pusher> Pipeline<S, P> {
             match event::decode(record.payload.as_deref()) {
                 Ok(decoded) => accepted.push(decoded),
                 Err(err) => {
-                    self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                    self.stats.malformed.inc();
                     tracing::warn!(
                         topic = %record.topic,
                         partition = record.partition,
@@ -267,9 +361,11 @@ impl<S: MessageStore, P: Pusher> Pipeline<S, P> {
                 got: seqs.len(),
             });
         }
+        self.stats.stored_messages.inc_by(messages.len() as u64);
+        self.stats.batch_records.observe(batch.len() as f64);
         self.stats
-            .stored_messages
-            .fetch_add(messages.len() as u64, Ordering::Relaxed);
+            .store_seconds
+            .observe(started.elapsed().as_secs_f64());
         Ok(Some(Stored {
             messages: accepted.into_iter().zip(seqs).collect(),
             next_offsets,
@@ -310,7 +406,7 @@ impl<S: MessageStore, P: Pusher> Pipeline<S, P> {
             match attempt().await {
                 Ok(done) => return Some(done),
                 Err(err) => {
-                    self.stats.store_failures.fetch_add(1, Ordering::Relaxed);
+                    self.stats.store_failures.inc();
                     tracing::error!(%err, what, messages, retry_in = ?backoff, "storing failed; batch not committed");
                 }
             }
@@ -355,6 +451,7 @@ impl<S: MessageStore, P: Pusher> Pipeline<S, P> {
                 .iter()
                 .map(|(accepted, seq)| (accepted.message.key(), *seq))
                 .collect();
+            let raising = std::time::Instant::now();
             let raise = || self.store.raise_heads(&stored);
             if self
                 .retrying("heads", stored.len(), &mut stop, raise)
@@ -367,13 +464,16 @@ impl<S: MessageStore, P: Pusher> Pipeline<S, P> {
                 );
                 break;
             }
+            self.stats
+                .heads_seconds
+                .observe(raising.elapsed().as_secs_f64());
             let pushing = std::time::Instant::now();
             let frames = push::frames(&batch.messages, self.batch.max_frame_len);
             let outcome = self.pusher.push(frames).await;
-            self.stats
-                .push_failures
-                .fetch_add(outcome.failures, Ordering::Relaxed);
-            let push_ms = pushing.elapsed().as_secs_f64() * 1e3;
+            self.stats.push_failures.inc_by(outcome.failures);
+            let push_seconds = pushing.elapsed().as_secs_f64();
+            self.stats.push_seconds.observe(push_seconds);
+            let push_ms = push_seconds * 1e3;
             pending.add(&batch);
             if last_commit.elapsed() >= COMMIT_INTERVAL {
                 self.commit(&mut pending);
@@ -392,9 +492,7 @@ impl<S: MessageStore, P: Pusher> Pipeline<S, P> {
             );
         }
         (pending.records > 0).then(|| {
-            self.stats
-                .committed_records
-                .fetch_add(pending.records, Ordering::Relaxed);
+            self.stats.committed_records.inc_by(pending.records);
             commit_list(&pending.next_offsets)
         })
     }
@@ -402,14 +500,13 @@ impl<S: MessageStore, P: Pusher> Pipeline<S, P> {
     /// Hands `pending` to Kafka as one asynchronous commit and empties it.
     fn commit(&self, pending: &mut Pending) {
         let list = commit_list(&pending.next_offsets);
+        self.consumer.context().committing();
         match self.consumer.commit(&list, CommitMode::Async) {
             Ok(()) => {
-                self.stats
-                    .committed_records
-                    .fetch_add(pending.records, Ordering::Relaxed);
+                self.stats.committed_records.inc_by(pending.records);
             }
             Err(err) => {
-                self.stats.commit_failures.fetch_add(1, Ordering::Relaxed);
+                self.stats.commit_failures.inc();
                 tracing::warn!(%err, records = pending.records, "commit failed; the records will be redelivered and deduplicated");
             }
         }

@@ -15,6 +15,8 @@ use crate::registry::{LoginLimits, TokenPolicy};
 pub struct Config {
     /// Address of the gRPC server (the `Register` service, health, reflection).
     pub grpc_listen: SocketAddr,
+    /// Address of the metrics HTTP server (`GET /metrics`).
+    pub metrics_listen: SocketAddr,
     /// Address of the HTTP JSON API.
     pub http_listen: SocketAddr,
     /// Redis URL (tokens, sessions).
@@ -69,6 +71,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             grpc_listen: SocketAddr::from(([127, 0, 0, 1], 7010)),
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9110)),
             http_listen: SocketAddr::from(([127, 0, 0, 1], 8010)),
             redis_url: "redis://127.0.0.1:6379".into(),
             key_prefix: "fc:".into(),
@@ -134,6 +137,10 @@ pub struct Overrides {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grpc_listen: Option<SocketAddr>,
+    /// Address of the metrics HTTP server (`GET /metrics`) [default: 127.0.0.1:9110].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Address of the HTTP JSON API [default: 127.0.0.1:8010].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

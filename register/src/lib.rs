@@ -14,6 +14,7 @@ pub mod dead_nodes;
 pub mod error;
 pub mod http;
 pub mod membership;
+pub mod metrics;
 pub mod model;
 pub mod password;
 pub mod registry;

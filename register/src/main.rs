@@ -10,11 +10,12 @@ use anyhow::Context;
 use clap::Parser;
 use fishchat_discovery::{NodeInfo, Registration, Resolver};
 use fishchat_node::{
-    CommonArgs, DEPENDENCY_CHECKS, Dependency, follow, health_and_reflection, init_logging,
-    load_config, serve, shutdown_signal,
+    CommonArgs, DEPENDENCY_CHECKS, Dependency, RpcMetrics, follow, health_and_reflection,
+    init_logging, load_config, serve, serve_metrics, shutdown_signal,
 };
 use fishchat_register::config::{Config, Overrides};
 use fishchat_register::membership::{ManagerLog, MembershipLog};
+use fishchat_register::metrics::Metrics;
 use fishchat_register::rpc::RegisterRpc;
 use fishchat_register::store::mongo::{self, MongoStore};
 use fishchat_register::store::redis::RedisStore;
@@ -78,9 +79,14 @@ async fn main() -> anyhow::Result<()> {
     let passwords = config
         .passwords()
         .map_err(|err| anyhow::anyhow!("argon2 settings: {err}"))?;
+    let mut metrics = prometheus_client::registry::Registry::with_prefix("fishchat_register");
+    let rpc = RpcMetrics::register(&mut metrics);
+    let counted = Metrics::default();
+    counted.register(&mut metrics);
     let registry = Arc::new(
         Registry::new(stores, outbound, config.token_policy(), passwords)
-            .with_login_limits(config.login_limits()),
+            .with_login_limits(config.login_limits())
+            .with_metrics(counted),
     );
 
     let (health, routes) = health_and_reflection(&[register_server::SERVICE_NAME])?;
@@ -146,7 +152,10 @@ async fn main() -> anyhow::Result<()> {
         }
         let _ = stop_tx.send(true);
     });
-    serve(config.grpc_listen, routes, stopped(stop_rx)).await?;
+    let _metrics = serve_metrics(config.metrics_listen, metrics)
+        .await
+        .with_context(|| format!("binding metrics to {}", config.metrics_listen))?;
+    serve(config.grpc_listen, routes, rpc, stopped(stop_rx)).await?;
     http.await.context("HTTP server task")??;
     tracing::info!("stopped");
     Ok(())

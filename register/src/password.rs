@@ -7,6 +7,7 @@
 //! request in flight, so the memory hashing can take is bounded.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Argon2, Params};
@@ -15,6 +16,7 @@ use rand::rngs::OsRng;
 use tokio::sync::Semaphore;
 
 use crate::error::Error;
+use crate::metrics::Metrics;
 
 /// Hashes and checks passwords with one set of argon2 parameters; clones
 /// share the cap on hashes at once.
@@ -22,6 +24,7 @@ use crate::error::Error;
 pub struct Passwords {
     params: Params,
     running: Arc<Semaphore>,
+    metrics: Metrics,
 }
 
 impl Default for Passwords {
@@ -44,7 +47,13 @@ impl Passwords {
         Self {
             params,
             running: Arc::new(Semaphore::new(max_at_once.max(1))),
+            metrics: Metrics::default(),
         }
+    }
+
+    /// Reports the queue and the time per hash in `metrics`.
+    pub fn with_metrics(self, metrics: Metrics) -> Self {
+        Self { metrics, ..self }
     }
 
     /// The PHC string (`$argon2id$v=19$...`) of `password` under a fresh random salt.
@@ -86,14 +95,19 @@ impl Passwords {
         &self,
         work: impl FnOnce() -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
-        let _turn = self
-            .running
-            .acquire()
+        self.metrics.hash_waiting.inc();
+        let turn = self.running.acquire().await;
+        self.metrics.hash_waiting.dec();
+        let _turn =
+            turn.map_err(|err| Error::Internal(format!("password workers closed: {err}")))?;
+        let started = Instant::now();
+        let result = tokio::task::spawn_blocking(work)
             .await
-            .map_err(|err| Error::Internal(format!("password workers closed: {err}")))?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|err| Error::Internal(format!("password worker failed: {err}")))?
+            .map_err(|err| Error::Internal(format!("password worker failed: {err}")))?;
+        self.metrics
+            .hash_seconds
+            .observe(started.elapsed().as_secs_f64());
+        result
     }
 }
 

@@ -19,6 +19,7 @@ use tokio::sync::OnceCell;
 use crate::announce::Announcer;
 use crate::error::{Error, StoreError};
 use crate::membership::MembershipLog;
+use crate::metrics::Metrics;
 use crate::model::{Group, GroupId, Login, Session, TokenRecord, User, UserId};
 use crate::password::Passwords;
 use crate::store::{Accounts, Attempts, Groups, Sessions, Tokens, Touched};
@@ -76,6 +77,7 @@ pub struct Registry {
     tokens: TokenPolicy,
     passwords: Passwords,
     login_limits: LoginLimits,
+    metrics: Metrics,
     /// A hash to verify against when the name is unknown, so a failed login
     /// takes as long whether or not the name exists.
     decoy_hash: OnceCell<String>,
@@ -95,6 +97,7 @@ impl Registry {
             tokens,
             passwords,
             login_limits: LoginLimits::default(),
+            metrics: Metrics::default(),
             decoy_hash: OnceCell::new(),
         }
     }
@@ -122,11 +125,31 @@ impl Registry {
         }
     }
 
+    /// Counts logins, session changes and password hashing in `metrics`.
+    pub fn with_metrics(self, metrics: Metrics) -> Self {
+        Self {
+            passwords: self.passwords.clone().with_metrics(metrics.clone()),
+            metrics,
+            ..self
+        }
+    }
+
     /// Checks a name and password and issues a new token. `source` is the
     /// client's address when the caller is a client (not another service);
     /// an account or address with too many recent failures is refused
     /// before any hashing (see [`LoginLimits`]).
     pub async fn login(
+        &self,
+        name: &str,
+        password: &str,
+        source: Option<std::net::IpAddr>,
+    ) -> Result<Login, Error> {
+        let result = self.try_login(name, password, source).await;
+        self.metrics.login(&result);
+        result
+    }
+
+    async fn try_login(
         &self,
         name: &str,
         password: &str,
@@ -274,6 +297,10 @@ impl Registry {
         self.announce(channels::SESSIONS, session.user_id).await;
         // Recording the same connection twice (a retried call) replaces nothing.
         let replaced = replaced.filter(|old| !old.same_connection(session));
+        self.metrics.sessions("recorded", 1);
+        if replaced.is_some() {
+            self.metrics.sessions("replaced", 1);
+        }
         tracing::debug!(
             user_id = session.user_id,
             device_id = session.device_id,
@@ -318,6 +345,7 @@ impl Registry {
             .remove(user, device, node, conn_id)
             .await?;
         if removed {
+            self.metrics.sessions("removed", 1);
             self.announce(channels::SESSIONS, user).await;
         }
         Ok(removed)
@@ -332,6 +360,8 @@ impl Registry {
     /// gone), announcing each user who had one; how many users that was.
     pub async fn forget_node(&self, node: &str) -> Result<usize, Error> {
         let users = self.stores.sessions.forget_node(node).await?;
+        self.metrics
+            .sessions("swept", u64::try_from(users.len()).unwrap_or(u64::MAX));
         for user in &users {
             self.announce(channels::SESSIONS, *user).await;
         }

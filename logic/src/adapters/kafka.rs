@@ -8,9 +8,13 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fishchat_rpc::events::ChatEvent;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
 use prost::Message as _;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -92,6 +96,26 @@ pub struct KafkaPublisher {
     stop: Arc<AtomicBool>,
     poller: Option<JoinHandle<()>>,
     config: KafkaConfig,
+    metrics: ProduceMetrics,
+}
+
+/// What producing costs, by topic kind (`direct`, `group`).
+#[derive(Debug)]
+struct ProduceMetrics {
+    latency: Family<Vec<(&'static str, &'static str)>, Histogram>,
+    errors: Family<Vec<(&'static str, &'static str)>, Counter>,
+}
+
+impl Default for ProduceMetrics {
+    fn default() -> Self {
+        Self {
+            // 100 µs to about 3.3 s.
+            latency: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.000_1, 2.0, 16))
+            }),
+            errors: Family::default(),
+        }
+    }
 }
 
 impl KafkaPublisher {
@@ -132,7 +156,28 @@ impl KafkaPublisher {
             stop,
             poller: Some(poller),
             config,
+            metrics: ProduceMetrics::default(),
         })
+    }
+
+    /// Registers `produce_latency_seconds` (from handing a record to the
+    /// producer to the broker's acknowledgement) and `produce_errors`.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        for kind in ["direct", "group"] {
+            self.metrics
+                .errors
+                .get_or_create_owned(&vec![("kind", kind)]);
+        }
+        registry.register(
+            "produce_latency_seconds",
+            "From handing a record to the Kafka producer to the broker's acknowledgement, by topic kind",
+            self.metrics.latency.clone(),
+        );
+        registry.register(
+            "produce_errors",
+            "Records the Kafka producer could not deliver, by topic kind",
+            self.metrics.errors.clone(),
+        );
     }
 }
 
@@ -185,10 +230,29 @@ impl Drop for KafkaPublisher {
 
 impl Publisher for KafkaPublisher {
     async fn publish(&self, kind: Kind, key: &str, event: &ChatEvent) -> Result<(), Refusal> {
-        let topic = match kind {
-            Kind::Direct => &self.config.p2p_topic,
-            Kind::Group => &self.config.group_topic,
+        let (topic, label) = match kind {
+            Kind::Direct => (&self.config.p2p_topic, "direct"),
+            Kind::Group => (&self.config.group_topic, "group"),
         };
+        let labels = vec![("kind", label)];
+        let started = Instant::now();
+        let result = self.produce(topic, key, event).await;
+        match &result {
+            Ok(()) => self
+                .metrics
+                .latency
+                .get_or_create(&labels)
+                .observe(started.elapsed().as_secs_f64()),
+            Err(_) => {
+                self.metrics.errors.get_or_create(&labels).inc();
+            }
+        }
+        result
+    }
+}
+
+impl KafkaPublisher {
+    async fn produce(&self, topic: &str, key: &str, event: &ChatEvent) -> Result<(), Refusal> {
         let payload = event.encode_to_vec();
         let (delivered, delivery) = oneshot::channel();
         let record = BaseRecord::with_opaque_to(topic, Box::new(delivered))

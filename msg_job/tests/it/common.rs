@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -188,7 +187,7 @@ impl Running {
         fishchat_e2e::wait_until(
             DEADLINE,
             &format!("{records} records committed"),
-            async || (stats.committed_records.load(Ordering::SeqCst) == records).then_some(()),
+            async || (stats.committed_records.get() == records).then_some(()),
         )
         .await;
     }

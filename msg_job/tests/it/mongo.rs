@@ -3,7 +3,6 @@
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use fishchat_conversations::{ConversationStore, MESSAGES};
 use fishchat_e2e::{unique_name, wait_until};
@@ -107,7 +106,7 @@ async fn stores_into_mongodb_and_a_full_redelivery_adds_nothing() {
     let stats = Arc::clone(&replay.stats);
     replay.wait_committed(300).await;
     replay.stop().await;
-    assert_eq!(stats.stored_messages.load(Ordering::SeqCst), 300);
+    assert_eq!(stats.stored_messages.get(), 300);
     assert_conversations(&database, &store, &expected).await;
 }
 

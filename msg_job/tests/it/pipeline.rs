@@ -35,8 +35,8 @@ async fn stores_500_events_once_per_conversation_in_order_and_commits() {
     running.stop().await;
 
     assert_stored(&store, &expected);
-    assert_eq!(stats.stored_messages.load(Ordering::Relaxed), 500);
-    assert_eq!(stats.malformed.load(Ordering::Relaxed), 0);
+    assert_eq!(stats.stored_messages.get(), 500);
+    assert_eq!(stats.malformed.get(), 0);
     assert_all_committed(&group_id, &topics).await;
 }
 
@@ -122,7 +122,7 @@ async fn redelivery_after_a_crash_before_commit_stores_each_message_once() {
 
     // The successor stored the whole uncommitted tail again, the part stored
     // before the crash included, and the store kept one copy of each.
-    let restored = stats.stored_messages.load(Ordering::SeqCst) as i64;
+    let restored = stats.stored_messages.get() as i64;
     assert_eq!(restored, 500 - committed_by_first);
     assert!(restored > 500 - stored_at_crash, "nothing was redelivered");
     assert_stored(&inner, &expected(&messages));
@@ -156,7 +156,7 @@ async fn a_malformed_payload_is_skipped_and_committed() {
 
     assert_stored(&store, &expected(&[direct(1, 10, 20), direct(2, 20, 10)]));
     // The garbage and the empty payload (an event naming no conversation).
-    assert_eq!(stats.malformed.load(Ordering::SeqCst), 2);
+    assert_eq!(stats.malformed.get(), 2);
     assert_all_committed(&group_id, &topics).await;
 }
 
@@ -203,11 +203,11 @@ async fn a_failing_store_is_retried_and_nothing_is_committed_meanwhile() {
     let running = start(&group_id, &topics, Arc::clone(&flaky), NoPush, 1000);
     let stats = Arc::clone(&running.stats);
     wait_until(DEADLINE, "two failed store attempts", async || {
-        (stats.store_failures.load(Ordering::SeqCst) >= 2).then_some(())
+        (stats.store_failures.get() >= 2).then_some(())
     })
     .await;
     assert!(inner.total() > 0, "the failing store stored nothing at all");
-    assert_eq!(stats.committed_records.load(Ordering::SeqCst), 0);
+    assert_eq!(stats.committed_records.get(), 0);
     for (topic, partition, committed, _) in committed_and_high(&group_id, &topics).await {
         assert_eq!(
             committed,
@@ -322,8 +322,8 @@ async fn two_consumers_and_two_rebalances_store_each_message_once_in_order() {
     .await;
     second.stop().await;
 
-    assert!(first_stats.committed_records.load(Ordering::SeqCst) > 0);
-    assert!(second_stats.committed_records.load(Ordering::SeqCst) > 0);
+    assert!(first_stats.committed_records.get() > 0);
+    assert!(second_stats.committed_records.get() > 0);
     assert_stored(&store, &expected(&messages));
     assert_all_committed(&group_id, &topics).await;
 }
