@@ -7,10 +7,13 @@
 //!
 //! 1. `idle` against the access node (start it fresh: its memory is measured),
 //!    then against a freshly started `tokio-server`, then `mqtt-idle` against a
-//!    freshly started Mosquitto, all with the same connections, rate and hold;
-//! 2. `push --target both` (the access node, then a fresh `tokio-server`), and
+//!    freshly started Mosquitto and `centrifugo-idle` against a freshly started
+//!    Centrifugo, all with the same connections, rate and hold;
+//! 2. `push --target both` (the access node, then a fresh `tokio-server`),
 //!    `mqtt-fanout` to as many subscribers of a fresh Mosquitto (one topic per
-//!    user, as each user has an inbox).
+//!    user, as each user has an inbox) and `centrifugo-fanout` to as many
+//!    subscribers of a fresh Centrifugo (one channel per user, `--push-batch`
+//!    channels per broadcast call, as users per push request).
 //!
 //! Each part is the ordinary scenario, parsed from the same flags a user would
 //! type, and saves its own report under `<out-dir>/compare/`; this report
@@ -19,15 +22,15 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 use clap::{FromArgMatches, Parser};
 use serde::Serialize;
 
 use crate::baseline::spawn::Spawned;
 use crate::report::{Chart, Report};
-use crate::{idle, mqtt, push};
+use crate::scripted::Scripted;
+use crate::{centrifugo, idle, mqtt, push};
 
 /// Parameters of the comparison.
 #[derive(Debug, Clone, clap::Args, Serialize)]
@@ -83,6 +86,15 @@ pub struct Args {
     /// Leave Mosquitto out (when it cannot be installed).
     #[arg(long)]
     pub without_mosquitto: bool,
+    /// Port the started Centrifugo listens on (WebSocket and server API).
+    #[arg(long, default_value_t = 18000)]
+    pub centrifugo_port: u16,
+    /// The script that installs, starts and stops a private Centrifugo.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/centrifugo.sh"))]
+    pub centrifugo_script: PathBuf,
+    /// Leave Centrifugo out (when it cannot be built).
+    #[arg(long)]
+    pub without_centrifugo: bool,
 }
 
 /// Parses one part's flags exactly as its own subcommand would.
@@ -100,45 +112,6 @@ fn part_args<A: clap::Args + FromArgMatches>(
     Ok(Part::<A>::try_parse_from(argv)
         .with_context(|| format!("flags of the {scenario} part: {}", flags.join(" ")))?
         .args)
-}
-
-/// A private Mosquitto started by the script, stopped when dropped.
-struct Mosquitto<'a> {
-    args: &'a Args,
-    dir: PathBuf,
-    pid: u32,
-}
-
-impl<'a> Mosquitto<'a> {
-    fn start(args: &'a Args, dir: PathBuf) -> anyhow::Result<Mosquitto<'a>> {
-        let out = Command::new("bash")
-            .arg(&args.mosquitto_script)
-            .args(["start", &args.mosquitto_port.to_string()])
-            .arg(&dir)
-            .output()
-            .with_context(|| format!("run {}", args.mosquitto_script.display()))?;
-        if !out.status.success() {
-            bail!(
-                "starting mosquitto failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        let pid = String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .context("the mosquitto script printed no pid")?;
-        Ok(Mosquitto { args, dir, pid })
-    }
-}
-
-impl Drop for Mosquitto<'_> {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(&self.args.mosquitto_script)
-            .args(["stop", &self.args.mosquitto_port.to_string()])
-            .arg(&self.dir)
-            .output();
-    }
 }
 
 /// Runs every part and returns the comparison.
@@ -191,7 +164,11 @@ pub async fn run(args: &Args, out_dir: &Path) -> anyhow::Result<Report> {
 
     if !args.without_mosquitto {
         eprintln!("== idle: mosquitto");
-        let broker = Mosquitto::start(args, dir.join("mosquitto-idle"))?;
+        let broker = Scripted::start(
+            &args.mosquitto_script,
+            args.mosquitto_port,
+            dir.join("mosquitto-idle"),
+        )?;
         let mut flags = vec![
             format!("--broker=127.0.0.1:{}", args.mosquitto_port),
             format!("--broker-pid={}", broker.pid),
@@ -199,6 +176,22 @@ pub async fn run(args: &Args, out_dir: &Path) -> anyhow::Result<Report> {
         flags.extend(shape.iter().cloned());
         let report = mqtt::run_idle(&part_args("mqtt-idle", &flags)?).await?;
         parts.push(save(report, "idle-mosquitto", &dir)?);
+    }
+
+    if !args.without_centrifugo {
+        eprintln!("== idle: centrifugo");
+        let server = Scripted::start(
+            &args.centrifugo_script,
+            args.centrifugo_port,
+            dir.join("centrifugo-idle"),
+        )?;
+        let mut flags = vec![
+            format!("--server=127.0.0.1:{}", args.centrifugo_port),
+            format!("--broker-pid={}", server.pid),
+        ];
+        flags.extend(shape.iter().cloned());
+        let report = centrifugo::run_idle(&part_args("centrifugo-idle", &flags)?).await?;
+        parts.push(save(report, "idle-centrifugo", &dir)?);
     }
 
     eprintln!("== push: access, then the tokio baseline");
@@ -219,7 +212,11 @@ pub async fn run(args: &Args, out_dir: &Path) -> anyhow::Result<Report> {
 
     if !args.without_mosquitto {
         eprintln!("== fan-out: mosquitto");
-        let broker = Mosquitto::start(args, dir.join("mosquitto-fanout"))?;
+        let broker = Scripted::start(
+            &args.mosquitto_script,
+            args.mosquitto_port,
+            dir.join("mosquitto-fanout"),
+        )?;
         let flags = [
             format!("--broker=127.0.0.1:{}", args.mosquitto_port),
             format!("--connections={}", args.push_connections),
@@ -228,6 +225,25 @@ pub async fn run(args: &Args, out_dir: &Path) -> anyhow::Result<Report> {
         let report = mqtt::run_fanout(&part_args("mqtt-fanout", &flags)?).await?;
         drop(broker);
         parts.push(save(report, "fanout-mosquitto", &dir)?);
+    }
+
+    if !args.without_centrifugo {
+        eprintln!("== fan-out: centrifugo");
+        let server = Scripted::start(
+            &args.centrifugo_script,
+            args.centrifugo_port,
+            dir.join("centrifugo-fanout"),
+        )?;
+        let flags = [
+            format!("--server=127.0.0.1:{}", args.centrifugo_port),
+            format!("--server-pid={}", server.pid),
+            format!("--connections={}", args.push_connections),
+            format!("--messages={}", args.fanout_messages),
+            format!("--batch={}", args.push_batch),
+        ];
+        let report = centrifugo::run_fanout(&part_args("centrifugo-fanout", &flags)?).await?;
+        drop(server);
+        parts.push(save(report, "fanout-centrifugo", &dir)?);
     }
 
     gather(args, &parts)
@@ -275,6 +291,12 @@ const ROWS: &[(&str, &str, &str, &str)] = &[
         "bytes",
     ),
     (
+        "idle centrifugo: bytes per connection",
+        "idle-centrifugo",
+        "broker VmRSS per connection",
+        "bytes",
+    ),
+    (
         "idle access: connections held",
         "idle-access",
         "connections held at measurement",
@@ -289,6 +311,12 @@ const ROWS: &[(&str, &str, &str, &str)] = &[
     (
         "idle mosquitto: connections held",
         "idle-mosquitto",
+        "connections held at measurement",
+        "",
+    ),
+    (
+        "idle centrifugo: connections held",
+        "idle-centrifugo",
         "connections held at measurement",
         "",
     ),
@@ -329,6 +357,12 @@ const ROWS: &[(&str, &str, &str, &str)] = &[
         "msgs/s",
     ),
     (
+        "fan-out centrifugo: deliveries",
+        "fanout-centrifugo",
+        "deliveries per second",
+        "msgs/s",
+    ),
+    (
         "push access: latency p99",
         "push",
         "access: latency p99",
@@ -347,6 +381,12 @@ const ROWS: &[(&str, &str, &str, &str)] = &[
         "ms",
     ),
     (
+        "fan-out centrifugo: latency p99",
+        "fanout-centrifugo",
+        "delivery latency p99",
+        "ms",
+    ),
+    (
         "push access: server CPU per frame",
         "push",
         "access: server CPU per frame",
@@ -356,6 +396,12 @@ const ROWS: &[(&str, &str, &str, &str)] = &[
         "push tokio: server CPU per frame",
         "push",
         "tokio: server CPU per frame",
+        "µs",
+    ),
+    (
+        "fan-out centrifugo: server CPU per delivery",
+        "fanout-centrifugo",
+        "server CPU per delivery",
         "µs",
     ),
 ];
@@ -373,6 +419,11 @@ const RATIOS: &[(&str, &str, &str)] = &[
         "idle mosquitto: bytes per connection",
     ),
     (
+        "idle bytes per connection: access / centrifugo",
+        "idle access: bytes per connection",
+        "idle centrifugo: bytes per connection",
+    ),
+    (
         "push frames/s: access / tokio",
         "push access: frames delivered",
         "push tokio: frames delivered",
@@ -383,14 +434,29 @@ const RATIOS: &[(&str, &str, &str)] = &[
         "fan-out mosquitto: deliveries",
     ),
     (
+        "push frames/s: access / centrifugo fan-out",
+        "push access: frames delivered",
+        "fan-out centrifugo: deliveries",
+    ),
+    (
         "push latency p99: access / tokio",
         "push access: latency p99",
         "push tokio: latency p99",
     ),
     (
+        "push latency p99: access / centrifugo fan-out",
+        "push access: latency p99",
+        "fan-out centrifugo: latency p99",
+    ),
+    (
         "push CPU per frame: access / tokio",
         "push access: server CPU per frame",
         "push tokio: server CPU per frame",
+    ),
+    (
+        "push CPU per delivery: access / centrifugo",
+        "push access: server CPU per frame",
+        "fan-out centrifugo: server CPU per delivery",
     ),
 ];
 
@@ -421,11 +487,18 @@ fn gather(args: &Args, parts: &[Report]) -> anyhow::Result<Report> {
     report.charts = merge_charts(
         parts,
         "idle",
-        &["idle-access", "idle-tokio", "idle-mosquitto"],
+        &[
+            "idle-access",
+            "idle-tokio",
+            "idle-mosquitto",
+            "idle-centrifugo",
+        ],
     );
-    report
-        .charts
-        .extend(merge_charts(parts, "push", &["push", "fanout-mosquitto"]));
+    report.charts.extend(merge_charts(
+        parts,
+        "push",
+        &["push", "fanout-mosquitto", "fanout-centrifugo"],
+    ));
     Ok(report)
 }
 
@@ -514,6 +587,11 @@ mod tests {
                 &[("broker VmRSS per connection", 1000.0)],
                 vec![cdf("mosquitto")],
             ),
+            part(
+                "idle-centrifugo",
+                &[("broker VmRSS per connection", 5000.0)],
+                vec![cdf("centrifugo")],
+            ),
         ];
         let report = gather(&args(), &parts).expect("gathered");
         let value = |name: &str| {
@@ -531,6 +609,10 @@ mod tests {
             value("idle bytes per connection: access / mosquitto"),
             Some(0.25)
         );
+        assert_eq!(
+            value("idle bytes per connection: access / centrifugo"),
+            Some(0.05)
+        );
         // No push part ran: no push rows, no push ratio.
         assert_eq!(value("push frames/s: access / tokio"), None);
         assert_eq!(report.charts.len(), 1);
@@ -540,7 +622,7 @@ mod tests {
             .iter()
             .map(|s| s.label.as_str())
             .collect();
-        assert_eq!(labels, ["access", "tokio", "mosquitto"]);
+        assert_eq!(labels, ["access", "tokio", "mosquitto", "centrifugo"]);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! figures, with its configuration, as JSON.
 
 mod baseline;
+mod centrifugo;
 mod chat;
 mod codec;
 mod compare;
@@ -14,6 +15,8 @@ mod procstat;
 mod progress;
 mod push;
 mod report;
+mod scripted;
+mod subscribers;
 mod wait;
 
 use std::path::{Path, PathBuf};
@@ -58,6 +61,14 @@ enum Scenario {
     /// The Mosquitto baseline of fan-out: N MQTT subscribers, one topic each,
     /// one publisher round-robin over them; deliveries per second and latency.
     MqttFanout(mqtt::FanoutArgs),
+    /// The Centrifugo baseline of `idle`: N WebSocket subscribers, one channel
+    /// each, only answering pings; connect+subscribe latency and the server's
+    /// memory per connection.
+    CentrifugoIdle(centrifugo::IdleArgs),
+    /// The Centrifugo baseline of fan-out: N subscribers, one channel each,
+    /// broadcast calls naming many channels; deliveries per second, latency
+    /// and the server's CPU per delivery.
+    CentrifugoFanout(centrifugo::FanoutArgs),
     /// The access node, the tokio baseline and Mosquitto under the same idle
     /// and push/fan-out load in one run, reported side by side as ratios.
     Compare(compare::Args),
@@ -138,6 +149,12 @@ fn main() -> anyhow::Result<()> {
         }
         Scenario::MqttFanout(args) => {
             tokio::runtime::Runtime::new()?.block_on(mqtt::run_fanout(&args))?
+        }
+        Scenario::CentrifugoIdle(args) => {
+            tokio::runtime::Runtime::new()?.block_on(centrifugo::run_idle(&args))?
+        }
+        Scenario::CentrifugoFanout(args) => {
+            tokio::runtime::Runtime::new()?.block_on(centrifugo::run_fanout(&args))?
         }
     };
     publish(&report, &cli.out_dir)

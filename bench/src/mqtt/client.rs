@@ -3,13 +3,15 @@
 //! packets read.
 
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-pub use crate::idle::wire::Failure;
 use crate::idle::wire::dial;
+use crate::push::clock;
+use crate::subscribers::{Event, Failure, Protocol};
 
 use super::codec::{self, Packet};
 
@@ -99,4 +101,64 @@ pub fn unexpected(awaited: &str, got: &Packet) -> Failure {
         Packet::Other(kind) => format!("type {kind}"),
     };
     Failure(format!("expected {awaited}, got {name}"))
+}
+
+/// MQTT subscribers: CONNECT as `<prefix>-<i>`, SUBSCRIBE at QoS 0 to the
+/// client's own topic `u/<i>`, PINGREQ every keepalive.
+#[derive(Debug, Clone)]
+pub struct Mqtt {
+    /// The broker's address.
+    pub broker: SocketAddr,
+    /// The CONNECT keepalive, and the PINGREQ interval.
+    pub keepalive_secs: u16,
+    /// Client ids are `<prefix>-<i>`.
+    pub client_prefix: String,
+}
+
+impl Protocol for Mqtt {
+    type Conn = Conn;
+
+    async fn setup(&self, index: usize, source: Option<IpAddr>) -> Result<Conn, Failure> {
+        let mut conn = Conn::connect(self.broker, source).await?;
+        conn.handshake(
+            &format!("{}-{index}", self.client_prefix),
+            self.keepalive_secs,
+        )
+        .await?;
+        conn.subscribe(&topic(index)).await?;
+        Ok(conn)
+    }
+
+    fn ping_every(&self) -> Option<Duration> {
+        Some(Duration::from_secs(u64::from(self.keepalive_secs.max(1))))
+    }
+
+    async fn ping(&self, conn: &mut Conn) -> Result<(), Failure> {
+        conn.send(codec::pingreq).await
+    }
+
+    async fn next(&self, conn: &mut Conn) -> Result<Event, Failure> {
+        match conn.recv().await? {
+            Packet::PingResp => Ok(Event::Pong),
+            Packet::Publish { payload, .. } => Ok(Event::Delivery {
+                sent_us: clock::sent_us(&payload),
+            }),
+            other => Err(unexpected("PUBLISH or PINGRESP", &other)),
+        }
+    }
+
+    async fn close(&self, conn: &mut Conn) {
+        let _ = conn.send(codec::disconnect).await;
+    }
+}
+
+/// Subscriber `index`'s topic.
+fn topic(index: usize) -> String {
+    format!("u/{index}")
+}
+
+/// Encodes a QoS 0 PUBLISH of a stamped payload to subscriber `index`'s topic.
+pub fn stamped_publish(index: usize, payload_bytes: usize, out: &mut BytesMut) {
+    let payload = clock::stamped(clock::now_us(), payload_bytes);
+    codec::publish(&topic(index), &payload, out);
 }

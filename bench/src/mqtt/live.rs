@@ -2,63 +2,19 @@
 //! `scripts/mosquitto.sh` (feature `mosquitto`: CI does not install it).
 
 use std::path::Path;
-use std::process::Command;
 
-use super::{ConnectArgs, FanoutArgs, IdleArgs, run_fanout, run_idle};
+use super::{FanoutArgs, IdleArgs, MqttArgs, run_fanout, run_idle};
 use crate::report::Report;
+use crate::scripted::{Scripted, free_port};
+use crate::subscribers::idle;
+use crate::subscribers::testing::{assert_all_held, connect, figure};
 
-/// A mosquitto of this test's own, stopped when dropped.
-struct Broker {
-    dir: tempfile::TempDir,
-    port: u16,
-    pid: u32,
-}
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/mosquitto.sh");
 
-impl Broker {
-    fn start() -> Broker {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let dir = tempfile::tempdir().expect("temp dir");
-        let out = script("start", port, dir.path());
-        let pid = out.trim().parse().expect("the script prints the pid");
-        Broker { dir, port, pid }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        script("stop", self.port, self.dir.path());
-    }
-}
-
-fn script(action: &str, port: u16, dir: &Path) -> String {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/mosquitto.sh");
-    let out = Command::new("bash")
-        .arg(path)
-        .arg(action)
-        .arg(port.to_string())
-        .arg(dir)
-        .output()
-        .expect("run scripts/mosquitto.sh");
-    assert!(
-        out.status.success(),
-        "mosquitto.sh {action}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn connect(broker: &Broker, connections: usize, prefix: &str) -> ConnectArgs {
-    ConnectArgs {
-        broker: ([127, 0, 0, 1], broker.port).into(),
-        connections,
-        rate: 2000.0,
+fn mqtt(broker: &Scripted<'_>) -> MqttArgs {
+    MqttArgs {
+        broker: ([127, 0, 0, 1], broker.port()).into(),
         keepalive: 1,
-        source_ip_count: Some(2),
-        setup_timeout: 10.0,
-        client_prefix: prefix.into(),
     }
 }
 
@@ -74,34 +30,27 @@ fn charts(report: &Report, name: &str) -> (Vec<String>, Vec<usize>) {
     (names, points)
 }
 
-fn figure(report: &Report, name: &str) -> f64 {
-    report
-        .figures
-        .iter()
-        .find(|f| f.name == name)
-        .unwrap_or_else(|| panic!("no figure {name:?} in {report:?}"))
-        .value
-}
-
 #[tokio::test]
 async fn idle_and_fanout_run_against_a_real_mosquitto() {
-    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let broker = Scripted::start(Path::new(SCRIPT), free_port(), dir.path().to_owned())
+        .expect("mosquitto starts");
 
     let idle = run_idle(&IdleArgs {
-        connect: connect(&broker, 200, "idle"),
-        hold: 3.0,
-        broker_pid: Some(broker.pid),
-        settle: 1.0,
-        samples: 2,
+        mqtt: mqtt(&broker),
+        idle: idle::IdleArgs {
+            connect: connect(200, "idle"),
+            hold: 3.0,
+            broker_pid: Some(broker.pid),
+            settle: 1.0,
+            samples: 2,
+        },
     })
     .await
     .expect("mqtt-idle");
-    assert_eq!(figure(&idle, "subscribers connected+subscribed"), 200.0);
-    assert_eq!(figure(&idle, "connections held at measurement"), 200.0);
-    assert_eq!(figure(&idle, "held until close"), 200.0);
-    assert!(figure(&idle, "broker VmRSS idle (median)") > 0.0);
+    assert_all_held(&idle, 200.0);
     // A keepalive of 1 s over a 3 s hold: every subscriber pinged and was answered.
-    assert!(figure(&idle, "pingresps received") >= 200.0);
+    assert!(figure(&idle, "keepalives answered") >= 200.0);
     // Sampled once a second over a 3 s hold: a ramp and a memory point or more each second.
     let (names, ramp) = charts(&idle, "ramp");
     assert_eq!(names, ["latency-cdf", "ramp", "memory"]);
@@ -109,7 +58,8 @@ async fn idle_and_fanout_run_against_a_real_mosquitto() {
     assert!(charts(&idle, "memory").1[0] >= 3);
 
     let fanout = run_fanout(&FanoutArgs {
-        connect: connect(&broker, 50, "fanout"),
+        mqtt: mqtt(&broker),
+        connect: connect(50, "fanout"),
         messages: 1000,
         publish_rate: 0.0,
         window: 200,

@@ -1,24 +1,31 @@
-//! N subscribers, one tokio task each: connect at a steady rate, CONNECT,
-//! SUBSCRIBE to the client's own topic `u/<i>`, then hold, sending PINGREQ
-//! every keepalive and timing every PUBLISH that arrives, until told to stop.
+//! N subscribers of a pub/sub server (Mosquitto, Centrifugo), one tokio task
+//! each: connect at a steady rate, log in and subscribe to the client's own
+//! channel, then hold, keeping the connection alive and timing every stamped
+//! message that arrives, until told to stop. What differs between servers is
+//! a [`Protocol`]; the pacing, the counting and the closing are here once.
+
+pub mod fanout;
+pub mod idle;
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use anyhow::ensure;
 use hdrhistogram::Histogram;
+use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until, timeout};
 
-use super::client::{Conn, Failure, unexpected};
-use super::codec::{self, Packet};
 use crate::idle::track::Track;
+pub use crate::idle::wire::Failure;
 use crate::progress::Progress;
 use crate::push::clock;
+use crate::report::Report;
 
 /// The largest latency recorded, in microseconds (10 minutes).
 const MAX_LATENCY_US: u64 = 600_000_000;
@@ -27,19 +34,54 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 /// Time the subscribers get to send DISCONNECT and finish once told to stop.
 const CLOSE_GRACE: Duration = Duration::from_secs(20);
 
+/// What a server says to a holding subscriber.
+#[derive(Debug)]
+pub enum Event {
+    /// The answer to a keepalive.
+    Pong,
+    /// A message, with the send time stamped in it when it had one.
+    Delivery {
+        /// When it was sent, µs since the epoch.
+        sent_us: Option<u64>,
+    },
+    /// Something the subscriber answered or ignored (a server's ping).
+    Other,
+}
+
+/// One server's subscriber protocol.
+pub trait Protocol: Send + Sync + 'static {
+    /// An open, subscribed connection.
+    type Conn: Send + 'static;
+
+    /// Connects from `source` (when given), logs in and subscribes
+    /// subscriber `index` to its own channel.
+    fn setup(
+        &self,
+        index: usize,
+        source: Option<IpAddr>,
+    ) -> impl Future<Output = Result<Self::Conn, Failure>> + Send;
+
+    /// How often the client sends a keepalive; `None` when the server pings
+    /// and [`Protocol::next`] answers.
+    fn ping_every(&self) -> Option<Duration>;
+
+    /// Sends one keepalive.
+    fn ping(&self, conn: &mut Self::Conn) -> impl Future<Output = Result<(), Failure>> + Send;
+
+    /// The next thing the server says; cancel-safe.
+    fn next(&self, conn: &mut Self::Conn) -> impl Future<Output = Result<Event, Failure>> + Send;
+
+    /// Says goodbye.
+    fn close(&self, conn: &mut Self::Conn) -> impl Future<Output = ()> + Send;
+}
+
 /// What every subscriber shares.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    /// The broker's address.
-    pub broker: SocketAddr,
     /// Source addresses; subscriber `i` binds number `i mod count`.
     pub source_ips: Vec<IpAddr>,
-    /// The CONNECT keepalive, and the PINGREQ interval.
-    pub keepalive_secs: u16,
-    /// Time one subscriber may take to connect, CONNECT and SUBSCRIBE.
+    /// Time one subscriber may take to connect, log in and subscribe.
     pub setup_timeout: Duration,
-    /// Client ids are `<prefix>-<i>`.
-    pub client_prefix: String,
 }
 
 /// A latency histogram, 1 µs to 10 minutes at three significant figures.
@@ -65,7 +107,7 @@ struct Outcome {
 pub struct Counters {
     /// Subscribers set up and not failed since.
     pub live: AtomicU64,
-    /// PUBLISH packets received over all subscribers.
+    /// Messages received over all subscribers.
     pub delivered: AtomicU64,
 }
 
@@ -76,9 +118,9 @@ pub struct Fleet {
     stop: watch::Sender<bool>,
     /// Shared live counters.
     pub counters: Arc<Counters>,
-    /// Indices of the subscribers whose SUBACK came.
+    /// Indices of the subscribers that subscribed.
     pub subscribed: Vec<usize>,
-    /// Connect → SUBACK latency, µs.
+    /// Connect → subscribed latency, µs.
     pub setup: Histogram<u64>,
     /// Seconds from the first connect to the last setup answer.
     pub ramp_secs: f64,
@@ -91,23 +133,30 @@ pub struct Fleet {
 pub struct Closed {
     /// Subscribers still holding when told to stop.
     pub held: u64,
-    /// PINGREQs sent.
+    /// Keepalives sent.
     pub pings: u64,
-    /// PINGRESPs received.
+    /// Keepalives answered.
     pub pongs: u64,
     /// Publish → delivery latency, µs.
     pub latency: Histogram<u64>,
-    /// When the last PUBLISH arrived, µs since the epoch (0 for none).
+    /// When the last message arrived, µs since the epoch (0 for none).
     pub last_delivery_us: u64,
     /// Failures while holding, by kind.
     pub failures: BTreeMap<String, u64>,
 }
 
 /// Starts `count` subscribers at `rate` per second and waits until each has
-/// its SUBACK or has failed (bounded by count / rate + setup timeout + 30 s),
+/// subscribed or has failed (bounded by count / rate + setup timeout + 30 s),
 /// sampling the subscribers set up on `track` meanwhile.
-pub async fn open(plan: Plan, count: usize, rate: f64, mut track: Option<&mut Track>) -> Fleet {
+pub async fn open<P: Protocol>(
+    protocol: P,
+    plan: Plan,
+    count: usize,
+    rate: f64,
+    mut track: Option<&mut Track>,
+) -> Fleet {
     let plan = Arc::new(plan);
+    let protocol = Arc::new(protocol);
     let counters = Arc::new(Counters::default());
     let (stop, stop_rx) = watch::channel(false);
     let (ready_tx, mut ready) = mpsc::unbounded_channel();
@@ -123,6 +172,7 @@ pub async fn open(plan: Plan, count: usize, rate: f64, mut track: Option<&mut Tr
             for index in 0..count {
                 sleep_until(started + Duration::from_secs_f64(index as f64 / rate)).await;
                 handles.push(tokio::spawn(subscriber(
+                    protocol.clone(),
                     plan.clone(),
                     index,
                     ready_tx.clone(),
@@ -187,7 +237,7 @@ pub async fn open(plan: Plan, count: usize, rate: f64, mut track: Option<&mut Tr
 }
 
 impl Fleet {
-    /// Tells every subscriber to DISCONNECT and sums what they did.
+    /// Tells every subscriber to say goodbye and sums what they did.
     pub async fn close(self) -> Closed {
         let _ = self.stop.send(true);
         let mut closed = Closed {
@@ -226,7 +276,8 @@ impl Fleet {
 }
 
 /// Subscriber `index`: set up, report, hold until `stop`.
-async fn subscriber(
+async fn subscriber<P: Protocol>(
+    protocol: Arc<P>,
     plan: Arc<Plan>,
     index: usize,
     ready: mpsc::UnboundedSender<(usize, Result<u64, Failure>)>,
@@ -246,18 +297,9 @@ async fn subscriber(
         n => plan.source_ips.get(index % n).copied(),
     };
     let started = Instant::now();
-    let setup = timeout(plan.setup_timeout, async {
-        let mut conn = Conn::connect(plan.broker, source).await?;
-        conn.handshake(
-            &format!("{}-{index}", plan.client_prefix),
-            plan.keepalive_secs,
-        )
-        .await?;
-        conn.subscribe(&format!("u/{index}")).await?;
-        Ok::<_, Failure>(conn)
-    })
-    .await
-    .unwrap_or_else(|_| Err(Failure("setup timeout".into())));
+    let setup = timeout(plan.setup_timeout, protocol.setup(index, source))
+        .await
+        .unwrap_or_else(|_| Err(Failure("setup timeout".into())));
     let mut conn = match setup {
         Ok(conn) => {
             let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -271,33 +313,33 @@ async fn subscriber(
         }
     };
     drop(ready);
-    let interval = Duration::from_secs(u64::from(plan.keepalive_secs.max(1)));
-    let mut next_ping = Instant::now() + interval;
+    let interval = protocol.ping_every();
+    let mut next_ping = interval.map(|every| Instant::now() + every);
     let failure = loop {
         tokio::select! {
             () = async { let _ = stop.wait_for(|stop| *stop).await; } => {
                 outcome.held = true;
-                let _ = conn.send(codec::disconnect).await;
+                protocol.close(&mut conn).await;
                 break None;
             }
-            () = sleep_until(next_ping) => {
-                if let Err(Failure(kind)) = conn.send(codec::pingreq).await {
+            () = sleep_until(next_ping.unwrap_or_else(Instant::now)), if next_ping.is_some() => {
+                if let Err(Failure(kind)) = protocol.ping(&mut conn).await {
                     break Some(kind);
                 }
                 outcome.pings += 1;
-                next_ping += interval;
+                next_ping = next_ping.zip(interval).map(|(at, every)| at + every);
             }
-            packet = conn.recv() => match packet {
-                Ok(Packet::PingResp) => outcome.pongs += 1,
-                Ok(Packet::Publish { payload, .. }) => {
+            event = protocol.next(&mut conn) => match event {
+                Ok(Event::Pong) => outcome.pongs += 1,
+                Ok(Event::Delivery { sent_us }) => {
                     let now = clock::now_us();
-                    if let Some(sent) = clock::sent_us(&payload) {
+                    if let Some(sent) = sent_us {
                         let _ = outcome.latency.get_or_insert_with(latency_histogram).record(now.saturating_sub(sent).clamp(1, MAX_LATENCY_US));
                     }
                     outcome.last_delivery_us = now;
                     counters.delivered.fetch_add(1, Ordering::Relaxed);
                 }
-                Ok(other) => break Some(unexpected("PUBLISH or PINGRESP", &other).0),
+                Ok(Event::Other) => {}
                 Err(Failure(kind)) => break Some(kind),
             },
         }
@@ -309,8 +351,127 @@ async fn subscriber(
     outcome
 }
 
-/// Encodes a QoS 0 PUBLISH of a stamped payload to subscriber `index`'s topic.
-pub fn stamped_publish(index: usize, payload_bytes: usize, out: &mut BytesMut) {
-    let payload = clock::stamped(clock::now_us(), payload_bytes);
-    codec::publish(&format!("u/{index}"), &payload, out);
+/// How the subscribers connect, whatever the server.
+#[derive(Debug, Clone, clap::Args, Serialize)]
+pub struct ConnectArgs {
+    /// Subscribers to open.
+    #[arg(long, default_value_t = 1000)]
+    pub connections: usize,
+    /// Subscribers started per second.
+    #[arg(long, default_value_t = 500.0)]
+    pub rate: f64,
+    /// Use source addresses 127.0.0.2 .. 127.0.0.<K+1>, round-robin (each
+    /// gives ~28k ephemeral ports).
+    #[arg(long)]
+    pub source_ip_count: Option<u8>,
+    /// Seconds one subscriber may take to connect, log in and subscribe.
+    #[arg(long, default_value_t = 30.0)]
+    pub setup_timeout: f64,
+    /// Client ids are `<prefix>-<i>`.
+    #[arg(long, default_value = "bench")]
+    pub client_prefix: String,
+}
+
+impl ConnectArgs {
+    pub(crate) fn check(&self) -> anyhow::Result<()> {
+        ensure!(self.connections > 0, "--connections must be positive");
+        ensure!(self.rate > 0.0, "--rate must be positive");
+        ensure!(self.setup_timeout > 0.0, "--setup-timeout must be positive");
+        ensure!(
+            self.source_ip_count.is_none_or(|k| (1..=253).contains(&k)),
+            "--source-ip-count must be 1..=253"
+        );
+        if let Some(limit) = crate::idle::probe::open_files_limit()
+            && limit < self.connections as u64 + 64
+        {
+            eprintln!(
+                "warning: the open-files limit is {limit}, below {} sockets: run `ulimit -n 20000` first",
+                self.connections
+            );
+        }
+        Ok(())
+    }
+
+    pub(crate) fn plan(&self) -> Plan {
+        Plan {
+            source_ips: (0..self.source_ip_count.unwrap_or(0))
+                .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2u8.saturating_add(i))))
+                .collect(),
+            setup_timeout: Duration::from_secs_f64(self.setup_timeout),
+        }
+    }
+}
+
+/// Adds the setup figures every subscriber scenario reports.
+pub(crate) fn add_setup(report: &mut Report, fleet: &Fleet) {
+    let subscribed = fleet.subscribed.len() as f64;
+    report.add("subscribers connected+subscribed", subscribed, "");
+    report.add(
+        "subscribers failed",
+        fleet.failures.values().sum::<u64>() as f64,
+        "",
+    );
+    report.add("connect+subscribe time", fleet.ramp_secs, "s");
+    report.add(
+        "connect+subscribe rate",
+        subscribed / fleet.ramp_secs.max(f64::EPSILON),
+        "clients/s",
+    );
+    add_percentiles(report, "connect+subscribe latency", &fleet.setup);
+}
+
+/// Adds p50 .. p999 and max of a µs histogram, in ms.
+pub(crate) fn add_percentiles(report: &mut Report, what: &str, histogram: &Histogram<u64>) {
+    for (label, q) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999)] {
+        report.add(
+            &format!("{what} {label}"),
+            ms(histogram.value_at_quantile(q)),
+            "ms",
+        );
+    }
+    report.add(&format!("{what} max"), ms(histogram.max()), "ms");
+}
+
+fn ms(micros: u64) -> f64 {
+    micros as f64 / 1000.0
+}
+
+/// What the live tests of every subscriber scenario share.
+#[cfg(all(test, any(feature = "mosquitto", feature = "centrifugo")))]
+pub mod testing {
+    use super::ConnectArgs;
+    use crate::report::Report;
+
+    /// `connections` subscribers, quickly, from two source addresses.
+    pub fn connect(connections: usize, prefix: &str) -> ConnectArgs {
+        ConnectArgs {
+            connections,
+            rate: 2000.0,
+            source_ip_count: Some(2),
+            setup_timeout: 10.0,
+            client_prefix: prefix.into(),
+        }
+    }
+
+    /// The figure called `name`.
+    pub fn figure(report: &Report, name: &str) -> f64 {
+        report
+            .figures
+            .iter()
+            .find(|f| f.name == name)
+            .unwrap_or_else(|| panic!("no figure {name:?} in {report:?}"))
+            .value
+    }
+
+    /// An idle report whose `subscribers` all subscribed and held, with the
+    /// server's memory read.
+    pub fn assert_all_held(idle: &Report, subscribers: f64) {
+        assert_eq!(
+            figure(idle, "subscribers connected+subscribed"),
+            subscribers
+        );
+        assert_eq!(figure(idle, "connections held at measurement"), subscribers);
+        assert_eq!(figure(idle, "held until close"), subscribers);
+        assert!(figure(idle, "broker VmRSS idle (median)") > 0.0);
+    }
 }

@@ -1,7 +1,7 @@
-//! `mqtt-idle`: N subscribers that only PINGREQ, and the broker's resident
-//! memory per connection, measured as the `idle` scenario measures the access
-//! node: VmRSS median before, median after `--settle` seconds of idleness,
-//! divided by the subscribers held.
+//! N idle subscribers of a pub/sub server (`mqtt-idle`, `centrifugo-idle`)
+//! and the server's resident memory per connection, measured as the `idle`
+//! scenario measures the access node: VmRSS median before, median after
+//! `--settle` seconds of idleness, divided by the subscribers held.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -9,38 +9,41 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use super::{ConnectArgs, add_setup, fleet};
+use super::{ConnectArgs, Protocol, add_setup};
 use crate::idle::probe;
 use crate::idle::track::Track;
 use crate::report::{Chart, Report, Series};
 
 /// Time between two memory readings after the flood.
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
-/// The series label of every chart: the server measured.
-const SERVER: &str = "mosquitto";
-
-/// Parameters of `mqtt-idle`.
+/// Parameters of an idle subscribers scenario.
 #[derive(Debug, Clone, clap::Args, Serialize)]
 pub struct IdleArgs {
     #[command(flatten)]
     #[serde(flatten)]
-    pub(super) connect: ConnectArgs,
+    pub(crate) connect: ConnectArgs,
     /// Seconds to hold the subscribers once all are in.
     #[arg(long, default_value_t = 20.0)]
-    pub(super) hold: f64,
+    pub(crate) hold: f64,
     /// The broker's pid, to read its VmRSS.
     #[arg(long)]
-    pub(super) broker_pid: Option<u32>,
+    pub(crate) broker_pid: Option<u32>,
     /// Seconds of idleness after the last SUBACK before memory is read.
     #[arg(long, default_value_t = 5.0)]
-    pub(super) settle: f64,
+    pub(crate) settle: f64,
     /// Memory readings after the flood, one a second; the median is used.
     #[arg(long, default_value_t = 5)]
-    pub(super) samples: usize,
+    pub(crate) samples: usize,
 }
 
-/// Runs `mqtt-idle` and returns its report.
-pub async fn run(args: &IdleArgs) -> anyhow::Result<Report> {
+/// Runs `scenario` with `protocol`'s subscribers and returns its report;
+/// `server` labels the charts' series.
+pub async fn run<P: Protocol>(
+    protocol: P,
+    args: &IdleArgs,
+    scenario: &str,
+    server: &str,
+) -> anyhow::Result<Report> {
     args.connect.check()?;
     anyhow::ensure!(
         args.hold >= 0.0 && args.settle >= 0.0,
@@ -54,7 +57,8 @@ pub async fn run(args: &IdleArgs) -> anyhow::Result<Report> {
     };
 
     let mut track = Track::start(&pids);
-    let fleet = fleet::open(
+    let fleet = super::open(
+        protocol,
         args.connect.plan(),
         args.connect.connections,
         args.connect.rate,
@@ -83,13 +87,13 @@ pub async fn run(args: &IdleArgs) -> anyhow::Result<Report> {
         .await;
     track.stop();
     let mut charts = vec![Chart::latency_cdf(
-        "mqtt-idle: connect+subscribe latency",
-        vec![Series::latency_cdf(SERVER, &fleet.setup)],
+        &format!("{scenario}: connect+subscribe latency"),
+        vec![Series::latency_cdf(server, &fleet.setup)],
     )];
-    charts.extend(track.charts("mqtt-idle", SERVER, "subscribers"));
+    charts.extend(track.charts(scenario, server, "subscribers"));
     let mut report = Report {
         charts,
-        scenario: "mqtt-idle".into(),
+        scenario: scenario.into(),
         config: serde_json::to_value(args)?,
         figures: Vec::new(),
         details: serde_json::Value::Null,
@@ -120,8 +124,8 @@ pub async fn run(args: &IdleArgs) -> anyhow::Result<Report> {
     if let Some(closed) = rss_closed {
         report.add("broker VmRSS after close", closed as f64, "bytes");
     }
-    report.add("pingreqs sent", closed.pings as f64, "");
-    report.add("pingresps received", closed.pongs as f64, "");
+    report.add("keepalives sent", closed.pings as f64, "");
+    report.add("keepalives answered", closed.pongs as f64, "");
     report.add("held until close", closed.held as f64, "");
     for (kind, count) in setup_failures.iter().chain(&closed.failures) {
         report.add(&format!("failed: {kind}"), *count as f64, "");
