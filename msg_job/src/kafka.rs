@@ -29,6 +29,9 @@ pub const SESSION_TIMEOUT_MS: u64 = 10_000;
 /// per partition is read.
 const STATISTICS_INTERVAL_MS: u64 = 5_000;
 
+/// The longest wait between two attempts to reach a broker that went away.
+const RECONNECT_BACKOFF_MAX_MS: u64 = 1_000;
+
 /// The pipeline's consumer.
 pub type PipelineConsumer = StreamConsumer<Observed>;
 
@@ -192,7 +195,13 @@ pub fn consumer(
         .set("session.timeout.ms", SESSION_TIMEOUT_MS.to_string())
         .set("fetch.min.bytes", "1")
         .set("fetch.wait.max.ms", fetch_wait_ms.to_string())
-        .set("statistics.interval.ms", STATISTICS_INTERVAL_MS.to_string());
+        .set("statistics.interval.ms", STATISTICS_INTERVAL_MS.to_string())
+        // librdkafka doubles its reconnect backoff up to 10 s by default: after a
+        // broker restart the consumer could wait seconds more before fetching again.
+        .set(
+            "reconnect.backoff.max.ms",
+            RECONNECT_BACKOFF_MAX_MS.to_string(),
+        );
     if let Some(instance) = instance_id {
         config.set("group.instance.id", instance);
     }

@@ -65,6 +65,9 @@ pub struct SetupError(#[from] KafkaError);
 /// once, so this only bounds how soon it notices that the publisher is gone.
 const POLL_SLICE: Duration = Duration::from_secs(1);
 
+/// The longest wait between two attempts to reach a broker that went away.
+const RECONNECT_BACKOFF_MAX_MS: u64 = 1_000;
+
 /// How long a dropped publisher waits for records still in flight.
 const FLUSH_ON_DROP: Duration = Duration::from_secs(2);
 
@@ -137,6 +140,13 @@ impl KafkaPublisher {
             .set("compression.type", "lz4")
             .set("linger.ms", config.linger_ms.to_string())
             .set("message.timeout.ms", config.send_timeout_ms.to_string())
+            // librdkafka doubles its reconnect backoff up to 10 s by default: after a
+            // broker restart of ~13 s the producer could wait seconds more before
+            // trying again, while every send waited with it.
+            .set(
+                "reconnect.backoff.max.ms",
+                RECONNECT_BACKOFF_MAX_MS.to_string(),
+            )
             .create_with_context(Deliveries)?;
         let producer = Arc::new(producer);
         let stop = Arc::new(AtomicBool::new(false));
