@@ -11,18 +11,7 @@ use std::io::{self, IoSlice, Write};
 use bytes::{Bytes, BytesMut};
 use mio::net::TcpStream;
 
-/// Where a connection is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
-    /// Connected; only LOGIN and PING are accepted.
-    AwaitingLogin,
-    /// LOGIN sent upstream; waiting for the answer.
-    LoggingIn,
-    /// Logged in: acts as `user_id`.
-    Active,
-    /// Flushing its last frames (an error or a kick), then closed.
-    Closing,
-}
+use crate::session::Session;
 
 /// Most frames written in one `writev`.
 const MAX_IOVECS: usize = 64;
@@ -47,46 +36,26 @@ pub struct Conn {
     pub stream: TcpStream,
     /// Unique in this process; tells a reused slab slot apart.
     pub id: u64,
-    /// The logged-in user, 0 before login.
-    pub user_id: u64,
     /// The device id of the login, empty before.
     pub device_id: Box<str>,
-    /// Tick after which the connection is closed (see the loop's wheel).
-    pub deadline: u32,
+    /// The client protocol's state.
+    pub session: Session,
     /// The deadline the connection's live wheel entry was filed for.
     pub filed: u32,
-    /// Tick of the last session heartbeat sent upstream.
-    pub touched: u32,
-    /// Requests sent upstream and not yet answered.
-    pub in_flight: u16,
-    /// The send rate's bucket (see `send_rate`): tokens, and the tick of their last refill.
-    pub send_tokens: u16,
-    pub send_refilled: u32,
-    /// Life stage.
-    pub state: State,
-    /// Reading stopped because `in_flight` reached the cap.
-    pub paused: bool,
     /// Queued on the loop's list of connections to flush.
     pub dirty: bool,
     bufs: Option<Box<Bufs>>,
 }
 
 impl Conn {
-    /// A fresh connection waiting for its login until `deadline`.
-    pub fn new(stream: TcpStream, id: u64, deadline: u32) -> Self {
+    /// A fresh connection in `session`, its deadline filed.
+    pub fn new(stream: TcpStream, id: u64, session: Session) -> Self {
         Self {
             stream,
             id,
-            user_id: 0,
             device_id: Box::default(),
-            deadline,
-            filed: deadline,
-            touched: 0,
-            in_flight: 0,
-            send_tokens: u16::MAX,
-            send_refilled: 0,
-            state: State::AwaitingLogin,
-            paused: false,
+            filed: session.deadline,
+            session,
             dirty: false,
             bufs: None,
         }

@@ -12,22 +12,20 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use fishchat_codec::pb;
-use fishchat_codec::{Body, Command, ErrorCode, Frame, FrameDecoder, KickReason};
-use fishchat_rpc::logic::outgoing;
+use fishchat_codec::{Command, Frame, FrameDecoder, KickReason};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
-use prost::Message;
 use slab::Slab;
 
-use crate::conn::{Conn, State};
+use crate::conn::Conn;
 use crate::drain::Drain;
 use crate::frames;
 use crate::login_guard::LoginGuard;
-use crate::mailbox::{Mailbox, PushBatch, Reply, Then, ToLoop};
+use crate::mailbox::{Mailbox, PushBatch, Reply, ToLoop};
 use crate::metrics::Metrics;
-use crate::send_rate::SendRate;
+use crate::session::{self, Action, Due, Env, Flow, Rules, Session, State, Then};
 use crate::table::{ConnRef, ConnTable};
-use crate::upstream::{Call, Caller, Request, Upstream};
+use crate::upstream::{Caller, Upstream};
 use crate::wheel::{Entry, Wheel};
 
 /// The mailbox's waker.
@@ -40,26 +38,14 @@ const TICK: Duration = Duration::from_millis(100);
 const READ_CHUNK: usize = 16 * 1024;
 /// Reads one connection may take in a row before the others get their turn.
 const READ_BUDGET: usize = 16;
-/// How long a closing connection may take to flush its last frame, in ticks.
-const CLOSE_LINGER_TICKS: u32 = 20;
 
 /// The limits every loop applies, in ticks where they are times.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Time to log in.
-    pub login_deadline: u32,
-    /// Silence after which a logged-in connection is closed.
-    pub heartbeat_deadline: u32,
-    /// How often a live session is re-asserted upstream.
-    pub session_refresh: u32,
-    /// Requests in flight per connection.
-    pub max_in_flight: u16,
+    /// What each connection's protocol obeys.
+    pub rules: Rules,
     /// Connections of the whole node (0: no cap).
     pub max_connections: usize,
-    /// Sends per connection.
-    pub send_rate: SendRate,
-    /// Sends per user on this node, over all their connections.
-    pub user_send_rate: SendRate,
     /// Outbound bytes per connection before it is kicked.
     pub max_outbound: usize,
     /// Largest frame in either direction.
@@ -92,16 +78,6 @@ pub struct Shared {
     pub limits: Limits,
     /// Bad-token LOGINs per client address.
     pub(crate) login_guard: LoginGuard,
-}
-
-/// Whether decoding may go on.
-#[derive(Debug, PartialEq, Eq)]
-enum Flow {
-    Continue,
-    /// Too many requests in flight: stop reading this socket for now.
-    Paused,
-    /// The connection is closing or closed.
-    Stopped,
 }
 
 /// What one read from a socket gave.
@@ -287,7 +263,7 @@ impl EventLoop {
             let _ = stream.write(&frames::kick(KickReason::NodeFull, limits.max_frame_len));
             return;
         }
-        let deadline = self.now().saturating_add(self.shared.limits.login_deadline);
+        let session = Session::new(self.now(), &limits.rules);
         let entry = self.conns.vacant_entry();
         let slot = entry.key();
         let Ok(slot32) = u32::try_from(slot) else {
@@ -302,12 +278,12 @@ impl EventLoop {
             return;
         }
         let id = self.shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
-        entry.insert(Conn::new(stream, id, deadline));
         self.wheel.insert(Entry {
             slot: slot32,
             tag: id as u32,
-            at: deadline,
+            at: session.deadline,
         });
+        entry.insert(Conn::new(stream, id, session));
         self.shared.metrics.connections.inc();
     }
 
@@ -315,15 +291,10 @@ impl EventLoop {
 
     fn on_readable(&mut self, slot: usize) {
         for _ in 0..READ_BUDGET {
-            let max_in_flight = self.shared.limits.max_in_flight;
             let Some(conn) = self.conns.get_mut(slot) else {
                 return;
             };
-            if conn.state == State::Closing {
-                return;
-            }
-            if conn.in_flight >= max_in_flight {
-                conn.paused = true;
+            if conn.session.flow(&self.shared.limits.rules) != Flow::Continue {
                 return;
             }
             // A connection with a partial frame reads into its own buffer; all
@@ -377,7 +348,7 @@ impl EventLoop {
         }
         if !buf.is_empty()
             && let Some(conn) = self.conns.get_mut(slot)
-            && conn.state != State::Closing
+            && conn.session.state != State::Closing
         {
             conn.keep_input(BytesMut::from(&buf[..]));
         }
@@ -390,12 +361,9 @@ impl EventLoop {
             let Some(conn) = self.conns.get_mut(slot) else {
                 return Flow::Stopped;
             };
-            if conn.state == State::Closing {
-                return Flow::Stopped;
-            }
-            if conn.in_flight >= self.shared.limits.max_in_flight {
-                conn.paused = true;
-                return Flow::Paused;
+            let flow = conn.session.flow(&self.shared.limits.rules);
+            if flow != Flow::Continue {
+                return flow;
             }
             // Copied out: a body waiting on logic must not pin the loop's read buffer.
             match self.decoder.decode_copied(buf) {
@@ -405,7 +373,11 @@ impl EventLoop {
                 }
                 Ok(None) => return Flow::Continue,
                 Err(err) => {
-                    self.refuse(slot, err.request_id(), err.code(), &err.to_string());
+                    let now = self.now();
+                    if let Some(conn) = self.conns.get_mut(slot) {
+                        let action = conn.session.on_decode_error(&err, now);
+                        self.apply(slot, action);
+                    }
                     return Flow::Stopped;
                 }
             }
@@ -417,7 +389,6 @@ impl EventLoop {
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
-        conn.paused = false;
         if conn.has_input() {
             let mut buf = conn.take_input();
             let flow = self.decode_frames(slot, &mut buf);
@@ -433,156 +404,83 @@ impl EventLoop {
     // ---- requests -------------------------------------------------------------------------
 
     fn on_frame(&mut self, slot: usize, frame: Frame) {
-        let request_id = frame.header.request_id;
-        let body_len = frame.body.len();
-        let body = match frame.body() {
-            Ok(body) => body,
-            Err(err) => return self.refuse(slot, request_id, err.code(), &err.to_string()),
-        };
-        if let Some(len) = client_body_len(&body)
-            && len != body_len
-        {
-            // Unknown fields are refused rather than ignored: a client cannot, for
-            // instance, name a sender and have it silently dropped.
-            return self.refuse(
-                slot,
-                request_id,
-                ErrorCode::BadBody,
-                "unknown or non-canonical fields in the body",
-            );
-        }
         let now = self.now();
-        let limits = self.shared.limits.clone();
+        let shared = &*self.shared;
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
-        if conn.state == State::Active {
-            conn.deadline = now.saturating_add(limits.heartbeat_deadline);
-        }
-        let send_id = match &body {
-            Body::SendToUser(m) => Some(&m.client_msg_id),
-            Body::SendToGroup(m) => Some(&m.client_msg_id),
-            _ => None,
+        let mut env = LoopEnv {
+            shared,
+            stream: &conn.stream,
+            conn: ConnRef {
+                conn_id: conn.id,
+                slot: slot as u32,
+                loop_index: self.index,
+            },
         };
-        let over = match send_id {
-            Some(_) if conn.state == State::Active => {
-                if !limits
-                    .send_rate
-                    .take(&mut conn.send_tokens, &mut conn.send_refilled, now)
-                {
-                    Some(format!(
-                        "more than {} sends per second on this connection; retry later",
-                        limits.send_rate.per_second
-                    ))
-                } else if !self
-                    .shared
-                    .table
-                    .take_send(conn.user_id, &limits.user_send_rate, now)
-                {
-                    Some(format!(
-                        "more than {} sends per second from this user; retry later",
-                        limits.user_send_rate.per_second
-                    ))
-                } else {
-                    None
-                }
-            }
-            _ => None,
-        };
-        if let (Some(client_msg_id), Some(message)) = (send_id, over) {
-            let ack = pb::SendAck {
-                client_msg_id: client_msg_id.clone(),
-                error: Some(pb::Error {
-                    code: ErrorCode::TooManyRequests as i32,
-                    message,
-                }),
-                ..pb::SendAck::default()
-            };
-            let frame = frames::frame(Command::SendAck, request_id, &ack, limits.max_frame_len);
-            return self.send(slot, frame);
-        }
-        let request = match (conn.state, body) {
-            (_, Body::Ping(ping)) => {
-                let refresh = conn.state == State::Active
-                    && now.saturating_sub(conn.touched) >= limits.session_refresh;
-                if refresh {
-                    conn.touched = now;
-                    self.shared
-                        .upstream
-                        .heartbeat(conn.user_id, &conn.device_id, conn.id);
-                }
-                let pong = pb::Pong {
-                    client_time_ms: ping.client_time_ms,
-                    server_time_ms: now_ms(),
-                };
-                let frame = frames::frame(Command::Pong, request_id, &pong, limits.max_frame_len);
-                return self.send(slot, frame);
-            }
-            (State::AwaitingLogin, Body::Login(login)) => {
-                let peer = conn.stream.peer_addr().map(|peer| peer.ip());
-                if peer.is_ok_and(|ip| !self.shared.login_guard.allows(ip, now)) {
-                    return self.refuse(
-                        slot,
-                        request_id,
-                        ErrorCode::TooManyRequests,
-                        "too many logins with bad tokens from this address; retry later",
-                    );
-                }
-                conn.state = State::LoggingIn;
-                Request::Call(Call::Login(login))
-            }
-            (State::Active, Body::SendToUser(m)) => Request::Send(outgoing::Message::ToUser(m)),
-            (State::Active, Body::SendToGroup(m)) => Request::Send(outgoing::Message::ToGroup(m)),
-            (State::Active, Body::SyncConversations(m)) => {
-                Request::Call(Call::SyncConversations(m))
-            }
-            (State::Active, Body::Sync(m)) => Request::Call(Call::Sync(m)),
-            (State::Active, Body::History(m)) => Request::Call(Call::History(m)),
-            (State::Active, Body::Read(m)) => Request::Call(Call::Read(m)),
-            (State::Active, Body::Logout(_)) => return self.begin_close(slot),
-            (State::Active | State::LoggingIn, Body::Login(_)) => {
-                return self.refuse(
-                    slot,
-                    request_id,
-                    ErrorCode::AlreadyLoggedIn,
-                    "this connection is already logged in",
-                );
-            }
-            (
-                State::AwaitingLogin | State::LoggingIn,
-                Body::SendToUser(_)
-                | Body::SendToGroup(_)
-                | Body::SyncConversations(_)
-                | Body::Sync(_)
-                | Body::History(_)
-                | Body::Read(_)
-                | Body::Logout(_),
-            ) => {
-                return self.refuse(slot, request_id, ErrorCode::NotLoggedIn, "log in first");
-            }
-            (State::Closing, _) => return,
-            (_, other) => {
-                let message = format!("{:?} is not a command a client sends", other.command());
-                return self.refuse(slot, request_id, ErrorCode::UnknownCommand, &message);
-            }
-        };
-        conn.in_flight += 1;
-        let caller = Caller {
-            loop_index: self.index,
-            slot: slot as u32,
-            conn_id: conn.id,
-            request_id,
-            user_id: conn.user_id,
-            device_id: conn.device_id.clone(),
-        };
-        self.shared.upstream.call(caller, request);
+        let action = conn
+            .session
+            .on_frame(frame, now, &shared.limits.rules, &mut env);
+        self.apply(slot, action);
     }
 
-    /// Answers `request_id` with an ERROR and closes the connection once it is written.
-    fn refuse(&mut self, slot: usize, request_id: u32, code: ErrorCode, message: &str) {
-        let frame = frames::error(request_id, code, message, self.shared.limits.max_frame_len);
-        self.send(slot, frame);
-        self.begin_close(slot);
+    /// Carries out what the session decided about a frame.
+    fn apply(&mut self, slot: usize, action: Action) {
+        let max = self.shared.limits.max_frame_len;
+        let Some(conn) = self.conns.get(slot) else {
+            return;
+        };
+        match action {
+            Action::Nothing => {}
+            Action::Pong {
+                request_id,
+                client_time_ms,
+                refresh,
+            } => {
+                if refresh {
+                    let user_id = conn.session.user_id;
+                    self.shared
+                        .upstream
+                        .heartbeat(user_id, &conn.device_id, conn.id);
+                }
+                let pong = pb::Pong {
+                    client_time_ms,
+                    server_time_ms: now_ms(),
+                };
+                self.send(slot, frames::frame(Command::Pong, request_id, &pong, max));
+            }
+            Action::SendRefused {
+                request_id,
+                client_msg_id,
+                message,
+            } => {
+                let ack = session::send_refused(client_msg_id, message);
+                self.send(slot, frames::frame(Command::SendAck, request_id, &ack, max));
+            }
+            Action::Upstream {
+                request_id,
+                request,
+            } => {
+                let caller = Caller {
+                    loop_index: self.index,
+                    slot: slot as u32,
+                    conn_id: conn.id,
+                    request_id,
+                    user_id: conn.session.user_id,
+                    device_id: conn.device_id.clone(),
+                };
+                self.shared.upstream.call(caller, request);
+            }
+            Action::Refuse {
+                request_id,
+                code,
+                message,
+            } => {
+                self.write_last(slot, frames::error(request_id, code, &message, max));
+                self.closing(slot);
+            }
+            Action::Close => self.closing(slot),
+        }
     }
 
     // ---- the mailbox ----------------------------------------------------------------------
@@ -614,7 +512,7 @@ impl EventLoop {
     fn is(&self, slot: usize, conn_id: u64) -> bool {
         self.conns
             .get(slot)
-            .is_some_and(|c| c.id == conn_id && c.state != State::Closing)
+            .is_some_and(|c| c.id == conn_id && c.session.state != State::Closing)
     }
 
     fn on_reply(&mut self, reply: Reply) {
@@ -626,62 +524,44 @@ impl EventLoop {
         } = reply;
         let slot = slot as usize;
         let now = self.now();
-        let limits = self.shared.limits.clone();
+        let shared = &*self.shared;
         let conn = match self.conns.get_mut(slot) {
             Some(conn) if conn.id == conn_id => conn,
             _ => {
                 // The connection went while its login was upstream: undo the session.
                 if let Then::LoggedIn { user_id, device_id } = then {
-                    self.shared.table.forget_replaced(user_id, conn_id);
-                    self.shared.upstream.logout(user_id, &device_id, conn_id);
+                    shared.table.forget_replaced(user_id, conn_id);
+                    shared.upstream.logout(user_id, &device_id, conn_id);
                 }
                 return;
             }
         };
-        conn.in_flight = conn.in_flight.saturating_sub(1);
-        let mut replaced = false;
-        match then {
-            Then::Nothing => {}
-            Then::LoggedIn { user_id, device_id } => {
-                if conn.state == State::LoggingIn {
-                    let entry = ConnRef {
-                        conn_id,
-                        slot: slot as u32,
-                        loop_index: self.index,
-                    };
-                    if self.shared.table.insert(user_id, entry) {
-                        conn.state = State::Active;
-                        conn.user_id = user_id;
-                        conn.device_id = device_id;
-                        conn.deadline = now.saturating_add(limits.heartbeat_deadline);
-                        conn.touched = now;
-                        refile(&mut self.wheel, slot, conn);
-                    } else {
-                        // A later login of the device replaced this one before
-                        // it got here; its session is that login's now.
-                        replaced = true;
-                    }
-                } else {
-                    self.shared.upstream.logout(user_id, &device_id, conn_id);
-                }
-            }
-            Then::LoginRefused { bad_token } => {
-                if conn.state == State::LoggingIn {
-                    conn.state = State::AwaitingLogin;
-                }
-                if bad_token && let Ok(peer) = conn.stream.peer_addr() {
-                    self.shared.login_guard.failed(peer.ip(), now);
-                }
-            }
+        let mut env = LoopEnv {
+            shared,
+            stream: &conn.stream,
+            conn: ConnRef {
+                conn_id,
+                slot: slot as u32,
+                loop_index: self.index,
+            },
+        };
+        let after = conn
+            .session
+            .on_reply(then, now, &shared.limits.rules, &mut env);
+        if let Some(device_id) = after.activated {
+            conn.device_id = device_id;
+            refile(&mut self.wheel, slot, conn);
         }
-        let resume = conn.paused && conn.in_flight < limits.max_in_flight;
+        if let Some((user_id, device_id)) = after.undo_login {
+            shared.upstream.logout(user_id, &device_id, conn_id);
+        }
         if let Some(frame) = frame.filter(|f| !f.is_empty()) {
             self.send(slot, frame);
         }
-        if replaced {
-            return self.kick(slot, KickReason::DuplicateLogin);
+        if let Some(reason) = after.kick {
+            return self.kick(slot, reason);
         }
-        if resume {
+        if after.resume {
             self.resume(slot);
         }
     }
@@ -692,7 +572,7 @@ impl EventLoop {
             let active = self
                 .conns
                 .get(slot)
-                .is_some_and(|c| c.id == conn_id && c.state == State::Active);
+                .is_some_and(|c| c.id == conn_id && c.session.state == State::Active);
             if let (true, Some(frame)) = (active, batch.frames.get(frame as usize)) {
                 self.send(slot, frame.clone());
             }
@@ -704,12 +584,13 @@ impl EventLoop {
 
     // ---- writing --------------------------------------------------------------------------
 
-    /// Queues `frame` on the connection; a connection whose queue passes the cap is kicked.
+    /// Queues `frame` on the connection unless it is closing; a connection
+    /// whose queue passes the cap is kicked.
     fn send(&mut self, slot: usize, frame: Bytes) {
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
-        if conn.state == State::Closing {
+        if conn.session.state == State::Closing {
             return;
         }
         conn.queue(frame);
@@ -720,6 +601,14 @@ impl EventLoop {
             return;
         }
         self.mark_dirty(slot);
+    }
+
+    /// Queues the last frame of a closing connection (an ERROR or a KICK).
+    fn write_last(&mut self, slot: usize, frame: Bytes) {
+        if let Some(conn) = self.conns.get_mut(slot) {
+            conn.queue(frame);
+            self.counters.frames_out += 1;
+        }
     }
 
     fn mark_dirty(&mut self, slot: usize) {
@@ -741,7 +630,7 @@ impl EventLoop {
             match conn.flush() {
                 Ok(n) => {
                     self.counters.bytes_out += n as u64;
-                    if conn.state == State::Closing && conn.queued() == 0 {
+                    if conn.session.state == State::Closing && conn.queued() == 0 {
                         self.close_now(slot);
                     }
                 }
@@ -761,28 +650,25 @@ impl EventLoop {
 
     /// Tells the client why, then closes once that is written.
     fn kick(&mut self, slot: usize, reason: KickReason) {
-        let Some(conn) = self.conns.get_mut(slot) else {
-            return;
-        };
-        if conn.state == State::Closing {
-            return;
-        }
-        self.shared.metrics.kick(reason);
-        conn.queue(frames::kick(reason, self.shared.limits.max_frame_len));
-        self.counters.frames_out += 1;
-        self.begin_close(slot);
-    }
-
-    /// Stops taking frames; the connection closes when its queue is written or
-    /// after a short linger.
-    fn begin_close(&mut self, slot: usize) {
         let now = self.now();
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
-        conn.state = State::Closing;
-        conn.deadline = now.saturating_add(CLOSE_LINGER_TICKS);
-        refile(&mut self.wheel, slot, conn);
+        if conn.session.state == State::Closing {
+            return;
+        }
+        conn.session.close(now);
+        self.shared.metrics.kick(reason);
+        self.write_last(slot, frames::kick(reason, self.shared.limits.max_frame_len));
+        self.closing(slot);
+    }
+
+    /// Files a closing connection's linger and flushes it: it closes when its
+    /// queue is written or its linger is over.
+    fn closing(&mut self, slot: usize) {
+        if let Some(conn) = self.conns.get_mut(slot) {
+            refile(&mut self.wheel, slot, conn);
+        }
         self.mark_dirty(slot);
     }
 
@@ -792,11 +678,12 @@ impl EventLoop {
             return;
         };
         let _ = self.poll.registry().deregister(&mut conn.stream);
-        if conn.user_id != 0 {
-            self.shared.table.remove(conn.user_id, conn.id);
+        let user_id = conn.session.user_id;
+        if user_id != 0 {
+            self.shared.table.remove(user_id, conn.id);
             self.shared
                 .upstream
-                .logout(conn.user_id, &conn.device_id, conn.id);
+                .logout(user_id, &conn.device_id, conn.id);
         }
         self.shared.metrics.connections.dec();
     }
@@ -848,20 +735,13 @@ impl EventLoop {
                 // A closed connection's, or one superseded by a later filing.
                 continue;
             }
-            if conn.deadline > now {
-                conn.filed = conn.deadline;
-                self.wheel.insert(Entry {
-                    at: conn.deadline,
-                    ..entry
-                });
-                continue;
-            }
-            match conn.state {
-                State::AwaitingLogin | State::LoggingIn => {
-                    self.kick(slot, KickReason::LoginTimeout)
+            match conn.session.on_deadline(now) {
+                Due::Later(at) => {
+                    conn.filed = at;
+                    self.wheel.insert(Entry { at, ..entry });
                 }
-                State::Active => self.kick(slot, KickReason::HeartbeatTimeout),
-                State::Closing => self.close_now(slot),
+                Due::Kick(reason) => self.kick(slot, reason),
+                Due::Close => self.close_now(slot),
             }
         }
         self.due = due;
@@ -890,30 +770,45 @@ impl EventLoop {
 
 /// Files the connection again when its deadline moved before its live entry's.
 fn refile(wheel: &mut Wheel, slot: usize, conn: &mut Conn) {
-    if conn.deadline < conn.filed {
-        conn.filed = conn.deadline;
+    let deadline = conn.session.deadline;
+    if deadline < conn.filed {
+        conn.filed = deadline;
         wheel.insert(Entry {
             slot: slot as u32,
             tag: conn.id as u32,
-            at: conn.deadline,
+            at: deadline,
         });
     }
 }
 
-/// The canonical encoded length of a body a client may send (None for others).
-fn client_body_len(body: &Body) -> Option<usize> {
-    Some(match body {
-        Body::Login(m) => m.encoded_len(),
-        Body::Ping(m) => m.encoded_len(),
-        Body::SendToUser(m) => m.encoded_len(),
-        Body::SendToGroup(m) => m.encoded_len(),
-        Body::SyncConversations(m) => m.encoded_len(),
-        Body::Sync(m) => m.encoded_len(),
-        Body::History(m) => m.encoded_len(),
-        Body::Read(m) => m.encoded_len(),
-        Body::Logout(m) => m.encoded_len(),
-        _ => return None,
-    })
+/// The node as a session sees it, for one connection.
+struct LoopEnv<'a> {
+    shared: &'a Shared,
+    stream: &'a TcpStream,
+    conn: ConnRef,
+}
+
+impl Env for LoopEnv<'_> {
+    fn take_user_send(&mut self, user_id: u64, now: u32) -> bool {
+        let rate = &self.shared.limits.rules.user_send_rate;
+        self.shared.table.take_send(user_id, rate, now)
+    }
+
+    fn login_allowed(&mut self, now: u32) -> bool {
+        self.stream
+            .peer_addr()
+            .map_or(true, |peer| self.shared.login_guard.allows(peer.ip(), now))
+    }
+
+    fn login_failed(&mut self, now: u32) {
+        if let Ok(peer) = self.stream.peer_addr() {
+            self.shared.login_guard.failed(peer.ip(), now);
+        }
+    }
+
+    fn add_to_table(&mut self, user_id: u64) -> bool {
+        self.shared.table.insert(user_id, self.conn)
+    }
 }
 
 fn now_ms() -> i64 {

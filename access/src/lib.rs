@@ -24,6 +24,7 @@ pub mod metrics;
 mod node;
 mod push;
 mod send_rate;
+mod session;
 mod table;
 mod upstream;
 mod wheel;

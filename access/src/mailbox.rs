@@ -22,6 +22,8 @@ use crossbeam_channel::{Receiver, Sender};
 use fishchat_codec::KickReason;
 use mio::Waker;
 
+use crate::session::Then;
+
 /// What an event loop is asked to do.
 #[derive(Debug)]
 pub enum ToLoop {
@@ -53,26 +55,6 @@ pub struct Reply {
     pub frame: Option<Bytes>,
     /// What changes on the connection.
     pub then: Then,
-}
-
-/// The state change that comes with a reply.
-#[derive(Debug)]
-pub enum Then {
-    /// Nothing beyond the frame.
-    Nothing,
-    /// The login succeeded: the connection now acts as `user_id`.
-    LoggedIn {
-        /// The authenticated user.
-        user_id: u64,
-        /// The device id the session was recorded under.
-        device_id: Box<str>,
-    },
-    /// The login was refused; the connection may try again until its deadline.
-    LoginRefused {
-        /// Refused for an unknown token (not, say, an outage): a failure
-        /// its address is counted for (see `login_guard`).
-        bad_token: bool,
-    },
 }
 
 /// Frames shared between connections of one loop.

@@ -21,6 +21,7 @@ use crate::mailbox::{LoopHandle, ToLoop, mailbox};
 use crate::metrics::Metrics;
 use crate::push::PushService;
 use crate::send_rate::SendRate;
+use crate::session::Rules;
 use crate::table::ConnTable;
 use crate::upstream::{Upstream, UpstreamSettings};
 
@@ -91,19 +92,21 @@ impl AccessNode {
                 ticks(Duration::from_millis(config.failed_login_window_ms)),
             ),
             limits: Limits {
-                login_deadline: ticks(Duration::from_millis(config.login_deadline_ms)),
-                heartbeat_deadline: ticks(config.heartbeat_deadline()),
-                session_refresh: ticks(Duration::from_millis(config.session_refresh_ms)),
-                max_in_flight: config.max_in_flight.max(1),
+                rules: Rules {
+                    login_deadline: ticks(Duration::from_millis(config.login_deadline_ms)),
+                    heartbeat_deadline: ticks(config.heartbeat_deadline()),
+                    session_refresh: ticks(Duration::from_millis(config.session_refresh_ms)),
+                    max_in_flight: config.max_in_flight.max(1),
+                    send_rate: SendRate {
+                        per_second: config.max_sends_per_sec,
+                        burst: config.send_burst,
+                    },
+                    user_send_rate: SendRate {
+                        per_second: config.max_sends_per_user_per_sec,
+                        burst: config.user_send_burst,
+                    },
+                },
                 max_connections: config.max_connections,
-                send_rate: SendRate {
-                    per_second: config.max_sends_per_sec,
-                    burst: config.send_burst,
-                },
-                user_send_rate: SendRate {
-                    per_second: config.max_sends_per_user_per_sec,
-                    burst: config.user_send_burst,
-                },
                 max_outbound: config.max_outbound_bytes,
                 max_frame_len: config.max_frame_len,
                 drain_timeout: Duration::from_millis(config.drain_timeout_ms),

@@ -30,7 +30,8 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::frames;
-use crate::mailbox::{LoopHandle, Reply, Then, ToLoop};
+use crate::mailbox::{LoopHandle, Reply, ToLoop};
+use crate::session::Then;
 
 mod sends;
 use crate::metrics::Metrics;
@@ -59,7 +60,7 @@ pub struct Caller {
 }
 
 /// A request that needs logic.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub enum Request {
     /// SEND_TO_USER or SEND_TO_GROUP, which go in batches.
     Send(outgoing::Message),
@@ -68,7 +69,7 @@ pub enum Request {
 }
 
 /// A request that is a call of its own.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub enum Call {
     /// LOGIN.
     Login(pb::LoginRequest),

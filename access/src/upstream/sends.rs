@@ -26,7 +26,7 @@ use tonic::Status;
 
 use super::{Caller, Upstream};
 use crate::frames;
-use crate::mailbox::Then;
+use crate::session::Then;
 
 /// Most sends in one batch call.
 const MAX_SENDS: usize = 512;
