@@ -18,6 +18,8 @@ mod conn;
 mod drain;
 mod event_loop;
 mod frames;
+#[cfg(fuzzing)]
+pub mod fuzzing;
 mod login_guard;
 mod mailbox;
 pub mod metrics;
