@@ -113,6 +113,49 @@ impl Conn {
         }
     }
 
+    /// Writes `frames` (taken from the slice) in order after anything
+    /// already queued: straight to the socket when nothing is, so a frame the
+    /// socket takes at once costs no buffer; what it does not take is queued.
+    /// Returns the bytes written.
+    pub fn write_or_queue(&mut self, frames: &mut [Bytes]) -> io::Result<usize> {
+        if self.queued() > 0 {
+            frames
+                .iter_mut()
+                .for_each(|f| self.queue(std::mem::take(f)));
+            return Ok(0);
+        }
+        let mut written = 0;
+        let mut done = 0;
+        while done < frames.len() {
+            let batch = &frames[done..frames.len().min(done + MAX_IOVECS)];
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            for (slot, frame) in slices.iter_mut().zip(batch) {
+                *slot = IoSlice::new(frame);
+            }
+            let mut n = match (&self.stream).write_vectored(&slices[..batch.len()]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => n,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => return Err(err),
+            };
+            written += n;
+            while n > 0 && done < frames.len() {
+                let len = frames[done].len();
+                if n < len {
+                    frames[done] = frames[done].slice(n..);
+                    break;
+                }
+                n -= len;
+                done += 1;
+            }
+        }
+        frames[done..]
+            .iter_mut()
+            .for_each(|f| self.queue(std::mem::take(f)));
+        Ok(written)
+    }
+
     /// Writes queued frames until done or the socket is full; returns bytes written.
     pub fn flush(&mut self) -> io::Result<usize> {
         let Some(bufs) = &mut self.bufs else {
@@ -168,7 +211,78 @@ impl Conn {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Read;
+    use std::net::TcpListener;
+
+    use crate::send_rate::SendRate;
+    use crate::session::{Rules, Session};
+
     use super::*;
+
+    fn pair() -> (Conn, std::net::TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let client =
+            std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (server, _) = listener.accept().expect("accept");
+        server.set_nonblocking(true).expect("nonblocking");
+        let rules = Rules {
+            login_deadline: 1,
+            heartbeat_deadline: 1,
+            session_refresh: 1,
+            max_in_flight: 1,
+            send_rate: SendRate {
+                per_second: 0,
+                burst: 0,
+            },
+            user_send_rate: SendRate {
+                per_second: 0,
+                burst: 0,
+            },
+        };
+        let conn = Conn::new(TcpStream::from_std(server), 1, Session::new(0, &rules));
+        (conn, client)
+    }
+
+    #[test]
+    fn frames_the_socket_takes_go_straight_out_and_the_rest_is_queued_in_order() {
+        let (mut conn, mut client) = pair();
+        let mut frames = vec![Bytes::from_static(b"pong"), Bytes::from_static(b"ack")];
+        assert_eq!(conn.write_or_queue(&mut frames).expect("writes"), 7);
+        assert!(conn.bufs.is_none(), "nothing queued, nothing allocated");
+
+        // More than any socket buffer takes: the rest is queued, then flushed in order.
+        let big: Vec<Bytes> = (0..64u8)
+            .map(|i| Bytes::from(vec![i; 256 * 1024]))
+            .collect();
+        let mut frames = big.clone();
+        let first = conn.write_or_queue(&mut frames).expect("writes");
+        let total: usize = big.iter().map(Bytes::len).sum();
+        assert!(first < total, "the socket took everything");
+        assert_eq!(conn.queued(), total - first);
+        let mut frames = vec![Bytes::from_static(b"last")];
+        assert_eq!(
+            conn.write_or_queue(&mut frames).expect("queues"),
+            0,
+            "behind the queue"
+        );
+
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            client.read_to_end(&mut got).expect("reads");
+            got
+        });
+        while conn.queued() > 0 {
+            conn.flush().expect("flushes");
+            std::thread::yield_now();
+        }
+        assert!(conn.bufs.is_none(), "buffers freed once written");
+        drop(conn);
+        let got = reader.join().expect("reader");
+        let mut want = b"pongack".to_vec();
+        big.iter().for_each(|f| want.extend_from_slice(f));
+        want.extend_from_slice(b"last");
+        assert!(got == want, "bytes out of order or lost");
+    }
 
     #[test]
     fn an_idle_connection_is_small() {

@@ -100,6 +100,17 @@ struct Counters {
     bytes_out: u64,
 }
 
+/// A frame to write at the end of the iteration.
+#[derive(Debug)]
+struct Outgoing {
+    slot: u32,
+    /// Order of sending: a connection's frames go out in it.
+    seq: u32,
+    /// The connection it is for; the slot may have been reused since.
+    conn_id: u64,
+    frame: Bytes,
+}
+
 /// One event loop and everything it owns.
 pub struct EventLoop {
     index: u16,
@@ -112,6 +123,10 @@ pub struct EventLoop {
     /// The read buffer every connection borrows while it has no partial frame.
     scratch: BytesMut,
     decoder: FrameDecoder,
+    /// Frames sent in this iteration, written together at its end.
+    outbox: Vec<Outgoing>,
+    /// One connection's frames of the outbox, as they are written.
+    run: Vec<Bytes>,
     dirty: Vec<usize>,
     /// Connections that used up their read budget with input still waiting.
     backlog: Vec<usize>,
@@ -146,6 +161,8 @@ impl EventLoop {
             started: Instant::now(),
             scratch: BytesMut::new(),
             decoder: FrameDecoder::new(shared.limits.max_frame_len),
+            outbox: Vec::new(),
+            run: Vec::new(),
             dirty: Vec::new(),
             backlog: Vec::new(),
             due: Vec::new(),
@@ -197,6 +214,7 @@ impl EventLoop {
                 self.on_mailbox();
             }
             self.on_tick();
+            self.flush_outbox();
             self.flush_dirty();
             self.publish_counters();
             self.drain_step();
@@ -584,30 +602,82 @@ impl EventLoop {
 
     // ---- writing --------------------------------------------------------------------------
 
-    /// Queues `frame` on the connection unless it is closing; a connection
-    /// whose queue passes the cap is kicked.
+    /// Sends `frame` on the connection unless it is closing.
     fn send(&mut self, slot: usize, frame: Bytes) {
-        let Some(conn) = self.conns.get_mut(slot) else {
-            return;
-        };
-        if conn.session.state == State::Closing {
-            return;
+        if self
+            .conns
+            .get(slot)
+            .is_some_and(|c| c.session.state != State::Closing)
+        {
+            self.write_last(slot, frame);
         }
-        conn.queue(frame);
-        self.counters.frames_out += 1;
-        if conn.queued() > self.shared.limits.max_outbound {
-            conn.drop_unsent();
-            self.kick(slot, KickReason::SlowConsumer);
-            return;
-        }
-        self.mark_dirty(slot);
     }
 
-    /// Queues the last frame of a closing connection (an ERROR or a KICK).
+    /// Sends `frame` even on a closing connection: its last (an ERROR or a KICK).
     fn write_last(&mut self, slot: usize, frame: Bytes) {
-        if let Some(conn) = self.conns.get_mut(slot) {
-            conn.queue(frame);
-            self.counters.frames_out += 1;
+        let Some(conn) = self.conns.get(slot) else {
+            return;
+        };
+        self.outbox.push(Outgoing {
+            slot: slot as u32,
+            seq: u32::try_from(self.outbox.len()).unwrap_or(u32::MAX),
+            conn_id: conn.id,
+            frame,
+        });
+        self.counters.frames_out += 1;
+    }
+
+    /// Writes the iteration's frames, each connection's in one `writev`
+    /// straight from the outbox; only what a socket does not take is queued
+    /// on its connection. A connection whose queue passes the cap is kicked
+    /// (whose KICK goes out in the next round).
+    fn flush_outbox(&mut self) {
+        while !self.outbox.is_empty() {
+            let mut outbox = std::mem::take(&mut self.outbox);
+            if !outbox.is_sorted_by_key(|o| o.slot) {
+                outbox.sort_unstable_by_key(|o| (o.slot, o.seq));
+            }
+            let mut rest = &mut outbox[..];
+            while let Some(first) = rest.first() {
+                let (slot, conn_id) = (first.slot, first.conn_id);
+                let len = rest.iter().take_while(|o| o.slot == slot).count();
+                let (frames, tail) = rest.split_at_mut(len);
+                rest = tail;
+                let mut run = std::mem::take(&mut self.run);
+                run.extend(
+                    frames
+                        .iter_mut()
+                        .filter(|o| o.conn_id == conn_id)
+                        .map(|o| std::mem::take(&mut o.frame)),
+                );
+                self.write_run(slot as usize, conn_id, &mut run);
+                run.clear();
+                self.run = run;
+            }
+            outbox.clear();
+            if self.outbox.is_empty() {
+                self.outbox = outbox;
+            }
+        }
+    }
+
+    /// Writes one connection's frames of the outbox.
+    fn write_run(&mut self, slot: usize, conn_id: u64, frames: &mut [Bytes]) {
+        let Some(conn) = self.conns.get_mut(slot).filter(|c| c.id == conn_id) else {
+            return;
+        };
+        match conn.write_or_queue(frames) {
+            Ok(n) => self.counters.bytes_out += n as u64,
+            Err(_) => return self.close_now(slot),
+        }
+        if conn.queued() > self.shared.limits.max_outbound {
+            conn.drop_unsent();
+            return self.kick(slot, KickReason::SlowConsumer);
+        }
+        if conn.queued() > 0 || conn.session.state == State::Closing {
+            // The rest waits for the socket (edge-triggered: flushed on its
+            // writable event); a closing connection closes once all is out.
+            self.mark_dirty(slot);
         }
     }
 
