@@ -125,12 +125,14 @@ impl Conn {
             return Ok(0);
         }
         let mut written = 0;
-        let mut done = 0;
+        // Frames wholly written, and bytes written of the next one.
+        let (mut done, mut offset) = (0, 0);
         while done < frames.len() {
             let batch = &frames[done..frames.len().min(done + MAX_IOVECS)];
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            for (slot, frame) in slices.iter_mut().zip(batch) {
-                *slot = IoSlice::new(frame);
+            for (i, (slot, frame)) in slices.iter_mut().zip(batch).enumerate() {
+                let start = if i == 0 { offset } else { 0 };
+                *slot = IoSlice::new(&frame[start..]);
             }
             let mut n = match (&self.stream).write_vectored(&slices[..batch.len()]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -141,18 +143,27 @@ impl Conn {
             };
             written += n;
             while n > 0 && done < frames.len() {
-                let len = frames[done].len();
-                if n < len {
-                    frames[done] = frames[done].slice(n..);
+                let rest = frames[done].len() - offset;
+                if n < rest {
+                    offset += n;
                     break;
                 }
-                n -= len;
+                n -= rest;
                 done += 1;
+                offset = 0;
             }
         }
-        frames[done..]
-            .iter_mut()
-            .for_each(|f| self.queue(std::mem::take(f)));
+        if done < frames.len() {
+            // A partly written frame is queued whole with its offset, so that
+            // `drop_unsent` knows to keep it and the stream stays well framed.
+            let bufs = self.bufs();
+            for frame in &mut frames[done..] {
+                bufs.out_bytes += frame.len();
+                bufs.out.push_back(std::mem::take(frame));
+            }
+            bufs.out_offset = offset;
+            bufs.out_bytes -= offset;
+        }
         Ok(written)
     }
 
@@ -250,21 +261,22 @@ mod tests {
         assert_eq!(conn.write_or_queue(&mut frames).expect("writes"), 7);
         assert!(conn.bufs.is_none(), "nothing queued, nothing allocated");
 
-        // More than any socket buffer takes: the rest is queued, then flushed in order.
-        let big: Vec<Bytes> = (0..64u8)
-            .map(|i| Bytes::from(vec![i; 256 * 1024]))
-            .collect();
+        // More than any socket buffer takes: the rest is queued, the frame the
+        // socket took part of is kept whole when the unsent ones are dropped, and
+        // the stream stays well framed.
+        const SIZE: usize = 100_003;
+        let big: Vec<Bytes> = (0..64u8).map(|i| Bytes::from(vec![i; SIZE])).collect();
         let mut frames = big.clone();
         let first = conn.write_or_queue(&mut frames).expect("writes");
-        let total: usize = big.iter().map(Bytes::len).sum();
+        let total = SIZE * big.len();
         assert!(first < total, "the socket took everything");
         assert_eq!(conn.queued(), total - first);
+        let (cut, partial) = (first / SIZE, first % SIZE);
+        assert_eq!(conn.bufs.as_ref().map(|b| b.out_offset), Some(partial));
+        conn.drop_unsent();
+        assert_eq!(conn.queued(), if partial > 0 { SIZE - partial } else { 0 });
         let mut frames = vec![Bytes::from_static(b"last")];
-        assert_eq!(
-            conn.write_or_queue(&mut frames).expect("queues"),
-            0,
-            "behind the queue"
-        );
+        conn.write_or_queue(&mut frames).expect("writes or queues");
 
         let reader = std::thread::spawn(move || {
             let mut got = Vec::new();
@@ -279,7 +291,8 @@ mod tests {
         drop(conn);
         let got = reader.join().expect("reader");
         let mut want = b"pongack".to_vec();
-        big.iter().for_each(|f| want.extend_from_slice(f));
+        let kept = if partial > 0 { cut + 1 } else { cut };
+        big[..kept].iter().for_each(|f| want.extend_from_slice(f));
         want.extend_from_slice(b"last");
         assert!(got == want, "bytes out of order or lost");
     }
