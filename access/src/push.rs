@@ -12,6 +12,7 @@ use std::time::Instant;
 use fishchat_codec::{HEADER_LEN, KickReason, LENGTH_LEN};
 use fishchat_rpc::access::access_server::Access;
 use fishchat_rpc::access::{KickReply, KickRequest, PushReply, PushRequest};
+use smallvec::{SmallVec, smallvec};
 use tonic::{Request, Response, Status};
 
 use crate::mailbox::{LoopHandle, PushBatch};
@@ -63,7 +64,8 @@ impl PushService {
             }
             let frames = [delivery.frame];
             // Where this delivery's frames start in each loop's batch, once used there.
-            let mut first: Vec<Option<u32>> = vec![None; batches.len()];
+            // (A node runs a few loops: inline, no allocation per delivery.)
+            let mut first: SmallVec<[Option<u32>; 8]> = smallvec![None; batches.len()];
             for user_id in delivery.user_ids {
                 let reached = self.table.for_each(user_id, |conn| {
                     let index = usize::from(conn.loop_index);
