@@ -1,9 +1,11 @@
 //! One event loop: a `mio::Poll`, a listener, and a slab of connections.
 //!
 //! Read top to bottom, an iteration is: wait for readiness (or the next
-//! tick), read and decode what arrived, hand requests upstream, take what the
-//! tokio side sent back (replies, pushes, kicks), run the timers, write. The
-//! loop never blocks on anything but `poll`.
+//! tick), read and decode what arrived, hand each frame to its connection's
+//! session (`session.rs`, where the protocol's rules live) and carry out what
+//! it decides, take what the tokio side sent back (replies, pushes, kicks),
+//! run the timers, then write the iteration's frames. The loop never blocks
+//! on anything but `poll`.
 
 use std::io::{self, Read as _, Write as _};
 use std::sync::Arc;

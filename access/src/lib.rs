@@ -2,8 +2,11 @@
 //! loops, with almost no memory per idle connection.
 //!
 //! Inside (crate-private):
+//! - `session`: the client protocol of one connection as pure functions
+//!   (state, frame or reply, time → next state and what to do), fuzzed.
 //! - `event_loop`: one `mio::Poll` per thread, a slab of `conn::Conn`s, a
-//!   timer `wheel`; reads, decodes, answers pings, sends requests upstream.
+//!   timer `wheel`; reads, decodes, applies the session's decisions, and
+//!   writes each iteration's frames straight to the sockets.
 //! - `upstream`: the tokio side, calling logic for each request and routing
 //!   the answer back through the loop's `mailbox`.
 //! - `table`: user → connections, sharded, so pushes find their targets.
