@@ -22,6 +22,8 @@ use crossbeam_channel::{Receiver, Sender};
 use fishchat_codec::KickReason;
 use mio::Waker;
 
+use crate::device_id::DeviceId;
+
 /// What an event loop is asked to do.
 #[derive(Debug)]
 pub enum ToLoop {
@@ -65,7 +67,7 @@ pub enum Then {
         /// The authenticated user.
         user_id: u64,
         /// The device id the session was recorded under.
-        device_id: Box<str>,
+        device_id: DeviceId,
     },
     /// The login was refused; the connection may try again until its deadline.
     LoginRefused {
