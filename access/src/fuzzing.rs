@@ -13,6 +13,7 @@ use std::collections::VecDeque;
 use bytes::{BufMut, BytesMut};
 use fishchat_codec::FrameDecoder;
 
+use crate::device_id::DeviceIds;
 use crate::send_rate::SendRate;
 use crate::session::{Action, Due, Env, Flow, Rules, Session, State, Then};
 use crate::upstream::{Call, Request};
@@ -186,7 +187,7 @@ impl Run {
             (false, _) => Then::Nothing,
             (true, 0) => Then::LoggedIn {
                 user_id,
-                device_id: "fuzz".into(),
+                device_id: DeviceIds::default().intern("fuzz"),
             },
             (true, kind) => Then::LoginRefused {
                 bad_token: kind == 1,

@@ -10,6 +10,7 @@
 //! - `upstream`: the tokio side, calling logic for each request and routing
 //!   the answer back through the loop's `mailbox`.
 //! - `table`: user → connections, sharded, so pushes find their targets.
+//! - `device_id`: the device ids of sessions, one shared copy of each.
 //! - `push`: the Access gRPC service msg_job pushes to.
 //! - `node`: all of it started together; `config`.
 //!
@@ -18,6 +19,7 @@
 
 mod config;
 mod conn;
+mod device_id;
 mod drain;
 mod event_loop;
 mod frames;

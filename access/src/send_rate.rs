@@ -24,11 +24,7 @@ impl SendRate {
         if self.per_second == 0 {
             return true;
         }
-        let cap = self
-            .burst
-            .max(1)
-            .saturating_mul(TENTHS)
-            .min(u32::from(u16::MAX));
+        let cap = self.cap();
         let refill = now.saturating_sub(*last).saturating_mul(self.per_second);
         let available = u32::from(*tokens).saturating_add(refill).min(cap);
         *last = now;
@@ -38,6 +34,21 @@ impl SendRate {
         };
         *tokens = u16::try_from(left).unwrap_or(u16::MAX);
         allowed
+    }
+
+    /// True when the bucket `tokens` last refilled at tick `last` is full at
+    /// tick `now`: it would then allow just what a fresh one would.
+    pub(crate) fn is_full(&self, tokens: u16, last: u32, now: u32) -> bool {
+        let refill = now.saturating_sub(last).saturating_mul(self.per_second);
+        self.per_second == 0 || u32::from(tokens).saturating_add(refill) >= self.cap()
+    }
+
+    /// The bucket's size in tenths of a send.
+    fn cap(&self) -> u32 {
+        self.burst
+            .max(1)
+            .saturating_mul(TENTHS)
+            .min(u32::from(u16::MAX))
     }
 }
 
@@ -87,5 +98,22 @@ mod tests {
             burst: 0,
         };
         assert!((0..10_000).all(|_| free.take(&mut tokens, &mut last, 5)));
+    }
+
+    #[test]
+    fn a_bucket_is_full_once_it_has_refilled_its_burst() {
+        let rate = SendRate {
+            per_second: 10,
+            burst: 3,
+        };
+        assert!(rate.is_full(u16::MAX, 0, 0), "a fresh bucket");
+        let (mut tokens, mut last) = (u16::MAX, 0);
+        assert!(rate.take(&mut tokens, &mut last, 7));
+        assert!(!rate.is_full(tokens, last, 7));
+        assert!(rate.is_full(tokens, last, 8), "one send back after 100 ms");
+        assert!(rate.take(&mut tokens, &mut last, 8));
+        assert!(rate.take(&mut tokens, &mut last, 8));
+        assert!(!rate.is_full(tokens, last, 9));
+        assert!(rate.is_full(tokens, last, 10));
     }
 }

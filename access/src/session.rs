@@ -23,6 +23,7 @@ use fishchat_codec::{Body, DecodeError, ErrorCode, Frame, KickReason};
 use fishchat_rpc::logic::outgoing;
 use prost::Message;
 
+use crate::device_id::DeviceId;
 use crate::send_rate::SendRate;
 use crate::upstream::{Call, Request};
 
@@ -79,8 +80,10 @@ pub struct Session {
     pub user_id: u64,
     /// Tick after which the connection is closed (see the loop's wheel).
     pub deadline: u32,
-    /// Tick of the last session heartbeat sent upstream.
-    pub touched: u32,
+    /// Tick of the last session heartbeat sent upstream, modulo 2^16: only
+    /// the time since it matters, and a connection silent for that long
+    /// (109 minutes) is closed long before. Two bytes keep `Conn` small.
+    pub touched: u16,
     /// The send bucket (see `send_rate`): tokens, and the tick of their last refill.
     send_refilled: u32,
     send_tokens: u16,
@@ -138,7 +141,7 @@ pub enum Then {
     /// Nothing more.
     Nothing,
     /// LOGIN succeeded upstream.
-    LoggedIn { user_id: u64, device_id: Box<str> },
+    LoggedIn { user_id: u64, device_id: DeviceId },
     /// LOGIN refused; `bad_token` counts against the address.
     LoginRefused { bad_token: bool },
 }
@@ -147,9 +150,9 @@ pub enum Then {
 #[derive(Debug, Default, PartialEq)]
 pub struct AfterReply {
     /// The login took: the connection is `Active` as this device; file its new deadline.
-    pub activated: Option<Box<str>>,
+    pub activated: Option<DeviceId>,
     /// A login that arrived too late to use: its session must be undone upstream.
-    pub undo_login: Option<(u64, Box<str>)>,
+    pub undo_login: Option<(u64, DeviceId)>,
     /// Kick the connection (the session is then closing).
     pub kick: Option<KickReason>,
     /// Reading was paused and may go on.
@@ -257,10 +260,11 @@ impl Session {
         }
         let request = match (self.state, body) {
             (state, Body::Ping(ping)) => {
-                let refresh = state == State::Active
-                    && now.saturating_sub(self.touched) >= rules.session_refresh;
+                let since = u32::from(tick16(now).wrapping_sub(self.touched));
+                let refresh =
+                    state == State::Active && since >= rules.session_refresh.min(u16::MAX.into());
                 if refresh {
-                    self.touched = now;
+                    self.touched = tick16(now);
                 }
                 return Action::Pong {
                     request_id,
@@ -346,7 +350,7 @@ impl Session {
                     self.state = State::Active;
                     self.user_id = user_id;
                     self.deadline = now.saturating_add(rules.heartbeat_deadline);
-                    self.touched = now;
+                    self.touched = tick16(now);
                     after.activated = Some(device_id);
                 } else {
                     // A later login of the device replaced this one before it
@@ -417,6 +421,11 @@ impl Session {
             None
         }
     }
+}
+
+/// The low 16 bits of a tick (see `Session::touched`).
+fn tick16(now: u32) -> u16 {
+    (now & u32::from(u16::MAX)) as u16
 }
 
 /// The ack refusing a send over a rate.
@@ -497,6 +506,10 @@ mod tests {
             self.added.push(user_id);
             !self.replaced
         }
+    }
+
+    fn device(id: &str) -> DeviceId {
+        crate::device_id::DeviceIds::default().intern(id)
     }
 
     fn frame(command: Command, request_id: u32, body: &impl Message) -> Frame {
@@ -647,7 +660,7 @@ mod tests {
         ));
         let then = Then::LoggedIn {
             user_id: 7,
-            device_id: "phone".into(),
+            device_id: device("phone"),
         };
         let after = session.on_reply(then, 4, &rules(), &mut env);
         assert_eq!(after.activated.as_deref(), Some("phone"));
@@ -667,7 +680,7 @@ mod tests {
         };
         let then = Then::LoggedIn {
             user_id: 7,
-            device_id: "phone".into(),
+            device_id: device("phone"),
         };
         let after = session.on_reply(then, 4, &rules(), &mut env);
         assert_eq!(after.kick, Some(KickReason::DuplicateLogin));
@@ -681,10 +694,10 @@ mod tests {
         session.in_flight = 1;
         let then = Then::LoggedIn {
             user_id: 7,
-            device_id: "phone".into(),
+            device_id: device("phone"),
         };
         let after = session.on_reply(then, 4, &rules(), &mut FakeEnv::default());
-        assert_eq!(after.undo_login, Some((7, "phone".into())));
+        assert_eq!(after.undo_login, Some((7, device("phone"))));
         assert_eq!((session.state, session.user_id), (State::Closing, 0));
     }
 
@@ -769,6 +782,13 @@ mod tests {
         assert_eq!((session.touched, session.deadline), (30, 80));
         let action = session.on_frame(ping(4), 31, &rules(), &mut FakeEnv::default());
         assert!(matches!(action, Action::Pong { refresh: false, .. }));
+        // The refresh tick is kept modulo 2^16: across the wrap it still counts.
+        let (before, after) = (65_530, 65_530 + rules().session_refresh);
+        session.on_frame(ping(5), before, &rules(), &mut FakeEnv::default());
+        let action = session.on_frame(ping(6), after - 1, &rules(), &mut FakeEnv::default());
+        assert!(matches!(action, Action::Pong { refresh: false, .. }));
+        let action = session.on_frame(ping(7), after, &rules(), &mut FakeEnv::default());
+        assert!(matches!(action, Action::Pong { refresh: true, .. }));
     }
 
     #[test]

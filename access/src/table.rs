@@ -14,14 +14,21 @@
 //! replaced, under the same shard lock the loop takes to add it, and the loop
 //! kicks it instead of adding it.
 //!
-//! A user's entry also holds the bucket their sends on this node draw from
-//! (see `send_rate`), so that many devices of one user cannot multiply the
-//! per-connection rate.
+//! A user's sends on this node also draw from one bucket (see `send_rate`),
+//! so that many devices of one user cannot multiply the per-connection rate.
+//!
+//! Idle connections are counted in bytes, so each is one 24-byte record in
+//! its shard's hash table (keyed by user id; a user with several devices has
+//! several records under one key), not a per-user map entry with a vector
+//! inside. Send buckets live apart and only while they matter: a bucket is
+//! made by a user's first send and dropped once it has filled up again, since
+//! a full bucket is just what a fresh one would be.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, RandomState};
 
+use hashbrown::HashTable;
 use parking_lot::Mutex;
-use smallvec::SmallVec;
 
 use crate::send_rate::SendRate;
 
@@ -39,68 +46,104 @@ pub struct ConnRef {
     pub loop_index: u16,
 }
 
-/// Most users have one device connected; that one entry lives inline.
-type Entries = SmallVec<[ConnRef; 1]>;
+/// One connection of a user.
+#[derive(Debug)]
+struct Record {
+    user_id: u64,
+    conn: ConnRef,
+}
 
 /// Connections marked replaced per shard before the marks are dropped: marks
 /// of logins that never reach the table (their connection went, or their
 /// reply was lost) must not pile up.
 const MAX_REPLACED: usize = 1024;
 
-/// One user's connections on this node, and their shared send bucket.
+/// Send buckets a shard keeps before it looks for full ones to drop.
+const MIN_BUCKET_SWEEP: usize = 16;
+
+/// A user's send bucket (see [`SendRate::take`]).
 #[derive(Debug)]
-struct User {
-    conns: Entries,
-    send_tokens: u16,
-    send_refilled: u32,
+struct Bucket {
+    tokens: u16,
+    refilled: u32,
 }
 
-impl Default for User {
+#[derive(Debug)]
+struct Shard {
+    conns: HashTable<Record>,
+    /// Buckets of users who sent lately.
+    buckets: HashMap<u64, Bucket>,
+    /// Bucket count at which the next sweep for full buckets runs.
+    sweep_at: usize,
+    /// Connection ids replaced by a later login of their device before their
+    /// own login was added.
+    replaced: HashSet<u64>,
+}
+
+impl Default for Shard {
     fn default() -> Self {
         Self {
-            conns: Entries::new(),
-            send_tokens: u16::MAX,
-            send_refilled: 0,
+            conns: HashTable::new(),
+            buckets: HashMap::new(),
+            sweep_at: MIN_BUCKET_SWEEP,
+            replaced: HashSet::new(),
         }
     }
 }
 
-#[derive(Debug, Default)]
-struct Shard {
-    users: HashMap<u64, User>,
-    /// Connection ids replaced by a later login of their device before their
-    /// own login was added.
-    replaced: HashSet<u64>,
+impl Shard {
+    fn conns_of(&self, hash: u64, user_id: u64) -> impl Iterator<Item = ConnRef> + '_ {
+        self.conns
+            .iter_hash(hash)
+            .filter(move |r| r.user_id == user_id)
+            .map(|r| r.conn)
+    }
+
+    fn find(&self, hash: u64, user_id: u64, conn_id: u64) -> Option<ConnRef> {
+        self.conns
+            .find(hash, |r| r.user_id == user_id && r.conn.conn_id == conn_id)
+            .map(|r| r.conn)
+    }
 }
 
 /// user id → connections, sharded.
 #[derive(Debug)]
 pub struct ConnTable {
     shards: Vec<Mutex<Shard>>,
+    hasher: RandomState,
 }
 
 impl Default for ConnTable {
     fn default() -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: RandomState::new(),
         }
     }
 }
 
 impl ConnTable {
-    fn shard(&self, user_id: u64) -> &Mutex<Shard> {
+    /// The user's shard and hash.
+    fn locate(&self, user_id: u64) -> (&Mutex<Shard>, u64) {
         // Ids are sequential, so the low bits spread users evenly.
-        &self.shards[(user_id % SHARDS as u64) as usize]
+        let shard = &self.shards[(user_id % SHARDS as u64) as usize];
+        (shard, self.hasher.hash_one(user_id))
     }
 
     /// Records a logged-in connection of `user_id`, unless a later login of
     /// its device already replaced it: false then, and the caller kicks it.
     pub fn insert(&self, user_id: u64, conn: ConnRef) -> bool {
-        let mut shard = self.shard(user_id).lock();
+        let (shard, hash) = self.locate(user_id);
+        let mut shard = shard.lock();
         if shard.replaced.remove(&conn.conn_id) {
             return false;
         }
-        shard.users.entry(user_id).or_default().conns.push(conn);
+        let hasher = &self.hasher;
+        shard
+            .conns
+            .insert_unique(hash, Record { user_id, conn }, |r| {
+                hasher.hash_one(r.user_id)
+            });
         true
     }
 
@@ -108,11 +151,9 @@ impl ConnTable {
     /// it is here; if not, its login may still be on its way, so it is marked
     /// for [`insert`](Self::insert) to refuse.
     pub fn find_or_mark_replaced(&self, user_id: u64, conn_id: u64) -> Option<ConnRef> {
-        let mut shard = self.shard(user_id).lock();
-        let found = shard
-            .users
-            .get(&user_id)
-            .and_then(|user| user.conns.iter().find(|c| c.conn_id == conn_id).copied());
+        let (shard, hash) = self.locate(user_id);
+        let mut shard = shard.lock();
+        let found = shard.find(hash, user_id, conn_id);
         if found.is_none() {
             if shard.replaced.len() >= MAX_REPLACED {
                 shard.replaced.clear();
@@ -125,61 +166,81 @@ impl ConnTable {
     /// Drops the mark of a replaced connection that went before its login
     /// was added.
     pub fn forget_replaced(&self, user_id: u64, conn_id: u64) {
-        self.shard(user_id).lock().replaced.remove(&conn_id);
+        self.locate(user_id).0.lock().replaced.remove(&conn_id);
     }
 
     /// Forgets the connection `conn_id` of `user_id`; true when it was there.
     pub fn remove(&self, user_id: u64, conn_id: u64) -> bool {
-        let mut shard = self.shard(user_id).lock();
-        let Some(user) = shard.users.get_mut(&user_id) else {
+        let (shard, hash) = self.locate(user_id);
+        let mut shard = shard.lock();
+        let Ok(entry) = shard
+            .conns
+            .find_entry(hash, |r| r.user_id == user_id && r.conn.conn_id == conn_id)
+        else {
             return false;
         };
-        let before = user.conns.len();
-        user.conns.retain(|c| c.conn_id != conn_id);
-        let removed = user.conns.len() != before;
-        if user.conns.is_empty() {
-            shard.users.remove(&user_id);
+        entry.remove();
+        if shard.conns_of(hash, user_id).next().is_none() {
+            shard.buckets.remove(&user_id);
         }
-        removed
+        true
     }
 
     /// Calls `f` with each connection of `user_id`; returns how many there were.
     pub fn for_each(&self, user_id: u64, mut f: impl FnMut(ConnRef)) -> usize {
-        let shard = self.shard(user_id).lock();
-        match shard.users.get(&user_id) {
-            Some(user) => {
-                user.conns.iter().copied().for_each(&mut f);
-                user.conns.len()
-            }
-            None => 0,
+        let (shard, hash) = self.locate(user_id);
+        let shard = shard.lock();
+        let mut count = 0;
+        for conn in shard.conns_of(hash, user_id) {
+            f(conn);
+            count += 1;
         }
+        count
     }
 
     /// Takes one send of `user_id` from the bucket their connections here
     /// share, at tick `now` (see [`SendRate::take`]); false when it is empty.
     pub(crate) fn take_send(&self, user_id: u64, rate: &SendRate, now: u32) -> bool {
-        let mut shard = self.shard(user_id).lock();
-        match shard.users.get_mut(&user_id) {
-            Some(user) => rate.take(&mut user.send_tokens, &mut user.send_refilled, now),
-            None => true,
+        let (shard, hash) = self.locate(user_id);
+        let mut shard = shard.lock();
+        if shard.conns_of(hash, user_id).next().is_none() {
+            return true;
         }
+        if shard.buckets.len() >= shard.sweep_at {
+            shard
+                .buckets
+                .retain(|_, b| !rate.is_full(b.tokens, b.refilled, now));
+            shard.sweep_at = (2 * shard.buckets.len()).max(MIN_BUCKET_SWEEP);
+        }
+        let bucket = shard.buckets.entry(user_id).or_insert(Bucket {
+            tokens: u16::MAX,
+            refilled: 0,
+        });
+        rate.take(&mut bucket.tokens, &mut bucket.refilled, now)
     }
 
     /// The connection `conn_id` of `user_id`, if it is here.
     pub fn find(&self, user_id: u64, conn_id: u64) -> Option<ConnRef> {
-        let shard = self.shard(user_id).lock();
-        shard
-            .users
-            .get(&user_id)?
-            .conns
-            .iter()
-            .find(|c| c.conn_id == conn_id)
-            .copied()
+        let (shard, hash) = self.locate(user_id);
+        shard.lock().find(hash, user_id, conn_id)
+    }
+
+    /// Number of send buckets kept.
+    #[cfg(test)]
+    fn buckets(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().buckets.len()).sum()
     }
 
     /// Number of users with at least one connection.
     pub fn users(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().users.len()).sum()
+        self.shards
+            .iter()
+            .map(|s| {
+                let shard = s.lock();
+                let users: HashSet<u64> = shard.conns.iter().map(|r| r.user_id).collect();
+                users.len()
+            })
+            .sum()
     }
 }
 
@@ -227,6 +288,46 @@ mod tests {
         assert_eq!(sent, 3, "the burst, whichever device sends");
         assert!(table.take_send(8, &rate, 0), "another user has their own");
         assert!(table.take_send(7, &rate, 1), "refilled a tick later");
+    }
+
+    #[test]
+    fn send_buckets_are_kept_only_until_they_refill() {
+        let table = ConnTable::default();
+        let rate = SendRate {
+            per_second: 10,
+            burst: 1,
+        };
+        // One shard's users, so that its sweeps are what is seen.
+        let user = |i: u64| i * SHARDS as u64;
+        for i in 1..=100 {
+            assert!(table.insert(user(i), conn(i)));
+        }
+        assert_eq!(table.buckets(), 0, "idle users have none");
+        for i in 1..=40 {
+            assert!(table.take_send(user(i), &rate, 0));
+        }
+        assert_eq!(table.buckets(), 40);
+        // A tick later the first forty are full again; the next ones empty theirs.
+        for i in 41..=70 {
+            assert!(table.take_send(user(i), &rate, 1));
+        }
+        assert!(table.buckets() <= 30, "{} buckets", table.buckets());
+        assert!(
+            !table.take_send(user(70), &rate, 1),
+            "an empty one was kept"
+        );
+        assert!(table.take_send(user(1), &rate, 1), "a dropped one is fresh");
+        // A user's bucket goes with their last connection.
+        assert!(table.remove(user(70), 70));
+        assert!(
+            table.take_send(user(70), &rate, 1),
+            "no connection, no limit here"
+        );
+        assert!(table.insert(user(70), conn(70)));
+        assert!(
+            table.take_send(user(70), &rate, 1),
+            "a new session, a new bucket"
+        );
     }
 
     #[test]

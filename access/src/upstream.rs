@@ -29,6 +29,7 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
+use crate::device_id::{DeviceId, DeviceIds};
 use crate::frames;
 use crate::mailbox::{LoopHandle, Reply, ToLoop};
 use crate::session::Then;
@@ -56,7 +57,7 @@ pub struct Caller {
     /// The logged-in user (0 before login).
     pub user_id: u64,
     /// The device id the session is recorded under (empty before login).
-    pub device_id: Box<str>,
+    pub device_id: DeviceId,
 }
 
 /// A request that needs logic.
@@ -92,6 +93,8 @@ pub struct Upstream {
     table: Arc<ConnTable>,
     metrics: Arc<Metrics>,
     dialer: Dialer,
+    /// The device ids of logged-in connections.
+    device_ids: DeviceIds,
     node_id: String,
     push_addr: String,
     timeout: Duration,
@@ -156,6 +159,7 @@ impl Upstream {
             table,
             metrics,
             dialer: Dialer::new(),
+            device_ids: DeviceIds::default(),
             node_id: settings.node_id,
             push_addr: settings.push_addr,
             timeout: settings.timeout,
@@ -382,7 +386,7 @@ impl Upstream {
             frames::frame(Command::LoginReply, caller.request_id, &body, max),
             Then::LoggedIn {
                 user_id: reply.user_id,
-                device_id: login.device_id.into(),
+                device_id: self.device_ids.intern(&login.device_id),
             },
         )
     }
