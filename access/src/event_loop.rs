@@ -19,7 +19,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use crate::conn::Conn;
+use crate::conn::{Conn, NO_FRAME};
 use crate::drain::Drain;
 use crate::frames;
 use crate::login_guard::LoginGuard;
@@ -105,12 +105,11 @@ struct Counters {
 /// A frame to write at the end of the iteration.
 #[derive(Debug)]
 struct Outgoing {
-    slot: u32,
-    /// Order of sending: a connection's frames go out in it.
-    seq: u32,
-    /// The connection it is for; the slot may have been reused since.
-    conn_id: u64,
     frame: Bytes,
+    /// The same connection's frame sent before this one in the iteration
+    /// ([`NO_FRAME`]: none): each connection chains its frames backwards from
+    /// `Conn::out_last`, so the outbox needs no sorting and no per-frame key.
+    prev: u32,
 }
 
 /// One event loop and everything it owns.
@@ -127,6 +126,8 @@ pub struct EventLoop {
     decoder: FrameDecoder,
     /// Frames sent in this iteration, written together at its end.
     outbox: Vec<Outgoing>,
+    /// The slots whose connections have frames in the outbox.
+    staged: Vec<usize>,
     /// One connection's frames of the outbox, as they are written.
     run: Vec<Bytes>,
     dirty: Vec<usize>,
@@ -164,6 +165,7 @@ impl EventLoop {
             scratch: BytesMut::new(),
             decoder: FrameDecoder::new(shared.limits.max_frame_len),
             outbox: Vec::new(),
+            staged: Vec::new(),
             run: Vec::new(),
             dirty: Vec::new(),
             backlog: Vec::new(),
@@ -617,55 +619,62 @@ impl EventLoop {
 
     /// Sends `frame` even on a closing connection: its last (an ERROR or a KICK).
     fn write_last(&mut self, slot: usize, frame: Bytes) {
-        let Some(conn) = self.conns.get(slot) else {
+        let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
+        let Ok(index) = u32::try_from(self.outbox.len()) else {
+            return;
+        };
+        if conn.out_last == NO_FRAME {
+            self.staged.push(slot);
+        }
         self.outbox.push(Outgoing {
-            slot: slot as u32,
-            seq: u32::try_from(self.outbox.len()).unwrap_or(u32::MAX),
-            conn_id: conn.id,
             frame,
+            prev: conn.out_last,
         });
+        conn.out_last = index;
         self.counters.frames_out += 1;
     }
 
     /// Writes the iteration's frames, each connection's in one `writev`
     /// straight from the outbox; only what a socket does not take is queued
     /// on its connection. A connection whose queue passes the cap is kicked
-    /// (whose KICK goes out in the next round).
+    /// (whose KICK goes out in the next round). The frames of a connection
+    /// closed meanwhile are left behind with it.
     fn flush_outbox(&mut self) {
-        while !self.outbox.is_empty() {
+        while !self.staged.is_empty() {
+            let mut staged = std::mem::take(&mut self.staged);
             let mut outbox = std::mem::take(&mut self.outbox);
-            if !outbox.is_sorted_by_key(|o| o.slot) {
-                outbox.sort_unstable_by_key(|o| (o.slot, o.seq));
-            }
-            let mut rest = &mut outbox[..];
-            while let Some(first) = rest.first() {
-                let (slot, conn_id) = (first.slot, first.conn_id);
-                let len = rest.iter().take_while(|o| o.slot == slot).count();
-                let (frames, tail) = rest.split_at_mut(len);
-                rest = tail;
-                let mut run = std::mem::take(&mut self.run);
-                run.extend(
-                    frames
-                        .iter_mut()
-                        .filter(|o| o.conn_id == conn_id)
-                        .map(|o| std::mem::take(&mut o.frame)),
-                );
-                self.write_run(slot as usize, conn_id, &mut run);
-                run.clear();
-                self.run = run;
+            let mut run = std::mem::take(&mut self.run);
+            for slot in staged.drain(..) {
+                let Some(conn) = self.conns.get_mut(slot) else {
+                    continue;
+                };
+                let mut at = std::mem::replace(&mut conn.out_last, NO_FRAME);
+                while let Some(out) = outbox.get_mut(at as usize) {
+                    run.push(std::mem::take(&mut out.frame));
+                    at = out.prev;
+                }
+                if !run.is_empty() {
+                    run.reverse();
+                    self.write_run(slot, &mut run);
+                    run.clear();
+                }
             }
             outbox.clear();
+            self.run = run;
             if self.outbox.is_empty() {
                 self.outbox = outbox;
+            }
+            if self.staged.is_empty() {
+                self.staged = staged;
             }
         }
     }
 
     /// Writes one connection's frames of the outbox.
-    fn write_run(&mut self, slot: usize, conn_id: u64, frames: &mut [Bytes]) {
-        let Some(conn) = self.conns.get_mut(slot).filter(|c| c.id == conn_id) else {
+    fn write_run(&mut self, slot: usize, frames: &mut [Bytes]) {
+        let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
         match conn.write_or_queue(frames) {
