@@ -24,7 +24,7 @@ pub struct Config {
     pub metrics_listen: SocketAddr,
     /// etcd endpoints, `host:port` each.
     pub etcd_endpoints: Vec<String>,
-    /// Number of event-loop threads; 0 means one per core.
+    /// Number of event-loop threads; 0 means one per core (at most 256).
     pub loops: usize,
     /// How long a new connection has to log in, in milliseconds.
     pub login_deadline_ms: u64,
@@ -182,7 +182,7 @@ pub struct Overrides {
     #[arg(long, value_delimiter = ',')]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub etcd_endpoints: Option<Vec<String>>,
-    /// Event-loop threads; 0 means one per core [default: 0].
+    /// Event-loop threads; 0 means one per core, at most 256 [default: 0].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub loops: Option<usize>,

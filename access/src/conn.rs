@@ -44,8 +44,6 @@ pub struct Conn {
     pub device_id: DeviceId,
     /// The client protocol's state.
     pub session: Session,
-    /// The deadline the connection's live wheel entry was filed for.
-    pub filed: u32,
     /// Queued on the loop's list of connections to flush.
     pub dirty: bool,
     /// The index of its last frame in the loop's outbox, [`NO_FRAME`] when it
@@ -55,13 +53,12 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// A fresh connection in `session`, its deadline filed.
+    /// A fresh connection in `session`.
     pub fn new(stream: TcpStream, id: u64, session: Session) -> Self {
         Self {
             stream,
             id,
             device_id: DeviceId::default(),
-            filed: session.deadline,
             session,
             dirty: false,
             out_last: NO_FRAME,
@@ -308,11 +305,11 @@ mod tests {
     #[test]
     fn an_idle_connection_is_small() {
         // The per-connection budget is 128 bytes in all and the slab record is its
-        // biggest part (72 bytes in release builds): buffers held inline (a BytesMut
-        // is 32 bytes, a VecDeque 32) would blow it. Debug builds add mio's
-        // selector id to the socket.
+        // biggest part (64 bytes in release builds): buffers held inline (a BytesMut
+        // is 32 bytes, a VecDeque 32) or a fat pointer would blow it. Debug builds
+        // add mio's selector id to the socket.
         assert!(
-            size_of::<Conn>() <= 72 + 16 * usize::from(cfg!(debug_assertions)),
+            size_of::<Conn>() <= 64 + 16 * usize::from(cfg!(debug_assertions)),
             "Conn is {} bytes",
             size_of::<Conn>()
         );

@@ -10,8 +10,14 @@
 //! Ids that nobody holds any more are swept out as the set grows, and the
 //! set has a cap, so clients that each send an id of their own cannot grow it
 //! without bound: past the cap an id is simply not shared.
+//!
+//! The pointer is a thin one (to a boxed string): an `Arc<str>` would be 16
+//! bytes in every connection record for the string's length, which the one
+//! shared copy can keep instead.
 
+use std::borrow::Borrow;
 use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
 use std::ops::Deref;
 use std::sync::Arc;
 
@@ -24,15 +30,40 @@ const MIN_SWEEP: usize = 64;
 
 /// A connection's device id; empty before its login.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DeviceId(Option<Arc<str>>);
+pub struct DeviceId(Option<Shared>);
 
 impl Deref for DeviceId {
     type Target = str;
 
     fn deref(&self) -> &str {
-        self.0.as_deref().unwrap_or_default()
+        self.0.as_ref().map_or("", |id| &id.0)
     }
 }
+
+/// One shared copy of an id; hashed and compared as the string it holds, so
+/// the set can be searched with a `&str`.
+#[derive(Debug, Clone)]
+struct Shared(Arc<Box<str>>);
+
+impl Borrow<str> for Shared {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Hash for Shared {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        str::hash(&self.0, state);
+    }
+}
+
+impl PartialEq for Shared {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl Eq for Shared {}
 
 /// The node's shared device ids.
 #[derive(Debug)]
@@ -40,7 +71,7 @@ pub struct DeviceIds(Mutex<Interned>);
 
 #[derive(Debug)]
 struct Interned {
-    ids: HashSet<Arc<str>>,
+    ids: HashSet<Shared>,
     /// Size at which the next sweep for unused ids runs.
     sweep_at: usize,
 }
@@ -64,10 +95,10 @@ impl DeviceIds {
         if interned.ids.len() >= interned.sweep_at {
             // Only the set holds these. No one can take a new reference to
             // one without this lock, so none is revived while it is dropped.
-            interned.ids.retain(|id| Arc::strong_count(id) > 1);
+            interned.ids.retain(|id| Arc::strong_count(&id.0) > 1);
             interned.sweep_at = (2 * interned.ids.len()).max(MIN_SWEEP);
         }
-        let id: Arc<str> = id.into();
+        let id = Shared(Arc::new(id.into()));
         if interned.ids.len() < MAX_INTERNED {
             interned.ids.insert(id.clone());
         }
@@ -95,6 +126,11 @@ mod tests {
         assert_ne!(a, ids.intern("desktop"));
         assert_eq!(&*DeviceId::default(), "");
         assert_eq!(ids.len(), 2);
+        assert_eq!(
+            size_of::<DeviceId>(),
+            8,
+            "a thin pointer in each connection"
+        );
     }
 
     #[test]

@@ -26,9 +26,8 @@ use crate::login_guard::LoginGuard;
 use crate::mailbox::{Mailbox, PushBatch, Reply, ToLoop};
 use crate::metrics::Metrics;
 use crate::session::{self, Action, Due, Env, Flow, Rules, Session, State, Then};
-use crate::table::{ConnRef, ConnTable};
+use crate::table::{ConnRef, ConnTable, MAX_SLOTS, tag};
 use crate::upstream::{Caller, Upstream};
-use crate::wheel::{Entry, Wheel};
 
 /// The mailbox's waker.
 pub const WAKER: Token = Token(usize::MAX);
@@ -119,7 +118,10 @@ pub struct EventLoop {
     listener: Option<TcpListener>,
     mailbox: Mailbox,
     conns: Slab<Conn>,
-    wheel: Wheel,
+    /// The last tick whose deadlines were looked at.
+    ticked: u32,
+    /// No connection's deadline is before this tick (see [`EventLoop::sweep`]).
+    next_due: u32,
     started: Instant,
     /// The read buffer every connection borrows while it has no partial frame.
     scratch: BytesMut,
@@ -133,7 +135,7 @@ pub struct EventLoop {
     dirty: Vec<usize>,
     /// Connections that used up their read budget with input still waiting.
     backlog: Vec<usize>,
-    due: Vec<Entry>,
+    due: Vec<usize>,
     inbox: Vec<ToLoop>,
     pushes_received: Vec<Instant>,
     counters: Counters,
@@ -160,7 +162,8 @@ impl EventLoop {
             listener: Some(listener),
             mailbox,
             conns: Slab::new(),
-            wheel: Wheel::new(0),
+            ticked: 0,
+            next_due: u32::MAX,
             started: Instant::now(),
             scratch: BytesMut::new(),
             decoder: FrameDecoder::new(shared.limits.max_frame_len),
@@ -288,9 +291,10 @@ impl EventLoop {
         let session = Session::new(self.now(), &limits.rules);
         let entry = self.conns.vacant_entry();
         let slot = entry.key();
-        let Ok(slot32) = u32::try_from(slot) else {
+        // The table packs a slot into 24 bits.
+        if slot >= MAX_SLOTS {
             return;
-        };
+        }
         if let Err(err) = self.poll.registry().register(
             &mut stream,
             Token(slot),
@@ -300,11 +304,7 @@ impl EventLoop {
             return;
         }
         let id = self.shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
-        self.wheel.insert(Entry {
-            slot: slot32,
-            tag: id as u32,
-            at: session.deadline,
-        });
+        self.next_due = self.next_due.min(session.deadline);
         entry.insert(Conn::new(stream, id, session));
         self.shared.metrics.connections.inc();
     }
@@ -572,7 +572,7 @@ impl EventLoop {
             .on_reply(then, now, &shared.limits.rules, &mut env);
         if let Some(device_id) = after.activated {
             conn.device_id = device_id;
-            refile(&mut self.wheel, slot, conn);
+            self.next_due = self.next_due.min(conn.session.deadline);
         }
         if let Some((user_id, device_id)) = after.undo_login {
             shared.upstream.logout(user_id, &device_id, conn_id);
@@ -589,12 +589,12 @@ impl EventLoop {
     }
 
     fn on_push(&mut self, batch: PushBatch) {
-        for (frame, slot, conn_id) in batch.targets {
+        for (frame, slot, conn_tag) in batch.targets {
             let slot = slot as usize;
             let active = self
                 .conns
                 .get(slot)
-                .is_some_and(|c| c.id == conn_id && c.session.state == State::Active);
+                .is_some_and(|c| tag(c.id) == conn_tag && c.session.state == State::Active);
             if let (true, Some(frame)) = (active, batch.frames.get(frame as usize)) {
                 self.send(slot, frame.clone());
             }
@@ -747,8 +747,8 @@ impl EventLoop {
     /// Files a closing connection's linger and flushes it: it closes when its
     /// queue is written or its linger is over.
     fn closing(&mut self, slot: usize) {
-        if let Some(conn) = self.conns.get_mut(slot) {
-            refile(&mut self.wheel, slot, conn);
+        if let Some(conn) = self.conns.get(slot) {
+            self.next_due = self.next_due.min(conn.session.deadline);
         }
         self.mark_dirty(slot);
     }
@@ -802,33 +802,51 @@ impl EventLoop {
 
     fn on_tick(&mut self) {
         let now = self.now();
-        if u64::from(now) <= self.wheel.now() {
+        if now <= self.ticked {
             return;
         }
+        self.ticked = now;
+        if now >= self.next_due {
+            self.sweep(now);
+        }
+        if self.accept_pending {
+            self.accept();
+        }
+    }
+
+    /// Acts on every deadline that came due, and finds the next one.
+    ///
+    /// There is no timer per connection: a deadline lives in its session and
+    /// moves later with every frame without anything else to update, and the
+    /// loop only keeps the earliest deadline it knows of. Whatever moves a
+    /// deadline earlier (a new connection, a login, a close's linger) lowers
+    /// that mark too. When the mark comes due, one pass over the slab acts on
+    /// what is due and sets the mark to the earliest deadline left. Idle
+    /// connections that ping well within their deadline make that a pass
+    /// every tens of seconds, and they cost no byte beyond their record.
+    fn sweep(&mut self, now: u32) {
         let mut due = std::mem::take(&mut self.due);
-        self.wheel.advance(u64::from(now), &mut due);
-        for entry in due.drain(..) {
-            let slot = entry.slot as usize;
-            let Some(conn) = self.conns.get_mut(slot) else {
+        let mut next = u32::MAX;
+        for (slot, conn) in &self.conns {
+            let deadline = conn.session.deadline;
+            if deadline <= now {
+                due.push(slot);
+            } else {
+                next = next.min(deadline);
+            }
+        }
+        self.next_due = next;
+        for slot in due.drain(..) {
+            let Some(conn) = self.conns.get(slot) else {
                 continue;
             };
-            if conn.id as u32 != entry.tag || conn.filed != entry.at {
-                // A closed connection's, or one superseded by a later filing.
-                continue;
-            }
             match conn.session.on_deadline(now) {
-                Due::Later(at) => {
-                    conn.filed = at;
-                    self.wheel.insert(Entry { at, ..entry });
-                }
+                Due::Later(at) => self.next_due = self.next_due.min(at),
                 Due::Kick(reason) => self.kick(slot, reason),
                 Due::Close => self.close_now(slot),
             }
         }
         self.due = due;
-        if self.accept_pending {
-            self.accept();
-        }
     }
 
     fn publish_counters(&mut self) {
@@ -846,19 +864,6 @@ impl EventLoop {
         if c.bytes_out > 0 {
             m.bytes_out.inc_by(c.bytes_out);
         }
-    }
-}
-
-/// Files the connection again when its deadline moved before its live entry's.
-fn refile(wheel: &mut Wheel, slot: usize, conn: &mut Conn) {
-    let deadline = conn.session.deadline;
-    if deadline < conn.filed {
-        conn.filed = deadline;
-        wheel.insert(Entry {
-            slot: slot as u32,
-            tag: conn.id as u32,
-            at: deadline,
-        });
     }
 }
 

@@ -209,7 +209,7 @@ impl Run {
         }
     }
 
-    /// Lets `ticks` pass, then runs the deadline as the wheel would.
+    /// Lets `ticks` pass, then runs the deadline as the loop's sweep would.
     fn tick(&mut self, ticks: u32) {
         self.now = self.now.saturating_add(ticks);
         match self.session.on_deadline(self.now) {

@@ -4,9 +4,9 @@
 //! Inside (crate-private):
 //! - `session`: the client protocol of one connection as pure functions
 //!   (state, frame or reply, time → next state and what to do), fuzzed.
-//! - `event_loop`: one `mio::Poll` per thread, a slab of `conn::Conn`s, a
-//!   timer `wheel`; reads, decodes, applies the session's decisions, and
-//!   writes each iteration's frames straight to the sockets.
+//! - `event_loop`: one `mio::Poll` per thread and a slab of `conn::Conn`s;
+//!   reads, decodes, applies the session's decisions, sweeps the deadlines
+//!   that came due, and writes each iteration's frames straight to the sockets.
 //! - `upstream`: the tokio side, calling logic for each request and routing
 //!   the answer back through the loop's `mailbox`.
 //! - `table`: user → connections, sharded, so pushes find their targets.
@@ -34,7 +34,6 @@ mod send_rate;
 mod session;
 mod table;
 mod upstream;
-mod wheel;
 
 pub use config::{Config, Overrides};
 pub use metrics::Metrics;

@@ -62,8 +62,8 @@ pub struct Reply {
 pub struct PushBatch {
     /// Encoded frames, each possibly queued on many connections.
     pub frames: Vec<Bytes>,
-    /// (index into `frames`, slot, connection id).
-    pub targets: Vec<(u32, u32, u64)>,
+    /// (index into `frames`, slot, the connection id's `table::tag`).
+    pub targets: Vec<(u32, u32, u32)>,
     /// When the push request arrived, for the push latency metric.
     pub received: Option<Instant>,
 }
@@ -73,7 +73,7 @@ impl PushBatch {
     /// if not shared with other loops) and its targets.
     fn cost(&self) -> usize {
         let frames: usize = self.frames.iter().map(Bytes::len).sum();
-        frames + self.targets.len() * std::mem::size_of::<(u32, u32, u64)>()
+        frames + self.targets.len() * std::mem::size_of::<(u32, u32, u32)>()
     }
 }
 

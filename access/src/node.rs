@@ -49,7 +49,7 @@ impl AccessNode {
         metrics: Arc<Metrics>,
         runtime: Handle,
     ) -> io::Result<Self> {
-        let count = config.loop_count().clamp(1, usize::from(u16::MAX));
+        let count = config.loop_count().clamp(1, crate::table::MAX_LOOPS);
         let listeners = bind_listeners(config.client_listen, count)?;
         let client_addr = listeners[0].local_addr()?;
         let mut polls = Vec::with_capacity(count);

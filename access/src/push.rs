@@ -78,7 +78,7 @@ impl PushService {
                         start
                     });
                     for i in 0..frames.len() as u32 {
-                        batch.targets.push((start + i, conn.slot, conn.conn_id));
+                        batch.targets.push((start + i, conn.slot, conn.tag));
                     }
                 });
                 if reached == 0 {

@@ -78,7 +78,7 @@ pub trait Env {
 pub struct Session {
     /// The logged-in user, 0 before login.
     pub user_id: u64,
-    /// Tick after which the connection is closed (see the loop's wheel).
+    /// Tick after which the connection is closed (see the loop's sweep).
     pub deadline: u32,
     /// Tick of the last session heartbeat sent upstream, modulo 2^16: only
     /// the time since it matters, and a connection silent for that long

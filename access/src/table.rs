@@ -17,10 +17,13 @@
 //! A user's sends on this node also draw from one bucket (see `send_rate`),
 //! so that many devices of one user cannot multiply the per-connection rate.
 //!
-//! Idle connections are counted in bytes, so each is one 24-byte record in
+//! Idle connections are counted in bytes, so each is one 16-byte record in
 //! its shard's hash table (keyed by user id; a user with several devices has
 //! several records under one key), not a per-user map entry with a vector
-//! inside. Send buckets live apart and only while they matter: a bucket is
+//! inside. A record keeps the user id, the loop and slot packed in 32 bits, and
+//! only the low 32 bits of the connection id ([`tag`]): enough to tell a slot's
+//! occupants apart, since two ids of one process share them only 2^32
+//! connections apart. Send buckets live apart and only while they matter: a bucket is
 //! made by a user's first send and dropped once it has filled up again, since
 //! a full bucket is just what a fresh one would be.
 
@@ -34,6 +37,12 @@ use crate::send_rate::SendRate;
 /// Number of shards: enough that two loops and the gRPC workers rarely meet on one lock.
 const SHARDS: usize = 64;
 
+/// Event loops a node may run: a loop's index takes the top 8 bits of a record's place.
+pub const MAX_LOOPS: usize = 1 << 8;
+
+/// Connections one loop may hold: a slot takes the low 24 bits of a place.
+pub const MAX_SLOTS: usize = 1 << 24;
+
 /// Where one connection lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnRef {
@@ -45,11 +54,52 @@ pub struct ConnRef {
     pub loop_index: u16,
 }
 
+/// Where one connection lives, as the table knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Place {
+    /// The connection id's [`tag`], checked against the slot's occupant.
+    pub tag: u32,
+    /// Its slot in the owning loop's slab.
+    pub slot: u32,
+    /// The owning event loop.
+    pub loop_index: u16,
+}
+
+/// The part of a connection id the table keeps and pushes carry.
+pub fn tag(conn_id: u64) -> u32 {
+    conn_id as u32
+}
+
 /// One connection of a user.
 #[derive(Debug)]
 struct Record {
     user_id: u64,
-    conn: ConnRef,
+    tag: u32,
+    /// The loop's index in the top 8 bits, the slot in the low 24.
+    place: u32,
+}
+
+impl Record {
+    fn new(user_id: u64, conn: ConnRef) -> Self {
+        debug_assert!(usize::from(conn.loop_index) < MAX_LOOPS && (conn.slot as usize) < MAX_SLOTS);
+        Self {
+            user_id,
+            tag: tag(conn.conn_id),
+            place: u32::from(conn.loop_index) << 24 | conn.slot,
+        }
+    }
+
+    fn is(&self, user_id: u64, conn_id: u64) -> bool {
+        self.user_id == user_id && self.tag == tag(conn_id)
+    }
+
+    fn place(&self) -> Place {
+        Place {
+            tag: self.tag,
+            slot: self.place & (MAX_SLOTS as u32 - 1),
+            loop_index: (self.place >> 24) as u16,
+        }
+    }
 }
 
 /// Connections marked replaced per shard before the marks are dropped: marks
@@ -91,17 +141,17 @@ impl Default for Shard {
 }
 
 impl Shard {
-    fn conns_of(&self, hash: u64, user_id: u64) -> impl Iterator<Item = ConnRef> + '_ {
+    fn conns_of(&self, hash: u64, user_id: u64) -> impl Iterator<Item = Place> + '_ {
         self.conns
             .iter_hash(hash)
             .filter(move |r| r.user_id == user_id)
-            .map(|r| r.conn)
+            .map(Record::place)
     }
 
-    fn find(&self, hash: u64, user_id: u64, conn_id: u64) -> Option<ConnRef> {
+    fn find(&self, hash: u64, user_id: u64, conn_id: u64) -> Option<Place> {
         self.conns
-            .find(hash, |r| r.user_id == user_id && r.conn.conn_id == conn_id)
-            .map(|r| r.conn)
+            .find(hash, |r| r.is(user_id, conn_id))
+            .map(Record::place)
     }
 }
 
@@ -146,14 +196,14 @@ impl ConnTable {
         }
         shard
             .conns
-            .insert_unique(hash, Record { user_id, conn }, |r| hash_user(r.user_id));
+            .insert_unique(hash, Record::new(user_id, conn), |r| hash_user(r.user_id));
         true
     }
 
     /// The connection `conn_id` of `user_id` that a later login replaced, if
     /// it is here; if not, its login may still be on its way, so it is marked
     /// for [`insert`](Self::insert) to refuse.
-    pub fn find_or_mark_replaced(&self, user_id: u64, conn_id: u64) -> Option<ConnRef> {
+    pub fn find_or_mark_replaced(&self, user_id: u64, conn_id: u64) -> Option<Place> {
         let (shard, hash) = self.locate(user_id);
         let mut shard = shard.lock();
         let found = shard.find(hash, user_id, conn_id);
@@ -176,10 +226,7 @@ impl ConnTable {
     pub fn remove(&self, user_id: u64, conn_id: u64) -> bool {
         let (shard, hash) = self.locate(user_id);
         let mut shard = shard.lock();
-        let Ok(entry) = shard
-            .conns
-            .find_entry(hash, |r| r.user_id == user_id && r.conn.conn_id == conn_id)
-        else {
+        let Ok(entry) = shard.conns.find_entry(hash, |r| r.is(user_id, conn_id)) else {
             return false;
         };
         entry.remove();
@@ -190,7 +237,7 @@ impl ConnTable {
     }
 
     /// Calls `f` with each connection of `user_id`; returns how many there were.
-    pub fn for_each(&self, user_id: u64, mut f: impl FnMut(ConnRef)) -> usize {
+    pub fn for_each(&self, user_id: u64, mut f: impl FnMut(Place)) -> usize {
         let (shard, hash) = self.locate(user_id);
         let shard = shard.lock();
         let mut count = 0;
@@ -223,7 +270,7 @@ impl ConnTable {
     }
 
     /// The connection `conn_id` of `user_id`, if it is here.
-    pub fn find(&self, user_id: u64, conn_id: u64) -> Option<ConnRef> {
+    pub fn find(&self, user_id: u64, conn_id: u64) -> Option<Place> {
         let (shard, hash) = self.locate(user_id);
         shard.lock().find(hash, user_id, conn_id)
     }
@@ -259,6 +306,35 @@ mod tests {
         }
     }
 
+    fn place(conn_id: u64) -> Place {
+        Place {
+            tag: tag(conn_id),
+            slot: conn_id as u32,
+            loop_index: 0,
+        }
+    }
+
+    #[test]
+    fn a_record_is_16_bytes_and_keeps_its_place() {
+        assert_eq!(size_of::<Record>(), 16);
+        let conn = ConnRef {
+            conn_id: 7 << 32 | 9,
+            slot: MAX_SLOTS as u32 - 1,
+            loop_index: MAX_LOOPS as u16 - 1,
+        };
+        let record = Record::new(5, conn);
+        assert_eq!(
+            record.place(),
+            Place {
+                tag: 9,
+                slot: conn.slot,
+                loop_index: conn.loop_index
+            }
+        );
+        assert!(record.is(5, conn.conn_id));
+        assert!(!record.is(5, 8 << 32 | 10) && !record.is(6, conn.conn_id));
+    }
+
     #[test]
     fn several_devices_of_one_user_are_all_found_and_removed_one_by_one() {
         let table = ConnTable::default();
@@ -266,9 +342,9 @@ mod tests {
         assert!(table.insert(7, conn(2)));
         assert!(table.insert(71, conn(3)));
         let mut seen = Vec::new();
-        assert_eq!(table.for_each(7, |c| seen.push(c.conn_id)), 2);
-        assert_eq!(seen, [1, 2]);
-        assert_eq!(table.find(7, 2), Some(conn(2)));
+        assert_eq!(table.for_each(7, |c| seen.push(c.tag)), 2);
+        assert_eq!(seen, [tag(1), tag(2)]);
+        assert_eq!(table.find(7, 2), Some(place(2)));
         assert!(table.remove(7, 1));
         assert!(!table.remove(7, 1), "already gone");
         assert_eq!(table.for_each(7, |_| ()), 1);
@@ -338,7 +414,7 @@ mod tests {
         let table = ConnTable::default();
         assert!(table.insert(7, conn(1)));
         // Already here: found, not marked.
-        assert_eq!(table.find_or_mark_replaced(7, 1), Some(conn(1)));
+        assert_eq!(table.find_or_mark_replaced(7, 1), Some(place(1)));
         assert!(table.insert(7, conn(3)));
         // Not here yet: marked, and its login is refused when it arrives.
         assert_eq!(table.find_or_mark_replaced(7, 2), None);
