@@ -11,6 +11,7 @@
 //!   the answer back through the loop's `mailbox`.
 //! - `table`: user → connections, sharded, so pushes find their targets.
 //! - `device_id`: the device ids of sessions, one shared copy of each.
+//! - `tls`: optional TLS on the client port, rustls driven by the loops.
 //! - `push`: the Access gRPC service msg_job pushes to.
 //! - `node`: all of it started together; `config`.
 //!
@@ -33,6 +34,7 @@ mod push;
 mod send_rate;
 mod session;
 mod table;
+mod tls;
 mod upstream;
 mod wheel;
 
