@@ -155,3 +155,26 @@ impl TlsConn {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_files_is_plain_tcp_and_one_file_or_a_missing_one_is_refused() {
+        assert!(matches!(ClientTls::load("", ""), Ok(None)));
+        assert!(matches!(
+            ClientTls::load("cert.pem", ""),
+            Err(ClientTlsError::Partial)
+        ));
+        assert!(matches!(
+            ClientTls::load("", "key.pem"),
+            Err(ClientTlsError::Partial)
+        ));
+        let missing = ClientTls::load("/nonexistent/cert.pem", "/nonexistent/key.pem");
+        assert!(
+            matches!(missing, Err(ClientTlsError::Files(_))),
+            "{missing:?}"
+        );
+    }
+}
