@@ -16,6 +16,11 @@ pub struct Config {
     pub client_listen: SocketAddr,
     /// The client address published in etcd for the gateway; empty means `client_listen`.
     pub client_advertise: String,
+    /// A certificate chain (PEM) for TLS on the client port, with
+    /// `client_tls_key`; empty means plain TCP. Every client must then speak TLS.
+    pub client_tls_cert: String,
+    /// The private key (PEM) of `client_tls_cert`; empty means plain TCP.
+    pub client_tls_key: String,
     /// Address of the gRPC server: Push and Kick (for msg_job and other access nodes) and health.
     pub grpc_listen: SocketAddr,
     /// The push address published in etcd and in sessions; empty means `grpc_listen`.
@@ -87,6 +92,8 @@ impl Default for Config {
             node_id: None,
             client_listen: SocketAddr::from(([127, 0, 0, 1], 7100)),
             client_advertise: String::new(),
+            client_tls_cert: String::new(),
+            client_tls_key: String::new(),
             grpc_listen: SocketAddr::from(([127, 0, 0, 1], 7101)),
             push_advertise: String::new(),
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9101)),
@@ -170,6 +177,14 @@ pub struct Overrides {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_advertise: Option<String>,
+    /// A certificate chain (PEM) for TLS on the client port; empty means plain TCP [default: ""].
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_tls_cert: Option<String>,
+    /// The private key (PEM) of `client_tls_cert` [default: ""].
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_tls_key: Option<String>,
     /// Address of the gRPC server (push, kick, health) [default: 127.0.0.1:7101].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

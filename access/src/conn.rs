@@ -4,15 +4,18 @@
 //! and its state. Buffers exist only while there is something in them: a
 //! partial frame read, or frames not yet written. They live behind one
 //! optional box, allocated when first needed and freed when both empty.
+//! A TLS connection keeps its TLS state in that box too, so the box stays
+//! while the connection lives; plain connections pay nothing for TLS.
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice, Write};
+use std::io::{self, IoSlice, Read, Write};
 
 use bytes::{Bytes, BytesMut};
 use mio::net::TcpStream;
 
 use crate::device_id::DeviceId;
 use crate::session::Session;
+use crate::tls::TlsConn;
 
 /// `Conn::out_last` of a connection with no frame in the outbox.
 pub const NO_FRAME: u32 = u32::MAX;
@@ -31,6 +34,8 @@ pub struct Bufs {
     out_offset: usize,
     /// Bytes queued and not yet written.
     out_bytes: usize,
+    /// The TLS state of a TLS connection: frames go through it, never `out`.
+    tls: Option<Box<TlsConn>>,
 }
 
 /// One connection.
@@ -66,6 +71,24 @@ impl Conn {
         }
     }
 
+    /// A fresh TLS connection, its handshake not begun.
+    pub fn with_tls(stream: TcpStream, id: u64, session: Session, tls: TlsConn) -> Self {
+        let mut conn = Self::new(stream, id, session);
+        conn.bufs().tls = Some(Box::new(tls));
+        conn
+    }
+
+    /// Reads from the socket (plaintext, through TLS when the connection
+    /// has it). As a socket read answers, and `Interrupted` also when TLS
+    /// bytes were taken that gave no plaintext yet: read again.
+    pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let stream = &self.stream;
+        match self.bufs.as_mut().and_then(|b| b.tls.as_deref_mut()) {
+            Some(tls) => tls.read(stream, buf),
+            None => (&*stream).read(buf),
+        }
+    }
+
     /// The buffers, allocated on first use.
     pub fn bufs(&mut self) -> &mut Bufs {
         self.bufs.get_or_insert_with(Box::default)
@@ -98,7 +121,9 @@ impl Conn {
 
     /// Bytes queued for writing.
     pub fn queued(&self) -> usize {
-        self.bufs.as_ref().map_or(0, |b| b.out_bytes)
+        self.bufs.as_ref().map_or(0, |b| {
+            b.out_bytes + b.tls.as_ref().map_or(0, |tls| tls.unsent())
+        })
     }
 
     /// Queues a frame for writing.
@@ -110,8 +135,12 @@ impl Conn {
 
     /// Drops every queued frame not yet started, keeping a partly written one
     /// so that the stream stays well framed.
+    /// (TLS output is already encrypted and stays: a cut record would
+    /// break the stream, and the connection closes after its KICK anyway.)
     pub fn drop_unsent(&mut self) {
-        if let Some(bufs) = &mut self.bufs {
+        if let Some(bufs) = &mut self.bufs
+            && bufs.tls.is_none()
+        {
             let keep = usize::from(bufs.out_offset > 0);
             bufs.out.truncate(keep);
             bufs.out_bytes = bufs.out.front().map_or(0, |f| f.len() - bufs.out_offset);
@@ -123,6 +152,11 @@ impl Conn {
     /// socket takes at once costs no buffer; what it does not take is queued.
     /// Returns the bytes written.
     pub fn write_or_queue(&mut self, frames: &mut [Bytes]) -> io::Result<usize> {
+        let stream = &self.stream;
+        if let Some(tls) = self.bufs.as_mut().and_then(|b| b.tls.as_deref_mut()) {
+            // rustls keeps what the socket does not take, in order.
+            return tls.write(stream, frames);
+        }
         if self.queued() > 0 {
             frames
                 .iter_mut()
@@ -174,9 +208,13 @@ impl Conn {
 
     /// Writes queued frames until done or the socket is full; returns bytes written.
     pub fn flush(&mut self) -> io::Result<usize> {
+        let stream = &self.stream;
         let Some(bufs) = &mut self.bufs else {
             return Ok(0);
         };
+        if let Some(tls) = &mut bufs.tls {
+            return tls.flush(stream);
+        }
         let mut written = 0;
         while !bufs.out.is_empty() {
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
@@ -218,7 +256,7 @@ impl Conn {
         if self
             .bufs
             .as_ref()
-            .is_some_and(|b| b.read.is_empty() && b.out.is_empty())
+            .is_some_and(|b| b.read.is_empty() && b.out.is_empty() && b.tls.is_none())
         {
             self.bufs = None;
         }

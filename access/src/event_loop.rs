@@ -7,7 +7,7 @@
 //! run the timers, then write the iteration's frames. The loop never blocks
 //! on anything but `poll`.
 
-use std::io::{self, Read as _, Write as _};
+use std::io::{self, Write as _};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -27,6 +27,7 @@ use crate::mailbox::{Mailbox, PushBatch, Reply, ToLoop};
 use crate::metrics::Metrics;
 use crate::session::{self, Action, Due, Env, Flow, Rules, Session, State, Then};
 use crate::table::{ConnRef, ConnTable, MAX_SLOTS, tag};
+use crate::tls::ClientTls;
 use crate::upstream::{Caller, Upstream};
 
 /// The mailbox's waker.
@@ -79,6 +80,8 @@ pub struct Shared {
     pub limits: Limits,
     /// Bad-token LOGINs per client address.
     pub(crate) login_guard: LoginGuard,
+    /// TLS on the client port, when configured.
+    pub(crate) client_tls: Option<ClientTls>,
 }
 
 /// What one read from a socket gave.
@@ -284,10 +287,21 @@ impl EventLoop {
             // Told why before anything is read, so the client goes to another
             // node; the frame fits any fresh socket's send buffer, and a client
             // that misses it sees the close and reconnects all the same.
+            // (A TLS client cannot read it before a handshake: it only sees the close.)
             self.shared.metrics.kick(KickReason::NodeFull);
-            let _ = stream.write(&frames::kick(KickReason::NodeFull, limits.max_frame_len));
+            if self.shared.client_tls.is_none() {
+                let _ = stream.write(&frames::kick(KickReason::NodeFull, limits.max_frame_len));
+            }
             return;
         }
+        let tls = match self.shared.client_tls.as_ref().map(ClientTls::accept) {
+            None => None,
+            Some(Ok(tls)) => Some(tls),
+            Some(Err(err)) => {
+                tracing::warn!(%err, "starting a client TLS session failed");
+                return;
+            }
+        };
         let session = Session::new(self.now(), &limits.rules);
         let entry = self.conns.vacant_entry();
         let slot = entry.key();
@@ -305,7 +319,10 @@ impl EventLoop {
         }
         let id = self.shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
         self.next_due = self.next_due.min(session.deadline);
-        entry.insert(Conn::new(stream, id, session));
+        entry.insert(match tls {
+            Some(tls) => Conn::with_tls(stream, id, session, tls),
+            None => Conn::new(stream, id, session),
+        });
         self.shared.metrics.connections.inc();
     }
 
@@ -329,7 +346,7 @@ impl EventLoop {
             };
             let start = buf.len();
             buf.resize(start + READ_CHUNK, 0);
-            let outcome = match (&conn.stream).read(&mut buf[start..]) {
+            let outcome = match conn.read(&mut buf[start..]) {
                 Ok(0) => Read::Eof,
                 Ok(n) => Read::Got(n),
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => Read::WouldBlock,

@@ -12,6 +12,7 @@
 //! - `table`: user → connections, sharded, so pushes find their targets.
 //! - `device_id`: the device ids of sessions, one shared copy of each.
 //! - `heap`: freed memory handed back to the system after a burst.
+//! - `tls`: optional TLS on the client port, rustls driven by the loops.
 //! - `push`: the Access gRPC service msg_job pushes to.
 //! - `node`: all of it started together; `config`.
 //!
@@ -35,6 +36,7 @@ mod push;
 mod send_rate;
 mod session;
 mod table;
+mod tls;
 mod upstream;
 
 pub use config::{Config, Overrides};

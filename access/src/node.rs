@@ -23,6 +23,7 @@ use crate::push::PushService;
 use crate::send_rate::SendRate;
 use crate::session::Rules;
 use crate::table::ConnTable;
+use crate::tls::ClientTls;
 use crate::upstream::{Upstream, UpstreamSettings};
 
 /// Connections the kernel may queue per listener before accept.
@@ -50,6 +51,8 @@ impl AccessNode {
         runtime: Handle,
     ) -> io::Result<Self> {
         let count = config.loop_count().clamp(1, crate::table::MAX_LOOPS);
+        let client_tls = ClientTls::load(&config.client_tls_cert, &config.client_tls_key)
+            .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?;
         let listeners = bind_listeners(config.client_listen, count)?;
         let client_addr = listeners[0].local_addr()?;
         let mut polls = Vec::with_capacity(count);
@@ -94,6 +97,7 @@ impl AccessNode {
                 config.max_failed_logins_per_address,
                 ticks(Duration::from_millis(config.failed_login_window_ms)),
             ),
+            client_tls,
             limits: Limits {
                 rules: Rules {
                     login_deadline: ticks(Duration::from_millis(config.login_deadline_ms)),
@@ -130,7 +134,8 @@ impl AccessNode {
                     .spawn(move || watched(index, &died, || event_loop.run()))?,
             );
         }
-        tracing::info!(addr = %client_addr, loops = count, "access node accepting clients");
+        let tls = shared.client_tls.is_some();
+        tracing::info!(addr = %client_addr, loops = count, tls, "access node accepting clients");
         Ok(Self {
             loops: handles,
             threads,

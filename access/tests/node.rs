@@ -32,6 +32,10 @@ use tonic::{Request, Response, Status};
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
+/// The same tests over TLS on the client port.
+#[path = "node/tls.rs"]
+mod tls;
+
 /// A logic service that knows tokens `tok-<user id>` and records what it is asked.
 #[derive(Default)]
 struct FakeLogic {
@@ -211,7 +215,7 @@ impl Harness {
         socket.bind((source, 0).into()).unwrap();
         let stream = socket.connect(self.addr).await.unwrap();
         Client {
-            stream,
+            stream: Box::new(stream),
             buf: BytesMut::new(),
             next_id: 1,
         }
@@ -241,9 +245,13 @@ impl Harness {
     }
 }
 
+/// What a test client talks over: TCP, or TLS over TCP.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for S {}
+
 /// A raw framed client.
 struct Client {
-    stream: TcpStream,
+    stream: Box<dyn Stream>,
     buf: BytesMut,
     next_id: u32,
 }

@@ -22,6 +22,10 @@
 # (0-based) clients BASE+40+10k, gRPC BASE+41+10k, metrics BASE+2041+10k, gateway TCP BASE+1200,
 # HTTP BASE+1201, gRPC BASE+1202; the other services' metrics BASE+3010 (register), +3020 (manager),
 # +3030 (logic), +3100+j (msg_job j), +3200 (gateway).
+#
+# CLIENT_TLS (comma-separated access node numbers, 0-based, e.g. `1`) gives those nodes TLS on the
+# client port, with a certificate for 127.0.0.1 and localhost from scripts/certs in DIR/certs; DIR/env
+# then also has TLS_CA (the CA file clients trust, `fishchat-bench idle --tls-ca $TLS_CA`).
 set -euo pipefail
 
 usage() { echo "usage: $0 up DIR [ACCESS_NODES] | down DIR" >&2; exit 2; }
@@ -131,13 +135,20 @@ for ((j = 0; j < ${MSG_JOBS:-1}; j++)); do
         FISHCHAT_MSG_JOB_MONGO_URL="$mongo" FISHCHAT_MSG_JOB_DATABASE="$name" FISHCHAT_MSG_JOB_REDIS_URL="$redis"
 done
 ulimit -n "$(ulimit -Hn)"
+if [[ -n ${CLIENT_TLS:-} ]]; then
+    "$(dirname "$0")/../../scripts/certs" "$dir/certs" >/dev/null
+fi
 access=() pids=() metrics=()
 for ((k = 0; k < nodes; k++)); do
     client=$((base + 40 + 10 * k)) grpc=$((base + 41 + 10 * k)) metric=$((base + 2041 + 10 * k))
+    tls=()
+    if [[ ,${CLIENT_TLS:-}, == *,$k,* ]]; then
+        tls=(FISHCHAT_ACCESS_CLIENT_TLS_CERT="$dir/certs/node.pem" FISHCHAT_ACCESS_CLIENT_TLS_KEY="$dir/certs/node.key")
+    fi
     start "access-$k" fishchat-access \
         FISHCHAT_ACCESS_NODE_ID="$name-access-$k" FISHCHAT_ACCESS_ETCD_ENDPOINTS="$etcd_list" \
         FISHCHAT_ACCESS_CLIENT_LISTEN=127.0.0.1:$client FISHCHAT_ACCESS_GRPC_LISTEN=127.0.0.1:$grpc \
-        FISHCHAT_ACCESS_METRICS_LISTEN=127.0.0.1:$metric
+        FISHCHAT_ACCESS_METRICS_LISTEN=127.0.0.1:$metric "${tls[@]}"
     access+=("127.0.0.1:$client") metrics+=("127.0.0.1:$metric") pids+=("$(cat "$dir/access-$k.pid")")
 done
 start gateway fishchat-gateway \
@@ -171,5 +182,6 @@ done
     echo "ACCESS_METRICS=$(IFS=,; echo "${metrics[*]}")"
     echo "GATEWAY=127.0.0.1:$((base + 1200))"
     echo "NAME=$name"
+    if [[ -n ${CLIENT_TLS:-} ]]; then echo "TLS_CA=$dir/certs/ca.pem"; fi
 } >"$dir/env"
 cat "$dir/env"

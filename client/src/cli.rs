@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use fishchat_client::register::RegisterApi;
-use fishchat_client::{Client, ClientError, ClientOptions, Events};
+use fishchat_client::{Client, ClientError, ClientOptions, ClientTls, Events};
 
 use self::names::Names;
 use self::profile::{Home, Profile};
@@ -43,6 +43,25 @@ pub struct Globals {
     /// Connect straight to this access node instead of asking the gateway.
     #[arg(long, global = true, env = "FISHCHAT_ACCESS")]
     pub access: Option<String>,
+    /// Speak TLS to the access node, trusting the CA certificates in this PEM
+    /// file (for a node with `client_tls_cert`).
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "FISHCHAT_CLIENT_TLS_CA"
+    )]
+    pub tls_ca: Option<PathBuf>,
+    /// The name the access node's certificate must carry (default: the host
+    /// of its address).
+    #[arg(
+        long,
+        global = true,
+        value_name = "NAME",
+        env = "FISHCHAT_CLIENT_TLS_SERVER_NAME",
+        requires = "tls_ca"
+    )]
+    pub tls_server_name: Option<String>,
     /// This device's id (default: host name and profile name).
     #[arg(long, global = true, env = "FISHCHAT_DEVICE")]
     pub device: Option<String>,
@@ -99,6 +118,12 @@ impl Globals {
                 options.access = Some(access.clone());
             }
             None => options.gateway = Some(self.gateway.clone()),
+        }
+        if let Some(ca) = &self.tls_ca {
+            options.tls = Some(ClientTls::from_ca_file(
+                ca,
+                self.tls_server_name.as_deref(),
+            )?);
         }
         options.state_file = Some(self.home()?.state_file());
         options.request_timeout = Duration::from_secs(self.request_timeout.max(1));

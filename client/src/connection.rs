@@ -6,6 +6,8 @@ use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, ToSocketAddrs};
 
+use crate::tls::{ClientTls, Stream};
+
 /// Why a connection failed.
 #[derive(Debug, Error)]
 pub enum ConnectionError {
@@ -44,6 +46,19 @@ impl Connection<TcpStream> {
     }
 }
 
+impl Connection<Stream> {
+    /// Connects over TCP to `addr` (host:port), and over TLS on it when `tls` is given.
+    pub async fn open(addr: &str, tls: Option<&ClientTls>) -> Result<Self, ConnectionError> {
+        let tcp = TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        let stream = match tls {
+            Some(tls) => Stream::Tls(Box::new(tls.handshake(tcp, addr).await?)),
+            None => Stream::Plain(tcp),
+        };
+        Ok(Self::new(stream))
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Frames an existing stream with the default maximum frame size.
     pub fn new(stream: S) -> Self {
@@ -69,6 +84,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             &mut self.write_buf,
         )?;
         self.stream.write_all(&self.write_buf).await?;
+        // A TLS stream may still hold the last record's ciphertext.
+        self.stream.flush().await?;
         Ok(())
     }
 

@@ -6,11 +6,12 @@ use fishchat_codec::{Body, ErrorCode, pb};
 use crate::connection::{Connection, ConnectionError};
 use crate::error::ClientError;
 use crate::options::ClientOptions;
+use crate::tls::Stream;
 
 /// A logged-in connection.
 pub(crate) struct Established {
     /// The framed connection, logged in.
-    pub(crate) conn: Connection,
+    pub(crate) conn: Connection<Stream>,
     /// The access node's id (from the gateway) or address.
     pub(crate) node: String,
     /// What the server said at login.
@@ -42,7 +43,9 @@ async fn attempt(options: &ClientOptions) -> Result<Established, ClientError> {
         addr: addr.clone(),
         source,
     };
-    let mut conn = Connection::connect(&addr).await.map_err(failed)?;
+    let mut conn = Connection::open(&addr, options.tls.as_ref())
+        .await
+        .map_err(failed)?;
     let login = pb::LoginRequest {
         token: options.token.clone(),
         device_id: options.device_id.clone(),

@@ -59,6 +59,7 @@ mod state;
 mod table;
 #[cfg(test)]
 mod testing;
+mod tls;
 
 pub use client::Client;
 pub use connection::{Connection, ConnectionError};
@@ -68,3 +69,4 @@ pub use event::{Event, Events};
 pub use fishchat_codec::pb::{HistoryReply, ReadReply, SendAck, StoredMessage};
 pub use fishchat_codec::{ErrorCode, KickReason};
 pub use options::{ClientOptions, DEFAULT_GATEWAY};
+pub use tls::{ClientTls, Stream, TlsError};

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::tls::ClientTls;
+
 /// Settings of a [`Client`](crate::Client).
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -12,6 +14,9 @@ pub struct ClientOptions {
     pub access: Option<String>,
     /// The login token from the register service.
     pub token: String,
+    /// Speak TLS to the access node (the gateway lookup stays plain TCP);
+    /// `None`: plain TCP.
+    pub tls: Option<ClientTls>,
     /// A stable id of this device; one connection per (user, device).
     pub device_id: String,
     /// A small local file keeping, per (user, device), how far the application
@@ -40,6 +45,7 @@ impl ClientOptions {
         Self {
             gateway: Some(DEFAULT_GATEWAY.to_owned()),
             access: None,
+            tls: None,
             token: token.into(),
             device_id: device_id.into(),
             state_file: None,

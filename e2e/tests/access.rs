@@ -315,7 +315,15 @@ async fn simultaneous_logins_of_a_device_leave_exactly_one_connection() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reader_that_never_reads_is_kicked_and_memory_stays_bounded() {
     let mut cluster = Cluster::start("access-slow").await;
-    cluster.add_access(&[]).await;
+    // 640 sends as fast as the acks come: over the default send rate (200/s,
+    // a burst of 400) whenever they take less than 1.2 s. That is not what
+    // this test is about.
+    cluster
+        .add_access(&[
+            ("MAX_SENDS_PER_SEC", "0"),
+            ("MAX_SENDS_PER_USER_PER_SEC", "0"),
+        ])
+        .await;
     let addr = cluster.access[0].client;
     let (_erin, erin_token) = cluster.new_user("erin").await;
     let (frank, frank_token) = cluster.new_user("frank").await;

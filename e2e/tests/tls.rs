@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use fishchat_client::{Client, ClientOptions, Event, Events};
+use fishchat_client::{Client, ClientOptions, ClientTls, Event, Events};
 use fishchat_e2e::cluster::Cluster;
 use fishchat_rpc::access::access_client::AccessClient;
 use fishchat_rpc::access::{Delivery, PushRequest};
@@ -271,5 +271,50 @@ async fn the_http_apis_clients_reach_speak_https_only() {
             "{addr} answered in clear: {answer}"
         );
     }
+    let _ = std::fs::remove_dir_all(&certs);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clients_chat_over_tls_with_an_access_node_whose_client_port_speaks_only_tls() {
+    let certs = issue("tls-client-port");
+    let path = |file: &str| certs.join(file).display().to_string();
+    let (cert, key) = (path("node.pem"), path("node.key"));
+    let mut cluster = Cluster::start("client-tls").await;
+    cluster
+        .add_access(&[("CLIENT_TLS_CERT", &cert), ("CLIENT_TLS_KEY", &key)])
+        .await;
+    let gateway = cluster.add_gateway().await;
+
+    let (alice, alice_token) = cluster.new_user("alice").await;
+    let (bob, bob_token) = cluster.new_user("bob").await;
+    // The gateway hands out 127.0.0.1:<port>, the name checked by default,
+    // which the certificate carries.
+    let tls = ClientTls::from_ca_file(&certs.join("ca.pem"), None).unwrap();
+    let options = |token: &str, device: &str, tls: Option<ClientTls>| ClientOptions {
+        gateway: Some(gateway.to_string()),
+        request_timeout: Duration::from_secs(20),
+        tls,
+        ..ClientOptions::new(token, device)
+    };
+    let (a, mut a_events) = Client::connect(options(&alice_token, "a", Some(tls.clone())))
+        .await
+        .unwrap();
+    let (b, mut b_events) = Client::connect(options(&bob_token, "b", Some(tls)))
+        .await
+        .unwrap();
+    a.send_to_user(bob, "over client tls").await.unwrap();
+    assert_eq!(next_message(&mut b_events).await, "over client tls");
+    b.send_to_user(alice, "and back").await.unwrap();
+    // Alice's own message comes to her devices too, first.
+    assert_eq!(next_message(&mut a_events).await, "over client tls");
+    assert_eq!(next_message(&mut a_events).await, "and back");
+
+    // A client speaking plain TCP gets no login there.
+    let plain = ClientOptions {
+        request_timeout: Duration::from_secs(5),
+        ..options(&bob_token, "plain", None)
+    };
+    let refused = Client::connect(plain).await;
+    assert!(refused.is_err(), "a plain client logged in on a TLS port");
     let _ = std::fs::remove_dir_all(&certs);
 }

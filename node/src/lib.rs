@@ -23,7 +23,9 @@ pub use grpc::{ServeError, health_and_reflection, serve, server_builder};
 pub use health::{DEPENDENCY_CHECKS, DEPENDENCY_TIMEOUT, Dependency, follow};
 pub use logging::{LogFormat, init_logging};
 pub use metrics::{serve_metrics, spawn_metrics};
-pub use public_tls::{HANDSHAKE_TIMEOUT, PublicTlsError, init_public_tls, serve_http};
+pub use public_tls::{
+    HANDSHAKE_TIMEOUT, PublicTlsError, init_public_tls, serve_http, tls_server_config,
+};
 pub use ready::{notify_ready, notify_stopping};
 pub use rpc_metrics::RpcMetrics;
 pub use shutdown::shutdown_signal;

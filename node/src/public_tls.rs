@@ -76,6 +76,15 @@ pub fn init_public_tls(args: &CommonArgs) -> Result<bool, PublicTlsError> {
 }
 
 fn server_config(cert: &Path, key: &Path) -> Result<ServerConfig, PublicTlsError> {
+    let mut config = tls_server_config(cert, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// A TLS server configuration presenting the certificate chain in `cert`
+/// with its key in `key` (both PEM), asking clients for no certificate: the
+/// public side of a service, HTTP here and the access node's client port.
+pub fn tls_server_config(cert: &Path, key: &Path) -> Result<ServerConfig, PublicTlsError> {
     let chain = CertificateDer::pem_file_iter(cert)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .map_err(|err| PublicTlsError::Certificates {
@@ -93,12 +102,10 @@ fn server_config(cert: &Path, key: &Path) -> Result<ServerConfig, PublicTlsError
         reason: err.to_string(),
     })?;
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
+    Ok(ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert(chain, key)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
+        .with_single_cert(chain, key)?)
 }
 
 /// Serves `app` on `listener` until `stop` resolves, over HTTPS once

@@ -35,7 +35,7 @@ use crate::progress::Progress;
 use crate::report::{Chart, Report, Series};
 use events::{Counts, Event, Summary};
 use track::Track;
-use wire::{Endpoints, Sources};
+use wire::{Endpoints, Sources, TlsFlags};
 
 /// Most connections one worker process holds (the open-files limit here is 20,000).
 pub const PER_WORKER: usize = 19_000;
@@ -72,6 +72,10 @@ pub struct Args {
     #[command(flatten)]
     #[serde(flatten)]
     pub sources: Sources,
+    /// TLS to the access nodes (to measure what a TLS connection costs).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub tls: TlsFlags,
     /// An access process to read VmRSS of (repeatable; summed).
     #[arg(long = "access-pid")]
     pub access_pid: Vec<u32>,
@@ -418,6 +422,7 @@ fn worker_argv(args: &Args, tokens: &Path, rate: f64, deadline: f64) -> Vec<OsSt
         ]
         .into_iter()
         .chain(dial.to_args())
+        .chain(args.tls.to_args())
         .map(OsString::from),
     );
     argv
@@ -585,6 +590,8 @@ mod tests {
             "--access=127.0.0.1:2",
             "--source-ip-count=2",
             "--device-id=dev",
+            "--tls-ca=/tmp/ca.pem",
+            "--tls-server-name=localhost",
         ])
         .expect("idle flags")
         .args;
@@ -598,6 +605,7 @@ mod tests {
                 source_ips: wire::loopback_sources(2),
             }
         );
+        assert_eq!(worker.tls, parent.tls);
         assert_eq!(worker.tokens, Path::new("/tmp/w.tokens"));
         assert_eq!(worker.rate, 12.5);
         assert_eq!(worker.deadline, 60.0);

@@ -3,9 +3,11 @@
 //! of ephemeral ports), write one frame, read the next frame.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 
 use anyhow::ensure;
 use bytes::BytesMut;
+use fishchat_client::{ClientTls, Stream};
 use fishchat_codec::pb::{self, Command};
 use fishchat_codec::{Body, DEFAULT_MAX_FRAME_LEN, Frame, FrameDecoder, encode_frame};
 use serde::Serialize;
@@ -99,9 +101,56 @@ pub struct Dial {
     pub source_ips: Vec<IpAddr>,
 }
 
+/// TLS to the access nodes (the gateway lookup stays plain TCP), for nodes
+/// with `client_tls_cert`.
+#[derive(Debug, Clone, Default, PartialEq, clap::Args, Serialize)]
+pub struct TlsFlags {
+    /// Speak TLS to the access nodes, trusting the CA certificates in this PEM file.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// The name the access nodes' certificates must carry (default: the host of their address).
+    #[arg(long, value_name = "NAME", requires = "tls_ca")]
+    pub tls_server_name: Option<String>,
+}
+
+impl TlsFlags {
+    /// The TLS settings, read once per process; `None` for plain TCP.
+    pub fn load(&self) -> anyhow::Result<Option<ClientTls>> {
+        let Some(ca) = &self.tls_ca else {
+            return Ok(None);
+        };
+        Ok(Some(ClientTls::from_ca_file(
+            ca,
+            self.tls_server_name.as_deref(),
+        )?))
+    }
+
+    /// The flags that give a worker process these settings.
+    pub fn to_args(&self) -> Vec<String> {
+        let ca = self
+            .tls_ca
+            .iter()
+            .map(|ca| format!("--tls-ca={}", ca.display()));
+        let name = self
+            .tls_server_name
+            .iter()
+            .map(|n| format!("--tls-server-name={n}"));
+        ca.chain(name).collect()
+    }
+}
+
 impl Dial {
     /// Opens connection `index` (asking the gateway first when there is one).
     pub async fn connect(&self, index: usize) -> Result<Wire, Failure> {
+        self.connect_with(index, None).await
+    }
+
+    /// Opens connection `index`, over TLS when `tls` is given.
+    pub async fn connect_with(
+        &self,
+        index: usize,
+        tls: Option<&ClientTls>,
+    ) -> Result<Wire, Failure> {
         let source = source_for(&self.source_ips, index);
         let target = match self.gateway {
             Some(gateway) => lookup(gateway, source).await?,
@@ -110,7 +159,16 @@ impl Dial {
                 .get(index.checked_rem(self.access.len()).unwrap_or(0))
                 .ok_or_else(|| Failure("no access address".into()))?,
         };
-        Wire::connect(target, source).await
+        let tcp = dial(target, source).await?;
+        let stream = match tls {
+            Some(tls) => Stream::Tls(Box::new(
+                tls.handshake(tcp, &target.to_string())
+                    .await
+                    .map_err(|e| Failure::io("tls", &e))?,
+            )),
+            None => Stream::Plain(tcp),
+        };
+        Ok(Wire::over(stream))
     }
 
     /// The flags that give a worker process this dial.
@@ -132,7 +190,7 @@ impl Dial {
 /// A client connection: the socket and what was read but not yet decoded.
 #[derive(Debug)]
 pub struct Wire {
-    stream: TcpStream,
+    stream: Stream,
     input: BytesMut,
     decoder: FrameDecoder,
 }
@@ -173,12 +231,15 @@ pub(crate) async fn dial(target: SocketAddr, source: Option<IpAddr>) -> Result<T
 impl Wire {
     /// Connects to `target`, from `source` (port chosen by the kernel) when given.
     pub async fn connect(target: SocketAddr, source: Option<IpAddr>) -> Result<Wire, Failure> {
-        let stream = dial(target, source).await?;
-        Ok(Wire {
+        Ok(Wire::over(Stream::Plain(dial(target, source).await?)))
+    }
+
+    fn over(stream: Stream) -> Wire {
+        Wire {
             stream,
             input: BytesMut::new(),
             decoder: FrameDecoder::new(DEFAULT_MAX_FRAME_LEN),
-        })
+        }
     }
 
     /// Writes one frame.
@@ -193,6 +254,11 @@ impl Wire {
             .map_err(|e| Failure(format!("encode: {e}")))?;
         self.stream
             .write_all(&frame)
+            .await
+            .map_err(|e| Failure::io("write", &e))?;
+        // A TLS stream may still hold the record's ciphertext.
+        self.stream
+            .flush()
             .await
             .map_err(|e| Failure::io("write", &e))
     }

@@ -20,7 +20,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until, timeout};
 
 use super::events::{self, Counts, Event, Summary};
-use super::wire::{self, Dial, Failure, Wire};
+use super::wire::{self, Dial, Failure, TlsFlags, Wire};
+use fishchat_client::ClientTls;
 
 /// How often progress is reported.
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
@@ -36,6 +37,9 @@ pub struct Args {
     /// Where connection `i` goes and comes from.
     #[command(flatten)]
     pub dial: Dial,
+    /// TLS to the access nodes.
+    #[command(flatten)]
+    pub tls: TlsFlags,
     /// Connections opened per second by this worker.
     #[arg(long)]
     pub rate: f64,
@@ -69,6 +73,7 @@ enum Note {
 #[derive(Debug)]
 struct Plan {
     dial: Dial,
+    tls: Option<ClientTls>,
     ping_interval: Duration,
     login_timeout: Duration,
     device_id: String,
@@ -82,6 +87,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let plan = Arc::new(Plan {
         dial: args.dial.clone(),
+        tls: args.tls.load()?,
         ping_interval: secs(args.ping_interval, "--ping-interval")?,
         login_timeout: secs(args.login_timeout, "--login-timeout")?,
         device_id: args.device_id.clone(),
@@ -221,7 +227,7 @@ async fn closed(close: &mut watch::Receiver<bool>) {
 
 /// Connects (through the gateway when asked) and logs in with `token`.
 async fn log_in(plan: &Plan, index: usize, token: String) -> Result<Wire, Failure> {
-    let mut wire = plan.dial.connect(index).await?;
+    let mut wire = plan.dial.connect_with(index, plan.tls.as_ref()).await?;
     let login = pb::LoginRequest {
         token,
         device_id: plan.device_id.clone(),
@@ -400,6 +406,7 @@ mod tests {
                 gateway: None,
                 source_ips: vec!["127.0.0.2".parse().expect("ip")],
             },
+            tls: None,
             ping_interval: Duration::from_millis(20),
             login_timeout: Duration::from_secs(5),
             device_id: "d".into(),

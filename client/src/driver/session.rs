@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use super::{End, InFlight};
 use crate::connection::Connection;
 use crate::conversation::Conversation;
+use crate::tls::Stream;
 
 /// The heartbeat when the server asks for none.
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(30);
@@ -18,7 +19,7 @@ const DEAD_AFTER_INTERVALS: u32 = 3;
 
 /// The state of one logged-in connection.
 pub(super) struct Session {
-    conn: Connection,
+    conn: Connection<Stream>,
     pub(super) pending: HashMap<u32, InFlight>,
     last_id: u32,
     /// A page of SYNC_CONVERSATIONS is on the wire.
@@ -36,7 +37,7 @@ pub(super) struct Session {
 }
 
 impl Session {
-    pub(super) fn new(conn: Connection, heartbeat_ms: u32) -> Self {
+    pub(super) fn new(conn: Connection<Stream>, heartbeat_ms: u32) -> Self {
         let heartbeat = match heartbeat_ms {
             0 => DEFAULT_HEARTBEAT,
             ms => Duration::from_millis(u64::from(ms)),
