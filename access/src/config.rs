@@ -81,9 +81,6 @@ pub struct Config {
     pub drain_spread_ms: u64,
     /// How often the live connection count is published in etcd, in milliseconds.
     pub load_report_ms: u64,
-    /// How often freed heap is handed back to the system, in milliseconds
-    /// (glibc's `malloc_trim`), so a login storm's memory does not stay (0: never).
-    pub heap_trim_ms: u64,
 }
 
 impl Default for Config {
@@ -118,7 +115,6 @@ impl Default for Config {
             drain_timeout_ms: 5_000,
             drain_spread_ms: 2_000,
             load_report_ms: 2_000,
-            heap_trim_ms: 10_000,
         }
     }
 }
@@ -281,8 +277,4 @@ pub struct Overrides {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub load_report_ms: Option<u64>,
-    /// How often freed heap is handed back to the system, in milliseconds (0: never) [default: 10000].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub heap_trim_ms: Option<u64>,
 }

@@ -11,7 +11,6 @@
 //!   the answer back through the loop's `mailbox`.
 //! - `table`: user → connections, sharded, so pushes find their targets.
 //! - `device_id`: the device ids of sessions, one shared copy of each.
-//! - `heap`: freed memory handed back to the system after a burst.
 //! - `tls`: optional TLS on the client port, rustls driven by the loops.
 //! - `push`: the Access gRPC service msg_job pushes to.
 //! - `node`: all of it started together; `config`.
@@ -27,7 +26,6 @@ mod event_loop;
 mod frames;
 #[cfg(fuzzing)]
 pub mod fuzzing;
-mod heap;
 mod login_guard;
 mod mailbox;
 pub mod metrics;

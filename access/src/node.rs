@@ -68,9 +68,6 @@ impl AccessNode {
             handles.push(handle);
             mailboxes.push(mailbox);
         }
-        if config.heap_trim_ms > 0 {
-            crate::heap::spawn_trimmer(&runtime, Duration::from_millis(config.heap_trim_ms));
-        }
         let table = Arc::new(ConnTable::default());
         let upstream = Upstream::start(
             logic,
