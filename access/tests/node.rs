@@ -222,18 +222,7 @@ impl Harness {
     }
 
     async fn login(&self, user_id: u64, device: &str) -> Client {
-        let mut client = self.connect().await;
-        let reply = client
-            .request(pb::LoginRequest {
-                token: format!("tok-{user_id}"),
-                device_id: device.into(),
-            })
-            .await;
-        assert!(
-            matches!(reply, Body::LoginReply(ref r) if r.user_id == user_id),
-            "{reply:?}"
-        );
-        client
+        self.connect().await.log_in(user_id, device).await
     }
 
     fn connections(&self) -> i64 {
@@ -257,6 +246,21 @@ struct Client {
 }
 
 impl Client {
+    /// Logs in as `user_id` (the stand-in logic's token `tok-<id>`).
+    async fn log_in(mut self, user_id: u64, device: &str) -> Client {
+        let reply = self
+            .request(pb::LoginRequest {
+                token: format!("tok-{user_id}"),
+                device_id: device.into(),
+            })
+            .await;
+        assert!(
+            matches!(reply, Body::LoginReply(ref r) if r.user_id == user_id),
+            "{reply:?}"
+        );
+        self
+    }
+
     async fn send(&mut self, body: impl Into<Body>) -> u32 {
         let id = self.next_id;
         self.next_id += 1;

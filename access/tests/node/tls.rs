@@ -77,18 +77,7 @@ impl Harness {
     }
 
     async fn login_tls(&self, certs: &Certs, user_id: u64, device: &str) -> Client {
-        let mut client = self.connect_tls(certs).await;
-        let reply = client
-            .request(pb::LoginRequest {
-                token: format!("tok-{user_id}"),
-                device_id: device.into(),
-            })
-            .await;
-        assert!(
-            matches!(reply, Body::LoginReply(ref r) if r.user_id == user_id),
-            "{reply:?}"
-        );
-        client
+        self.connect_tls(certs).await.log_in(user_id, device).await
     }
 }
 
