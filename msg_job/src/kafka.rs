@@ -12,7 +12,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientConfig, ClientContext, TopicPartitionList};
@@ -31,6 +31,9 @@ const STATISTICS_INTERVAL_MS: u64 = 5_000;
 
 /// The longest wait between two attempts to reach a broker that went away.
 const RECONNECT_BACKOFF_MAX_MS: u64 = 1_000;
+
+/// How long leaving may take: the final commit and librdkafka's close.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The pipeline's consumer.
 pub type PipelineConsumer = StreamConsumer<Observed>;
@@ -209,6 +212,40 @@ pub fn consumer(
     let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     Ok(consumer)
+}
+
+/// Commits `last` (when there is one) and closes `consumer`, giving up after
+/// [`CLOSE_TIMEOUT`].
+///
+/// Both block: librdkafka's close waits for the group coordinator to settle,
+/// and a close that lands while the broker holds a JoinGroup (a restart racing
+/// a rebalance) can wait out the whole rebalance, minutes, during which the
+/// process could not exit. So both run on a thread of their own, and past the
+/// deadline the process leaves without them. That costs what a crash costs:
+/// the uncommitted tail is redelivered, and the store absorbs it.
+pub async fn close(consumer: PipelineConsumer, last: Option<TopicPartitionList>) {
+    let (done, closed) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("kafka-close".into())
+        .spawn(move || {
+            if let Some(last) = last
+                && let Err(err) = consumer.commit(&last, CommitMode::Sync)
+            {
+                tracing::warn!(%err, "final commit failed; the tail will be redelivered");
+            }
+            drop(consumer);
+            let _ = done.send(());
+        });
+    if let Err(err) = spawned {
+        tracing::warn!(%err, "no thread to close the Kafka consumer on; leaving without closing it");
+        return;
+    }
+    if tokio::time::timeout(CLOSE_TIMEOUT, closed).await.is_err() {
+        tracing::warn!(
+            timeout_ms = CLOSE_TIMEOUT.as_millis() as u64,
+            "the Kafka consumer did not close in time; leaving without it"
+        );
+    }
 }
 
 /// Asks the broker for one topic's metadata, for health checks: it answers

@@ -40,7 +40,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::event::{self, Accepted};
-use crate::kafka::PipelineConsumer;
+use crate::kafka::{self, PipelineConsumer};
 use crate::push::{self, Pusher};
 use crate::store::{ConvKey, MessageStore, NewMessage, StoreError};
 
@@ -257,12 +257,9 @@ impl<S: MessageStore, P: Pusher> Pipeline<S, P> {
             self.consume(stop.clone(), stored),
             self.deliver(to_push, stop)
         );
-        if let Some(last) = pushing {
-            // The commits so far were asynchronous: make sure the last one lands before leaving.
-            if let Err(err) = self.consumer.commit(&last, CommitMode::Sync) {
-                tracing::warn!(%err, "final commit failed; the tail will be redelivered");
-            }
-        }
+        // The commits so far were asynchronous: the last one is made to land
+        // before the consumer closes.
+        kafka::close(self.consumer, pushing).await;
         tracing::info!("pipeline stopped");
         storing
     }
