@@ -41,6 +41,8 @@ pub struct Metrics {
     pub send_batch_size: Histogram,
     /// Seconds a batch call to logic took, retries included.
     pub send_batch_latency: Histogram,
+    /// Session heartbeats per call to logic (see `upstream::heartbeats`).
+    pub heartbeat_batch_size: Histogram,
 }
 
 impl Default for Metrics {
@@ -60,6 +62,8 @@ impl Default for Metrics {
             // 1 to 512.
             send_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
             send_batch_latency: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+            // 1 to 1,024.
+            heartbeat_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
         }
     }
 }
@@ -126,6 +130,11 @@ impl Metrics {
             "send_batch_latency_seconds",
             "How long a batch call to logic took, retries included",
             self.send_batch_latency.clone(),
+        );
+        registry.register(
+            "heartbeat_batch_size",
+            "Session heartbeats per call to logic",
+            self.heartbeat_batch_size.clone(),
         );
     }
 

@@ -19,8 +19,8 @@ use fishchat_rpc::access::KickRequest;
 use fishchat_rpc::access::access_client::AccessClient;
 use fishchat_rpc::logic::logic_client::LogicClient;
 use fishchat_rpc::logic::{
-    HeartbeatRequest, HistoryRequest, LoginRequest, LogoutRequest, Origin, ReadRequest,
-    SyncConversationsRequest, SyncRequest, outgoing,
+    HistoryRequest, LoginRequest, LogoutRequest, Origin, ReadRequest, SyncConversationsRequest,
+    SyncRequest, outgoing,
 };
 use fishchat_rpc::status::error_code;
 use tokio::runtime::Handle;
@@ -34,6 +34,7 @@ use crate::frames;
 use crate::mailbox::{LoopHandle, Reply, ToLoop};
 use crate::session::Then;
 
+mod heartbeats;
 mod sends;
 use crate::metrics::Metrics;
 use crate::table::ConnTable;
@@ -109,6 +110,8 @@ pub struct Upstream {
     jobs: mpsc::UnboundedSender<Job>,
     /// Sends waiting for their batch (see [`sends`]).
     sends: mpsc::UnboundedSender<sends::Queued>,
+    /// Session heartbeats waiting for their batch (see [`heartbeats`]).
+    heartbeats: mpsc::UnboundedSender<heartbeats::Beat>,
 }
 
 /// A call not yet started: only what it captured, not its future.
@@ -152,6 +155,7 @@ impl Upstream {
     ) -> Arc<Self> {
         let (jobs, waiting) = mpsc::unbounded_channel();
         let (sends, queued) = mpsc::unbounded_channel();
+        let (heartbeats, beats) = mpsc::unbounded_channel();
         let upstream = Arc::new(Self {
             logic,
             runtime,
@@ -170,9 +174,13 @@ impl Upstream {
             permits: Arc::new(Semaphore::new(settings.max_calls.max(1))),
             jobs,
             sends,
+            heartbeats,
         });
         upstream.runtime.spawn(upstream.clone().dispatch(waiting));
         upstream.runtime.spawn(upstream.clone().batch_sends(queued));
+        upstream
+            .runtime
+            .spawn(upstream.clone().batch_heartbeats(beats));
         upstream
     }
 
@@ -446,26 +454,13 @@ impl Upstream {
             })
     }
 
-    /// Re-asserts a live connection's session; kicks it when another login replaced it.
-    pub fn heartbeat(&self, user_id: u64, device_id: &str, conn_id: u64) {
-        let request = HeartbeatRequest {
+    /// Queues a live connection's session heartbeat (see [`heartbeats`]); the
+    /// connection is kicked when another login replaced it.
+    pub fn heartbeat(&self, user_id: u64, device_id: &DeviceId, conn_id: u64) {
+        let _ = self.heartbeats.send(heartbeats::Beat {
             user_id,
-            device_id: device_id.to_owned(),
-            origin: Some(self.origin(conn_id)),
-        };
-        self.spawn(move |this| async move {
-            let result = this
-                .retrying(&request, |mut logic, request| async move {
-                    logic.heartbeat(request).await
-                })
-                .await;
-            match result {
-                Ok(reply) if !reply.current => {
-                    this.kick_local(user_id, conn_id, KickReason::DuplicateLogin);
-                }
-                Ok(_) => {}
-                Err(status) => tracing::warn!(%status, user_id, "session heartbeat failed"),
-            }
+            device_id: device_id.clone(),
+            conn_id,
         });
     }
 

@@ -19,7 +19,7 @@ use fishchat_rpc::access::{Delivery, PushRequest};
 use fishchat_rpc::logic::logic_client::LogicClient;
 use fishchat_rpc::logic::logic_server::{Logic, LogicServer};
 use fishchat_rpc::logic::{
-    HeartbeatReply, HeartbeatRequest, HistoryRequest, LoginReply, LoginRequest, LogoutReply,
+    HeartbeatBatch, HeartbeatReplies, HistoryRequest, LoginReply, LoginRequest, LogoutReply,
     LogoutRequest, Origin, Outgoing, ReadRequest, SendAcks, SendBatch, SyncConversationsRequest,
     SyncRequest, outgoing,
 };
@@ -51,6 +51,8 @@ struct FakeLogic {
     next_id: AtomicU64,
     /// LOGINs that reached logic.
     logins: AtomicUsize,
+    /// The users of each heartbeat call's beats, in order.
+    heartbeats: Mutex<Vec<Vec<u64>>>,
 }
 
 /// The served handle of a [`FakeLogic`] the test keeps reading.
@@ -91,11 +93,25 @@ impl Logic for Served {
         Ok(Response::new(LogoutReply {}))
     }
 
-    async fn heartbeat(
+    /// A beat is current unless a later login of its device named another connection.
+    async fn heartbeats(
         &self,
-        _request: Request<HeartbeatRequest>,
-    ) -> Result<Response<HeartbeatReply>, Status> {
-        Ok(Response::new(HeartbeatReply { current: true }))
+        request: Request<HeartbeatBatch>,
+    ) -> Result<Response<HeartbeatReplies>, Status> {
+        let beats = request.into_inner().beats;
+        self.heartbeats
+            .lock()
+            .push(beats.iter().map(|beat| beat.user_id).collect());
+        let sessions = self.sessions.lock();
+        let current = beats
+            .into_iter()
+            .map(|beat| {
+                sessions
+                    .get(&(beat.user_id, beat.device_id))
+                    .is_none_or(|origin| origin.conn_id == beat.conn_id)
+            })
+            .collect();
+        Ok(Response::new(HeartbeatReplies { current }))
     }
 
     async fn send(&self, request: Request<SendBatch>) -> Result<Response<SendAcks>, Status> {
@@ -621,6 +637,58 @@ async fn a_silent_logged_in_socket_is_closed_and_a_pinging_one_kept() {
             .then_some(())
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn session_heartbeats_go_in_a_few_batches_and_a_replaced_connection_is_kicked() {
+    let h = Harness::start(FakeLogic::default(), |c| c.session_refresh_ms = 100).await;
+    let mut clients = Vec::new();
+    for user in 1..=40 {
+        clients.push(h.login(user, "d").await);
+    }
+    // Pings past the refresh interval re-assert each session upstream.
+    wait_until(DEADLINE, "a heartbeat of every connection", async || {
+        for client in &mut clients {
+            assert!(matches!(
+                client.request(pb::Ping::default()).await,
+                Body::Pong(_)
+            ));
+        }
+        let calls = h.logic.heartbeats.lock();
+        let users: std::collections::HashSet<u64> = calls.iter().flatten().copied().collect();
+        (users.len() == 40).then_some(())
+    })
+    .await;
+    let calls = h.logic.heartbeats.lock().len();
+    assert!(
+        calls <= 10,
+        "40 connections' heartbeats took {calls} calls to logic"
+    );
+    // Another login of user 1's device elsewhere: its next heartbeat finds
+    // the connection replaced, and the node closes it.
+    h.logic
+        .sessions
+        .lock()
+        .get_mut(&(1, "d".to_owned()))
+        .unwrap()
+        .conn_id += 1_000_000;
+    let kicked = &mut clients[0];
+    let reason = wait_until(DEADLINE, "user 1 to be kicked", async || {
+        let ping = kicked.send(pb::Ping::default()).await;
+        loop {
+            match kicked.recv().await {
+                Some((id, Body::Pong(_))) if id == ping => return None,
+                Some((_, body)) => {
+                    if let Some(reason) = kick_reason(&body) {
+                        return Some(reason);
+                    }
+                }
+                None => panic!("closed without a kick"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(reason, KickReason::DuplicateLogin);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -16,8 +16,8 @@ use fishchat_e2e::cluster::Cluster;
 use fishchat_e2e::wait_until;
 use fishchat_rpc::logic::logic_client::LogicClient;
 use fishchat_rpc::logic::{
-    HeartbeatRequest, LoginRequest, LogoutRequest, Origin, Outgoing, ReadRequest, SendBatch,
-    SyncConversationsRequest, SyncRequest, outgoing,
+    Heartbeat, HeartbeatBatch, LoginRequest, LogoutRequest, Origin, Outgoing, ReadRequest,
+    SendBatch, SyncConversationsRequest, SyncRequest, outgoing,
 };
 use fishchat_rpc::register::{
     CreateGroupRequest, CreateUserRequest, GroupMemberRequest, ListSessionsRequest,
@@ -1450,12 +1450,21 @@ async fn a_second_login_replaces_the_first_and_heartbeats_tell_which_is_current(
     let cluster = Cluster::start("session").await;
     let a = user(&cluster, "a").await;
     let mut logic = cluster.logic().await;
-    let beat = |conn_id| HeartbeatRequest {
-        user_id: a.id,
-        device_id: "dev-1".into(),
-        origin: Some(origin(&cluster, conn_id)),
+    let node = origin(&cluster, 0);
+    let beats = |conn_ids: &[u64]| HeartbeatBatch {
+        access_node_id: node.access_node_id.clone(),
+        push_addr: node.push_addr.clone(),
+        beats: conn_ids
+            .iter()
+            .map(|&conn_id| Heartbeat {
+                user_id: a.id,
+                device_id: "dev-1".into(),
+                conn_id,
+            })
+            .collect(),
     };
-    assert!(logic.heartbeat(beat(1)).await.unwrap().into_inner().current);
+    let current = logic.heartbeats(beats(&[1])).await.unwrap().into_inner();
+    assert_eq!(current.current, [true]);
 
     let token = fresh_token(&cluster, &format!("a-{}", cluster.name)).await;
     let again = logic
@@ -1473,8 +1482,8 @@ async fn a_second_login_replaces_the_first_and_heartbeats_tell_which_is_current(
         Some(origin(&cluster, 1)),
         "the first connection is to be kicked"
     );
-    assert!(!logic.heartbeat(beat(1)).await.unwrap().into_inner().current);
-    assert!(logic.heartbeat(beat(2)).await.unwrap().into_inner().current);
+    let current = logic.heartbeats(beats(&[1, 2])).await.unwrap().into_inner();
+    assert_eq!(current.current, [false, true]);
 
     // A late close of the replaced connection leaves the new session alone.
     let logout = |conn_id| LogoutRequest {

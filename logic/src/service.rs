@@ -7,7 +7,7 @@ use fishchat_codec::ErrorCode;
 use fishchat_codec::pb::{self, SendAck};
 use fishchat_rpc::logic::logic_server::Logic;
 use fishchat_rpc::logic::{
-    HeartbeatReply, HeartbeatRequest, HistoryRequest, LoginReply, LoginRequest, LogoutReply,
+    HeartbeatBatch, HeartbeatReplies, HistoryRequest, LoginReply, LoginRequest, LogoutReply,
     LogoutRequest, Origin, ReadRequest, SendAcks, SendBatch, SyncConversationsRequest, SyncRequest,
     outgoing,
 };
@@ -145,23 +145,40 @@ where
         Ok(Response::new(LogoutReply {}))
     }
 
-    async fn heartbeat(
+    async fn heartbeats(
         &self,
-        request: Request<HeartbeatRequest>,
-    ) -> Result<Response<HeartbeatReply>, Status> {
-        let HeartbeatRequest {
-            user_id,
-            device_id,
-            origin,
+        request: Request<HeartbeatBatch>,
+    ) -> Result<Response<HeartbeatReplies>, Status> {
+        let HeartbeatBatch {
+            access_node_id,
+            push_addr,
+            beats,
         } = request.into_inner();
+        let count = beats.len();
+        let sessions = beats
+            .into_iter()
+            .map(|beat| register::Session {
+                user_id: beat.user_id,
+                device_id: beat.device_id,
+                access_node_id: access_node_id.clone(),
+                push_addr: push_addr.clone(),
+                conn_id: beat.conn_id,
+            })
+            .collect();
         let current = self
             .register
             .clone()
-            .touch_session(session(user_id, device_id, origin.unwrap_or_default()))
+            .touch_sessions(register::TouchSessionsRequest { sessions })
             .await?
             .into_inner()
             .current;
-        Ok(Response::new(HeartbeatReply { current }))
+        if current.len() != count {
+            return Err(Status::internal(format!(
+                "register answered {} heartbeats of {count}",
+                current.len()
+            )));
+        }
+        Ok(Response::new(HeartbeatReplies { current }))
     }
 
     async fn send(&self, request: Request<SendBatch>) -> Result<Response<SendAcks>, Status> {

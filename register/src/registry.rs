@@ -33,6 +33,8 @@ pub const MAX_PASSWORD_BYTES: usize = 256;
 pub const MAX_SESSION_FIELD_BYTES: usize = 256;
 /// Most users one ListSessions may ask about.
 pub const MAX_LIST_USERS: usize = 10_000;
+/// Most sessions one heartbeat call may touch.
+pub const MAX_TOUCH_SESSIONS: usize = 10_000;
 
 /// What the decoy hash hashes; nothing can log in with it, as no user has it.
 const DECOY_PASSWORD: &str = "decoy: no account has this hash";
@@ -312,21 +314,35 @@ impl Registry {
         Ok(replaced)
     }
 
-    /// A connection's heartbeat: true while it holds its device's session
-    /// (re-recording it if the device has none), false once another
+    /// Connections' heartbeats: for each, true while it holds its device's
+    /// session (re-recording it if the device has none), false once another
     /// connection replaced it.
-    pub async fn touch_session(&self, session: &Session) -> Result<bool, Error> {
-        if session.user_id == 0 {
-            return Err(Error::InvalidArgument("user_id is missing".into()));
+    pub async fn touch_sessions(&self, sessions: &[Session]) -> Result<Vec<bool>, Error> {
+        if sessions.len() > MAX_TOUCH_SESSIONS {
+            return Err(Error::InvalidArgument(format!(
+                "at most {MAX_TOUCH_SESSIONS} sessions per call"
+            )));
         }
-        check_field("device_id", &session.device_id)?;
-        check_field("access_node_id", &session.access_node_id)?;
-        check_field("push_addr", &session.push_addr)?;
-        let touched = self.stores.sessions.touch(session).await?;
-        if touched == Touched::Recorded {
+        for session in sessions {
+            if session.user_id == 0 {
+                return Err(Error::InvalidArgument("user_id is missing".into()));
+            }
+            check_field("device_id", &session.device_id)?;
+            check_field("access_node_id", &session.access_node_id)?;
+            check_field("push_addr", &session.push_addr)?;
+        }
+        let touched = self.stores.sessions.touch(sessions).await?;
+        for (session, _) in sessions
+            .iter()
+            .zip(&touched)
+            .filter(|(_, touched)| **touched == Touched::Recorded)
+        {
             self.announce(channels::SESSIONS, session.user_id).await;
         }
-        Ok(touched != Touched::Replaced)
+        Ok(touched
+            .into_iter()
+            .map(|t| t != Touched::Replaced)
+            .collect())
     }
 
     /// Removes a session if it still names `node` and `conn_id`; true when it did.
@@ -648,6 +664,15 @@ mod tests {
             r.list_sessions(&too_many).await,
             Err(Error::InvalidArgument(_))
         ));
+        let too_many = vec![session(1, "phone", 1); MAX_TOUCH_SESSIONS + 1];
+        assert!(matches!(
+            r.touch_sessions(&too_many).await,
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            r.touch_sessions(&[session(1, "phone", 1), bad]).await,
+            Err(Error::InvalidArgument(_))
+        ));
     }
 
     #[tokio::test]
@@ -656,7 +681,12 @@ mod tests {
         let r = &f.registry;
         let first = session(7, "phone", 10);
         r.record_session(&first).await.expect("record");
-        assert!(r.touch_session(&first).await.expect("heartbeat"));
+        assert_eq!(
+            r.touch_sessions(std::slice::from_ref(&first))
+                .await
+                .expect("heartbeat"),
+            [true]
+        );
         assert!(
             !r.remove_session(7, "phone", "access-1", 99)
                 .await
@@ -667,17 +697,18 @@ mod tests {
                 .await
                 .expect("remove")
         );
-        // Lost from Redis: the next heartbeat records the session again.
-        assert!(
-            r.touch_session(&session(8, "laptop", 11))
-                .await
-                .expect("heartbeat")
+        // Lost from Redis: the next heartbeat records the session again, and
+        // a later one in the same batch for the same device is the replaced one.
+        let beats = [session(8, "laptop", 11), session(8, "laptop", 12)];
+        assert_eq!(
+            r.touch_sessions(&beats).await.expect("heartbeats"),
+            [true, false]
         );
         let sessions = channels::SESSIONS;
         assert_eq!(
             f.memory.announcements(),
             [(sessions, 7), (sessions, 7), (sessions, 8)],
-            "a record, a removal and a re-recording heartbeat; not the plain heartbeat nor the failed removal"
+            "a record, a removal and a re-recording heartbeat; not the plain heartbeat, the failed removal nor the replaced one"
         );
     }
 

@@ -151,10 +151,18 @@ impl Register for RegisterRpc {
         })
     }
 
-    async fn touch_session(&self, req: Request<pb::Session>) -> RpcResult<pb::TouchSessionReply> {
-        let session = session_from_pb(req.into_inner());
-        reply(self.registry.touch_session(&session).await, |current| {
-            pb::TouchSessionReply { current }
+    async fn touch_sessions(
+        &self,
+        req: Request<pb::TouchSessionsRequest>,
+    ) -> RpcResult<pb::TouchSessionsReply> {
+        let sessions: Vec<Session> = req
+            .into_inner()
+            .sessions
+            .into_iter()
+            .map(session_from_pb)
+            .collect();
+        reply(self.registry.touch_sessions(&sessions).await, |current| {
+            pb::TouchSessionsReply { current }
         })
     }
 

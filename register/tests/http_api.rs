@@ -684,7 +684,10 @@ async fn member_and_session_changes_are_announced() {
         .expect("remove");
     next_id(&mut sessions, bob.id).await;
     // A heartbeat of a session Redis lost records it again.
-    env.registry.touch_session(&session).await.expect("touch");
+    env.registry
+        .touch_sessions(std::slice::from_ref(&session))
+        .await
+        .expect("touch");
     next_id(&mut sessions, bob.id).await;
     drop((groups, sessions));
     finish(env, api).await;

@@ -182,22 +182,51 @@ async fn heartbeats_keep_the_current_connection_and_flag_a_replaced_one() {
     let env = test_env("touch", LONG_TTL).await;
     let r = &env.registry;
     let first = session(7, "phone", "access-a", 1);
+    let touch =
+        |sessions: Vec<Session>| async move { r.touch_sessions(&sessions).await.expect("touch") };
     // No session yet (say, Redis lost it): a heartbeat records it again.
-    assert!(r.touch_session(&first).await.expect("touch"));
+    assert_eq!(touch(vec![first.clone()]).await, [true]);
     assert_eq!(
         r.list_sessions(&[7]).await.expect("list"),
         std::slice::from_ref(&first)
     );
-    assert!(r.touch_session(&first).await.expect("touch again"));
+    assert_eq!(touch(vec![first.clone()]).await, [true]);
     let second = session(7, "phone", "access-b", 2);
     assert_eq!(
         r.record_session(&second).await.expect("new login"),
         Some(first.clone())
     );
-    // The replaced connection learns it is no longer current and changes nothing.
-    assert!(!r.touch_session(&first).await.expect("stale touch"));
-    assert!(r.touch_session(&second).await.expect("current touch"));
+    // In one batch, the replaced connection learns it is no longer current
+    // and changes nothing; the current one and another user's are kept.
+    let other = session(8, "laptop", "access-a", 3);
+    assert_eq!(
+        touch(vec![first, second.clone(), other.clone()]).await,
+        [false, true, true]
+    );
     assert_eq!(r.list_sessions(&[7]).await.expect("list"), [second]);
+    assert_eq!(r.list_sessions(&[8]).await.expect("list"), [other]);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_batch_of_heartbeats_larger_than_one_script_run_touches_each_in_order() {
+    let env = test_env("touch-many", LONG_TTL).await;
+    let r = &env.registry;
+    let beats: Vec<Session> = (1..=1_200)
+        .map(|user| session(user, "phone", "access-a", user))
+        .collect();
+    let taken = session(600, "phone", "access-b", 9_999);
+    r.record_session(&taken).await.expect("record");
+    let current = r.touch_sessions(&beats).await.expect("touch");
+    let expected: Vec<bool> = (1..=1_200).map(|user| user != 600).collect();
+    assert_eq!(current, expected);
+    let users: Vec<u64> = (1..=1_200).collect();
+    assert_eq!(
+        r.list_sessions(&users).await.expect("list").len(),
+        1_200,
+        "every device has one session: 1,199 re-recorded and the one that was taken"
+    );
+    assert_eq!(r.list_sessions(&[600]).await.expect("list"), [taken]);
     env.cleanup().await;
 }
 
@@ -513,7 +542,10 @@ async fn a_session_nobody_refreshes_expires() {
         Duration::from_secs(10),
         "the unrefreshed session to expire",
         async || {
-            store.touch(&live).await.expect("refresh");
+            store
+                .touch(std::slice::from_ref(&live))
+                .await
+                .expect("refresh");
             let listed = store.list(&[9]).await.expect("list");
             assert!(listed.contains(&live), "{listed:?}");
             (listed == std::slice::from_ref(&live)).then_some(())
@@ -523,8 +555,11 @@ async fn a_session_nobody_refreshes_expires() {
     // A heartbeat of another connection of the phone takes the lapsed session over.
     let again = session(9, "phone", "access-live", 3);
     assert_eq!(
-        store.touch(&again).await.expect("touch"),
-        fishchat_register::store::Touched::Recorded
+        store
+            .touch(std::slice::from_ref(&again))
+            .await
+            .expect("touch"),
+        [fishchat_register::store::Touched::Recorded]
     );
     // Once nobody refreshes anything, the whole hash goes.
     fishchat_e2e::wait_until(
@@ -568,7 +603,10 @@ async fn a_dead_nodes_sessions_are_forgotten_and_no_other() {
     );
     // A heartbeat lists a session under its node too.
     let laptop = session(9, "laptop:1", "access-live", 90);
-    store.touch(&laptop).await.expect("touch");
+    store
+        .touch(std::slice::from_ref(&laptop))
+        .await
+        .expect("touch");
     let mut nodes = store.nodes().await.expect("nodes");
     nodes.sort();
     assert_eq!(nodes, ["access-dead", "access-live"]);

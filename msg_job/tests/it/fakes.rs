@@ -295,10 +295,10 @@ impl Register for FakeRegister {
     ) -> Result<Response<RemoveSessionReply>, Status> {
         unused()
     }
-    async fn touch_session(
+    async fn touch_sessions(
         &self,
-        _: Request<Session>,
-    ) -> Result<Response<TouchSessionReply>, Status> {
+        _: Request<TouchSessionsRequest>,
+    ) -> Result<Response<TouchSessionsReply>, Status> {
         unused()
     }
     async fn list_sessions(

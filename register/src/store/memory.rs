@@ -320,17 +320,26 @@ impl Sessions for Memory {
         Self::ready(matches)
     }
 
-    fn touch<'a>(&'a self, session: &'a Session) -> BoxFuture<'a, Result<Touched, StoreError>> {
+    fn touch<'a>(
+        &'a self,
+        sessions: &'a [Session],
+    ) -> BoxFuture<'a, Result<Vec<Touched>, StoreError>> {
         let mut inner = self.inner.lock();
-        let key = (session.user_id, session.device_id.clone());
-        let touched = match inner.sessions.get(&key) {
-            None => Touched::Recorded,
-            Some(s) if s.same_connection(session) => Touched::Current,
-            Some(_) => Touched::Replaced,
-        };
-        if touched != Touched::Replaced {
-            inner.sessions.insert(key, session.clone());
-        }
+        let touched = sessions
+            .iter()
+            .map(|session| {
+                let key = (session.user_id, session.device_id.clone());
+                let touched = match inner.sessions.get(&key) {
+                    None => Touched::Recorded,
+                    Some(s) if s.same_connection(session) => Touched::Current,
+                    Some(_) => Touched::Replaced,
+                };
+                if touched != Touched::Replaced {
+                    inner.sessions.insert(key, session.clone());
+                }
+                touched
+            })
+            .collect();
         Self::ready(touched)
     }
 

@@ -173,9 +173,12 @@ pub trait Sessions: Send + Sync {
         node: &'a str,
         conn_id: u64,
     ) -> BoxFuture<'a, Result<bool, StoreError>>;
-    /// Re-records `session` unless another connection holds its (user,
-    /// device), atomically.
-    fn touch<'a>(&'a self, session: &'a Session) -> BoxFuture<'a, Result<Touched, StoreError>>;
+    /// Re-records each of `sessions` unless another connection holds its
+    /// (user, device), each atomically; what each found, in order.
+    fn touch<'a>(
+        &'a self,
+        sessions: &'a [Session],
+    ) -> BoxFuture<'a, Result<Vec<Touched>, StoreError>>;
     /// Every session of each of `users`.
     fn list<'a>(&'a self, users: &'a [UserId]) -> BoxFuture<'a, Result<Vec<Session>, StoreError>>;
     /// The access nodes that recorded sessions not yet forgotten.

@@ -113,27 +113,45 @@ return 1
 /// Sessions of a dead node forgotten per round trip.
 const FORGET_CHUNK: isize = 256;
 
-/// Re-records a device's session (ARGV[2]) unless another live connection
-/// holds it: 0 when another does, 1 when connection ARGV[4] of node ARGV[3]
-/// was the recorded one, 2 when the device had no live session (none, or
-/// one expired before ARGV[5], ms since the epoch) and now has this one.
-/// The hash lives ARGV[6] ms more; the session is listed as in `RECORD_SCRIPT`.
+/// Sessions touched per round trip: one script run holds Redis for its
+/// whole length, so a large batch of heartbeats is split.
+const TOUCH_CHUNK: usize = 512;
+
+/// Re-records sessions, each unless another live connection holds its
+/// device. KEYS[1] is the set of nodes with sessions; session i has its
+/// user's hash in KEYS[2i] and its node's list in KEYS[2i+1], and five
+/// arguments from ARGV[2 + 5(i-1) + 1]: device, encoded session, node,
+/// connection id and list member. ARGV[1] is now and ARGV[2] the hash's
+/// time to live, in ms. Answers per session 0 when another connection holds
+/// the device, 1 when this one was the recorded one, 2 when the device had
+/// no live session (none, or one expired before now) and now has this one;
+/// a recorded session is listed as in `RECORD_SCRIPT`.
 const TOUCH_SCRIPT: &str = r"
-local cur = redis.call('HGET', KEYS[1], ARGV[1])
-local was = 2
-if cur then
-  local ok, s = pcall(cjson.decode, cur)
-  if ok and s.node == ARGV[3] and s.conn == ARGV[4] then
-    was = 1
-  elseif not (ok and s.expires and s.expires < tonumber(ARGV[5])) then
-    return 0
+local now, ttl = tonumber(ARGV[1]), ARGV[2]
+local out = {}
+for i = 1, (#KEYS - 1) / 2 do
+  local hash, list = KEYS[2 * i], KEYS[2 * i + 1]
+  local a = 2 + 5 * (i - 1)
+  local device, node, conn = ARGV[a + 1], ARGV[a + 3], ARGV[a + 4]
+  local was = 2
+  local cur = redis.call('HGET', hash, device)
+  if cur then
+    local ok, s = pcall(cjson.decode, cur)
+    if ok and s.node == node and s.conn == conn then
+      was = 1
+    elseif not (ok and s.expires and s.expires < now) then
+      was = 0
+    end
   end
+  if was ~= 0 then
+    redis.call('HSET', hash, device, ARGV[a + 2])
+    redis.call('PEXPIRE', hash, ttl)
+    redis.call('SADD', list, ARGV[a + 5])
+    redis.call('SADD', KEYS[1], node)
+  end
+  out[i] = was
 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[6])
-redis.call('SADD', KEYS[2], ARGV[7])
-redis.call('SADD', KEYS[3], ARGV[3])
-return was
+return out
 ";
 
 /// One device's session as stored in its user's hash.
@@ -293,32 +311,45 @@ impl RedisStore {
         Ok(removed == 1)
     }
 
-    async fn touch_session(&self, session: &Session) -> Result<Touched, StoreError> {
+    async fn touch_sessions(&self, sessions: &[Session]) -> Result<Vec<Touched>, StoreError> {
         let (now, ttl) = (now_ms(), self.session_ttl_ms());
-        let mut conn = self.conn.clone();
-        let touched: i64 = self
-            .touch
-            .key(self.sessions_key(session.user_id))
-            .key(self.node_sessions_key(&session.access_node_id))
-            .key(self.session_nodes_key())
-            .arg(&session.device_id)
-            .arg(encode_session(session, now.saturating_add(ttl))?)
-            .arg(&session.access_node_id)
-            .arg(session.conn_id.to_string())
-            .arg(now)
-            .arg(ttl)
-            .arg(node_member(session.user_id, &session.device_id))
-            .invoke_async(&mut conn)
-            .await
-            .map_err(backend)?;
-        match touched {
-            0 => Ok(Touched::Replaced),
-            1 => Ok(Touched::Current),
-            2 => Ok(Touched::Recorded),
-            other => Err(StoreError::corrupt(format!(
-                "the touch script answered {other}"
-            ))),
+        let mut touched = Vec::with_capacity(sessions.len());
+        for chunk in sessions.chunks(TOUCH_CHUNK) {
+            let mut invocation = self.touch.prepare_invoke();
+            invocation.key(self.session_nodes_key()).arg(now).arg(ttl);
+            for session in chunk {
+                invocation
+                    .key(self.sessions_key(session.user_id))
+                    .key(self.node_sessions_key(&session.access_node_id))
+                    .arg(&session.device_id)
+                    .arg(encode_session(session, now.saturating_add(ttl))?)
+                    .arg(&session.access_node_id)
+                    .arg(session.conn_id.to_string())
+                    .arg(node_member(session.user_id, &session.device_id));
+            }
+            let mut conn = self.conn.clone();
+            let found: Vec<i64> = invocation.invoke_async(&mut conn).await.map_err(backend)?;
+            if found.len() != chunk.len() {
+                return Err(StoreError::corrupt(format!(
+                    "the touch script answered {} results for {} sessions",
+                    found.len(),
+                    chunk.len()
+                )));
+            }
+            for was in found {
+                touched.push(match was {
+                    0 => Touched::Replaced,
+                    1 => Touched::Current,
+                    2 => Touched::Recorded,
+                    other => {
+                        return Err(StoreError::corrupt(format!(
+                            "the touch script answered {other}"
+                        )));
+                    }
+                });
+            }
         }
+        Ok(touched)
     }
 
     async fn publish_id(&self, channel: &str, id: u64) -> Result<(), StoreError> {
@@ -480,8 +511,11 @@ impl Sessions for RedisStore {
         self.remove_session(user, device, node, conn_id).boxed()
     }
 
-    fn touch<'a>(&'a self, session: &'a Session) -> BoxFuture<'a, Result<Touched, StoreError>> {
-        self.touch_session(session).boxed()
+    fn touch<'a>(
+        &'a self,
+        sessions: &'a [Session],
+    ) -> BoxFuture<'a, Result<Vec<Touched>, StoreError>> {
+        self.touch_sessions(sessions).boxed()
     }
 
     fn list<'a>(&'a self, users: &'a [UserId]) -> BoxFuture<'a, Result<Vec<Session>, StoreError>> {
