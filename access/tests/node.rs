@@ -32,6 +32,44 @@ use tonic::{Request, Response, Status};
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
+/// Allocations and growths to at least a loop's read chunk (16 KiB), in the
+/// whole process: what a read buffer pinned by a request in flight would
+/// cost per read.
+static LARGE_ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+const LARGE: usize = 16 * 1024;
+
+/// The system allocator, counting [`LARGE_ALLOCATIONS`].
+struct Counting;
+
+// A counting allocator has to implement `GlobalAlloc`, an unsafe trait; each
+// method only counts and forwards its arguments unchanged to `System`.
+#[allow(unsafe_code)]
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        if layout.size() >= LARGE {
+            LARGE_ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: the caller's contract for `alloc` is `System.alloc`'s.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: `ptr` came from `System` with this layout, as the caller guarantees.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        if new_size >= LARGE && layout.size() < LARGE {
+            LARGE_ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: the caller's contract for `realloc` is `System.realloc`'s.
+        unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
 /// The same tests over TLS on the client port.
 #[path = "node/tls.rs"]
 mod tls;
@@ -689,6 +727,48 @@ async fn session_heartbeats_go_in_a_few_batches_and_a_replaced_connection_is_kic
     })
     .await;
     assert_eq!(reason, KickReason::DuplicateLogin);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_waiting_on_logic_pin_no_read_buffer() {
+    let gate = Arc::new(Semaphore::new(0));
+    let logic = FakeLogic {
+        gate: Some(gate.clone()),
+        ..FakeLogic::default()
+    };
+    let h = Harness::start(logic, |_| {}).await;
+    let mut client = h.login(1, "d").await;
+    let mut sends = vec![client.send(send_to(2, "first")).await];
+    wait_until(DEADLINE, "the first send held in logic", async || {
+        (!h.logic.sends.lock().is_empty()).then_some(())
+    })
+    .await;
+    // Each round is a read of its own: a SEND, which waits behind the held
+    // batch, then a PING whose PONG comes back before the next round. A
+    // body that kept the loop's read chunk would make every later read
+    // allocate a fresh 16 KiB one.
+    let before = LARGE_ALLOCATIONS.load(Ordering::Relaxed);
+    for round in 0..8 {
+        sends.push(client.send(send_to(2, &format!("m{round}"))).await);
+        assert!(matches!(
+            client.request(pb::Ping::default()).await,
+            Body::Pong(_)
+        ));
+    }
+    let large = LARGE_ALLOCATIONS.load(Ordering::Relaxed) - before;
+    assert_eq!(
+        large, 0,
+        "16 reads with up to 9 sends in flight made {large} allocations of 16 KiB or more"
+    );
+    gate.add_permits(100);
+    let mut acked = Vec::new();
+    while acked.len() < sends.len() {
+        let (id, body) = client.recv().await.expect("an ack");
+        assert!(matches!(body, Body::SendAck(_)), "{body:?}");
+        acked.push(id);
+    }
+    acked.sort_unstable();
+    assert_eq!(acked, sends);
 }
 
 #[tokio::test(flavor = "multi_thread")]
