@@ -31,6 +31,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 
 use crate::chat::children::{self, Heard};
+use crate::procstat::Watched;
 use crate::progress::Progress;
 use crate::report::{Chart, Report, Series};
 use events::{Counts, Event, Summary};
@@ -100,6 +101,11 @@ pub struct Args {
     /// Register requests in flight at once while provisioning.
     #[arg(long, default_value_t = 64)]
     pub provision_concurrency: usize,
+    /// A process to report CPU time of (repeatable, NAME=PID: each server and
+    /// service): CPU-seconds from the first login to the end of the hold, with
+    /// its child processes, and microseconds per connection logged in.
+    #[arg(long = "cpu", value_name = "NAME=PID")]
+    pub cpu: Vec<String>,
     /// Ignore cached tokens and log every account in again.
     #[arg(long)]
     pub fresh_tokens: bool,
@@ -140,6 +146,7 @@ impl Args {
 /// Runs the scenario and returns its report.
 pub async fn run(args: &Args, out_dir: &Path) -> anyhow::Result<Report> {
     args.check()?;
+    let watched = Watched::parse(&args.cpu)?;
     let workers = args.workers();
     let per_worker = args.connections.div_ceil(workers);
     if let Some(limit) = probe::open_files_limit()
@@ -219,6 +226,7 @@ pub async fn run(args: &Args, out_dir: &Path) -> anyhow::Result<Report> {
     }
     drop(tx);
     let mut flood = Flood::new(workers, Track::start(pids));
+    let cpu_before = watched.sample();
     let started = Instant::now();
     progress.phase("logging in", args.connections as u64);
     let ramp_bound = started + Duration::from_secs_f64(flood_secs + 30.0);
@@ -261,6 +269,8 @@ pub async fn run(args: &Args, out_dir: &Path) -> anyhow::Result<Report> {
             |_| false,
         )
         .await;
+    let cpu_after = watched.sample();
+    let cpu_secs = started.elapsed().as_secs_f64();
 
     // 5. Close, collect, and read the memory once the connections are gone.
     flood.track.stop();
@@ -361,6 +371,13 @@ pub async fn run(args: &Args, out_dir: &Path) -> anyhow::Result<Report> {
         "failures": summary.failures,
         "open_files_limit": probe::open_files_limit(),
     });
+    watched.add_to(
+        &mut report,
+        &cpu_before,
+        &cpu_after,
+        cpu_secs,
+        (at_ramp.logged_in as f64, "connection"),
+    );
     Ok(report)
 }
 
