@@ -612,8 +612,10 @@ impl EventLoop {
                 .conns
                 .get(slot)
                 .is_some_and(|c| tag(c.id) == conn_tag && c.session.state == State::Active);
-            if let (true, Some(frame)) = (active, batch.frames.get(frame as usize)) {
-                self.send(slot, frame.clone());
+            if let (true, Some((bytes, frames))) = (active, batch.frames.get(frame as usize)) {
+                self.send(slot, bytes.clone());
+                // `send` counted the run as one frame.
+                self.counters.frames_out += u64::from(frames.saturating_sub(1));
             }
         }
         if let Some(received) = batch.received {

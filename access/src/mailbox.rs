@@ -60,8 +60,9 @@ pub struct Reply {
 /// Frames shared between connections of one loop.
 #[derive(Debug, Default)]
 pub struct PushBatch {
-    /// Encoded frames, each possibly queued on many connections.
-    pub frames: Vec<Bytes>,
+    /// Encoded frames, each possibly queued on many connections: whole frames
+    /// back to back, and how many.
+    pub frames: Vec<(Bytes, u32)>,
     /// (index into `frames`, slot, the connection id's `table::tag`).
     pub targets: Vec<(u32, u32, u32)>,
     /// When the push request arrived, for the push latency metric.
@@ -72,7 +73,7 @@ impl PushBatch {
     /// What the batch holds in memory while queued, about: its frames (as
     /// if not shared with other loops) and its targets.
     fn cost(&self) -> usize {
-        let frames: usize = self.frames.iter().map(Bytes::len).sum();
+        let frames: usize = self.frames.iter().map(|(bytes, _)| bytes.len()).sum();
         frames + self.targets.len() * std::mem::size_of::<(u32, u32, u32)>()
     }
 }
@@ -187,7 +188,7 @@ mod tests {
 
     fn batch(frame_len: usize) -> PushBatch {
         PushBatch {
-            frames: vec![Bytes::from(vec![0u8; frame_len])],
+            frames: vec![(Bytes::from(vec![0u8; frame_len]), 1)],
             targets: vec![(0, 1, 1)],
             received: None,
         }

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::{Bytes, BytesMut};
 use fishchat_codec::{HEADER_LEN, KickReason, LENGTH_LEN};
 use fishchat_rpc::access::access_server::Access;
 use fishchat_rpc::access::{KickReply, KickRequest, PushReply, PushRequest};
@@ -50,41 +51,54 @@ impl PushService {
 
     /// Queues every delivery on its users' connections; returns the absent users
     /// and the number of connections reached.
+    ///
+    /// Consecutive deliveries naming the same users (a group's messages in one
+    /// batch) go as one run: their frames are joined once, and each user is
+    /// looked up and each connection written once for all of them.
     pub fn deliver(&self, request: PushRequest) -> PushReply {
         let received = Instant::now();
         let mut batches: Vec<PushBatch> = self.loops.iter().map(|_| PushBatch::default()).collect();
         let mut reply = PushReply::default();
-        for delivery in request.deliveries {
-            if !fits(&delivery.frame, self.max_frame_len) {
-                tracing::warn!(
-                    len = delivery.frame.len(),
-                    "dropping a pushed frame that is not one whole frame within the limit"
-                );
-                continue;
+        let max_frame_len = self.max_frame_len;
+        let mut deliveries = request
+            .deliveries
+            .into_iter()
+            .filter(|delivery| {
+                let fits = fits(&delivery.frame, max_frame_len);
+                if !fits {
+                    tracing::warn!(
+                        len = delivery.frame.len(),
+                        "dropping a pushed frame that is not one whole frame within the limit"
+                    );
+                }
+                fits
+            })
+            .peekable();
+        while let Some(first) = deliveries.next() {
+            let mut run = vec![first.frame];
+            while let Some(next) = deliveries.next_if(|next| next.user_ids == first.user_ids) {
+                run.push(next.frame);
             }
-            let frames = [delivery.frame];
-            // Where this delivery's frames start in each loop's batch, once used there.
-            // (A node runs a few loops: inline, no allocation per delivery.)
-            let mut first: SmallVec<[Option<u32>; 8]> = smallvec![None; batches.len()];
-            for user_id in delivery.user_ids {
+            let frames = (join(&run), run.len() as u32);
+            // Where this run's frames sit in each loop's batch, once used there.
+            // (A node runs a few loops: inline, no allocation per run.)
+            let mut index: SmallVec<[Option<u32>; 8]> = smallvec![None; batches.len()];
+            for user_id in first.user_ids {
                 let reached = self.table.for_each(user_id, |conn| {
-                    let index = usize::from(conn.loop_index);
-                    let Some(batch) = batches.get_mut(index) else {
+                    let loop_index = usize::from(conn.loop_index);
+                    let Some(batch) = batches.get_mut(loop_index) else {
                         return;
                     };
-                    let start = *first[index].get_or_insert_with(|| {
-                        let start = batch.frames.len() as u32;
-                        batch.frames.extend(frames.iter().cloned());
-                        start
+                    let at = *index[loop_index].get_or_insert_with(|| {
+                        batch.frames.push(frames.clone());
+                        batch.frames.len() as u32 - 1
                     });
-                    for i in 0..frames.len() as u32 {
-                        batch.targets.push((start + i, conn.slot, conn.tag));
-                    }
+                    batch.targets.push((at, conn.slot, conn.tag));
                 });
                 if reached == 0 {
                     reply.absent_user_ids.push(user_id);
                 } else {
-                    reply.delivered_connections += reached as u32;
+                    reply.delivered_connections += (reached as u32).saturating_mul(frames.1);
                 }
             }
         }
@@ -102,6 +116,19 @@ impl PushService {
         }
         reply
     }
+}
+
+/// `frames` back to back: the one frame itself, or a copy of them all, made
+/// once for every connection that gets them.
+fn join(frames: &[Bytes]) -> Bytes {
+    if let [one] = frames {
+        return one.clone();
+    }
+    let mut joined = BytesMut::with_capacity(frames.iter().map(Bytes::len).sum());
+    for frame in frames {
+        joined.extend_from_slice(frame);
+    }
+    joined.freeze()
 }
 
 /// Whether `frame` is exactly one frame whose length prefix matches it and
@@ -138,6 +165,23 @@ impl Access for PushService {
 mod tests {
     use super::*;
     use fishchat_codec::{Command, encode_frame_to_bytes, pb};
+
+    #[test]
+    fn a_run_of_frames_is_joined_once_and_a_single_frame_is_not_copied() {
+        let frame = |seq| {
+            let push = pb::Push {
+                messages: vec![pb::StoredMessage {
+                    seq,
+                    ..pb::StoredMessage::default()
+                }],
+            };
+            encode_frame_to_bytes(Command::Push, 0, &push, 1024).unwrap()
+        };
+        let one = frame(1);
+        assert_eq!(join(std::slice::from_ref(&one)).as_ptr(), one.as_ptr());
+        let run = [frame(1), frame(2), frame(3)];
+        assert_eq!(join(&run), run.concat());
+    }
 
     #[test]
     fn only_one_whole_frame_within_the_limit_is_pushed() {

@@ -914,6 +914,52 @@ async fn a_push_reaches_every_device_of_a_user_and_reports_absent_users() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn consecutive_deliveries_to_the_same_users_arrive_as_whole_frames_in_order() {
+    let h = Harness::start(FakeLogic::default(), |c| c.loops = 2).await;
+    let mut one = h.login(1, "d").await;
+    let mut two = h.login(2, "d").await;
+    let to = |user_ids: &[u64], seq| Delivery {
+        user_ids: user_ids.to_vec(),
+        frame: push_frame(vec![stored(seq, "m")]),
+    };
+    let torn = Delivery {
+        user_ids: vec![1, 2],
+        frame: push_frame(vec![stored(99, "torn")]).slice(..10),
+    };
+    let reply = h.push.deliver(PushRequest {
+        deliveries: vec![
+            to(&[1, 2], 1),
+            to(&[1, 2], 2),
+            torn,
+            to(&[1, 2], 3),
+            to(&[2], 4),
+            to(&[1, 2], 5),
+        ],
+    });
+    assert_eq!(
+        reply.delivered_connections, 9,
+        "one per frame and connection"
+    );
+    for (client, seqs) in [
+        (&mut one, vec![1, 2, 3, 5]),
+        (&mut two, vec![1, 2, 3, 4, 5]),
+    ] {
+        let mut got = Vec::new();
+        while got.len() < seqs.len() {
+            let (_, body) = client.recv().await.unwrap();
+            let frame = pushed_seqs(&body);
+            assert_eq!(
+                frame.len(),
+                1,
+                "each message in a frame of its own: {body:?}"
+            );
+            got.extend(frame);
+        }
+        assert_eq!(got, seqs);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_reader_that_never_reads_is_kicked_as_a_slow_consumer() {
     let h = Harness::start(FakeLogic::default(), |c| c.max_outbound_bytes = 64 * 1024).await;
     let _stalled = h.login(1, "d").await;
