@@ -12,6 +12,7 @@
 
 pub mod cluster;
 pub mod kafka_tool;
+pub mod netns;
 pub mod relay;
 pub mod services;
 
