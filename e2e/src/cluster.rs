@@ -5,8 +5,12 @@
 //! Every cluster gets its own ports, etcd namespace, Kafka topics and consumer
 //! group, MongoDB database and Redis key prefix, so tests run in parallel
 //! without seeing each other.
+//!
+//! By default everything runs on 127.0.0.1 against the servers the
+//! `FISHCHAT_*` variables name; a [`Layout`] puts the services on other hosts
+//! (network namespaces, see [`crate::netns`]) and names other servers.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +23,7 @@ use fishchat_rpc::register::register_client::RegisterClient;
 use tokio::sync::Mutex;
 use tonic::transport::Channel;
 
-use crate::services::{ServiceProcess, bin_dir, free_port, wait_healthy};
+use crate::services::{Host, ServiceProcess, bin_dir, wait_healthy};
 use crate::{etcd_endpoint, kafka_brokers, mongo_url, redis_url, unique_name};
 
 /// How long a service may take to come up (a debug build on a busy machine).
@@ -108,6 +112,74 @@ fn decode_frame(frame: bytes::Bytes) -> Result<Frame, tonic::Status> {
     }
 }
 
+/// The real servers a cluster's services use, as the services' settings
+/// spell them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Servers {
+    /// etcd, `host:port`.
+    pub etcd: String,
+    /// Redis, a `redis://` URL.
+    pub redis: String,
+    /// Kafka's bootstrap servers.
+    pub kafka: String,
+    /// The MongoDB-protocol server, a `mongodb://` connection string.
+    pub mongo: String,
+}
+
+impl Servers {
+    /// The servers `FISHCHAT_ETCD`, `FISHCHAT_REDIS`, `FISHCHAT_KAFKA` and
+    /// `FISHCHAT_MONGO` name (the local stack by default).
+    pub fn from_env() -> Servers {
+        Servers {
+            etcd: etcd_endpoint(),
+            redis: redis_url(),
+            kafka: kafka_brokers(),
+            mongo: mongo_url(),
+        }
+    }
+
+    /// Panics, with the start hint, unless every server answers.
+    async fn check(&self) {
+        crate::etcd_at(&self.etcd).await;
+        crate::redis_at(&self.redis).await;
+        crate::kafka_admin_at(&self.kafka).await;
+        crate::mongo_at(&self.mongo).await;
+    }
+}
+
+/// Where a cluster's processes run, and on which servers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// The servers.
+    pub servers: Servers,
+    /// The host of register, manager, logic, msg_job and the gateway.
+    pub services: Host,
+    /// The hosts of the access nodes, in turn: node `i` runs on
+    /// `access[i % access.len()]`.
+    pub access: Vec<Host>,
+    /// The address of the test's own host, where the stand-in access node
+    /// listens (msg_job must reach it).
+    pub tests: IpAddr,
+}
+
+impl Layout {
+    /// Everything on 127.0.0.1 in the test's own network namespace, on the
+    /// servers of [`Servers::from_env`].
+    pub fn local() -> Layout {
+        let host = Host::local();
+        Layout {
+            servers: Servers::from_env(),
+            tests: host.ip,
+            access: vec![host.clone()],
+            services: host,
+        }
+    }
+
+    fn access_host(&self, index: usize) -> &Host {
+        &self.access[index % self.access.len()]
+    }
+}
+
 /// One isolated backend.
 pub struct Cluster {
     /// A name unique to this cluster (database, prefix, topics derive from it).
@@ -140,6 +212,7 @@ pub struct Cluster {
     pub metrics: Vec<(&'static str, SocketAddr)>,
     log_dir: PathBuf,
     common: Vec<(String, String)>,
+    layout: Layout,
 }
 
 fn msg_job_group(cluster: &str) -> String {
@@ -150,13 +223,14 @@ fn env(service: &str, key: &str, value: impl ToString) -> (String, String) {
     (format!("FISHCHAT_{service}_{key}"), value.to_string())
 }
 
-/// The `METRICS_LISTEN` setting of one more `service` process, on a free
-/// port noted in `metrics`.
+/// The `METRICS_LISTEN` setting of one more `service` process on `host`, on a
+/// free port noted in `metrics`.
 fn metrics_listen(
     service: &'static str,
+    host: &Host,
     metrics: &mut Vec<(&'static str, SocketAddr)>,
 ) -> (String, String) {
-    let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let addr = host.addr();
     metrics.push((service, addr));
     env(&service.to_uppercase(), "METRICS_LISTEN", addr)
 }
@@ -171,11 +245,17 @@ impl Cluster {
     /// Like [`start`](Self::start), with extra environment settings for every
     /// service (for example a short token lifetime).
     pub async fn start_with(test: &str, extra: &[(&str, &str)]) -> Cluster {
+        Self::start_on(test, Layout::local(), extra).await
+    }
+
+    /// Like [`start_with`](Self::start_with), with the processes where
+    /// `layout` puts them, on its servers.
+    pub async fn start_on(test: &str, layout: Layout, extra: &[(&str, &str)]) -> Cluster {
         // Fail fast, with the start hint, when a server is down.
-        crate::etcd().await;
-        crate::redis().await;
-        crate::kafka_admin().await;
-        crate::mongo().await;
+        layout.servers.check().await;
+        let servers = &layout.servers;
+        let host = &layout.services;
+        let netns = host.netns.as_deref();
 
         let name = unique_name(test);
         let namespace = format!("/{name}");
@@ -183,37 +263,37 @@ impl Cluster {
         let log_dir = bin_dir().join("e2e-logs").join(&name);
         // Captured with the test's output, so a failure says where to look.
         eprintln!("cluster {name}: service logs in {}", log_dir.display());
-        let etcd = format!("[\"{}\"]", etcd_endpoint());
+        let etcd = format!("[\"{}\"]", servers.etcd);
         let mut common = vec![("FISHCHAT_ETCD_NAMESPACE".to_string(), namespace.clone())];
         common.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
 
         let pushed = Pushed::default();
-        let push_addr = serve_access(pushed.clone()).await;
-        register_stand_in(&namespace, push_addr).await;
+        let push_addr = serve_access(pushed.clone(), layout.tests).await;
+        register_stand_in(&servers.etcd, &namespace, push_addr).await;
 
         // manager first: register tells it of every group join.
         let mut metrics = Vec::new();
-        let manager_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let manager_addr = host.addr();
         let mut vars = common.clone();
         vars.extend([
             env("MANAGER", "GRPC_LISTEN", manager_addr),
-            metrics_listen("manager", &mut metrics),
-            env("MANAGER", "MONGO_URL", mongo_url()),
+            metrics_listen("manager", host, &mut metrics),
+            env("MANAGER", "MONGO_URL", &servers.mongo),
             env("MANAGER", "DATABASE", &database),
             env("MANAGER", "ETCD_ENDPOINTS", &etcd),
         ]);
-        let manager = ServiceProcess::start("fishchat-manager", vars, &log_dir);
+        let manager = ServiceProcess::start_in(netns, "fishchat-manager", vars, &log_dir);
 
-        let register_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let register_http: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let register_addr = host.addr();
+        let register_http = host.addr();
         let mut vars = common.clone();
         vars.extend([
             env("REGISTER", "GRPC_LISTEN", register_addr),
             env("REGISTER", "HTTP_LISTEN", register_http),
-            metrics_listen("register", &mut metrics),
-            env("REGISTER", "REDIS_URL", redis_url()),
+            metrics_listen("register", host, &mut metrics),
+            env("REGISTER", "REDIS_URL", &servers.redis),
             env("REGISTER", "KEY_PREFIX", format!("{name}:")),
-            env("REGISTER", "MONGO_URL", mongo_url()),
+            env("REGISTER", "MONGO_URL", &servers.mongo),
             env("REGISTER", "DATABASE", &database),
             env("REGISTER", "ETCD_ENDPOINTS", &etcd),
             // Debug builds hash slowly; strength is not under test here.
@@ -221,16 +301,16 @@ impl Cluster {
             env("REGISTER", "ARGON2_ITERATIONS", 1),
             env("REGISTER", "MANAGER_ADDR", format!("http://{manager_addr}")),
         ]);
-        let register = ServiceProcess::start("fishchat-register", vars, &log_dir);
+        let register = ServiceProcess::start_in(netns, "fishchat-register", vars, &log_dir);
 
-        let msg_job_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let msg_job_addr = host.addr();
         let mut vars = common.clone();
         vars.extend([
             env("MSG_JOB", "GRPC_LISTEN", msg_job_addr),
-            metrics_listen("msg_job", &mut metrics),
+            metrics_listen("msg_job", host, &mut metrics),
             // Stable across restarts: it is also the Kafka static member id.
             env("MSG_JOB", "NODE_ID", format!("{name}-msg-job-1")),
-            env("MSG_JOB", "KAFKA_BROKERS", kafka_brokers()),
+            env("MSG_JOB", "KAFKA_BROKERS", &servers.kafka),
             env("MSG_JOB", "GROUP_ID", msg_job_group(&name)),
             env("MSG_JOB", "P2P_TOPIC", format!("{name}-p2p")),
             env("MSG_JOB", "GROUP_TOPIC", format!("{name}-group")),
@@ -240,12 +320,12 @@ impl Cluster {
                 "REGISTER_ADDR",
                 format!("http://{register_addr}"),
             ),
-            env("MSG_JOB", "REDIS_URL", redis_url()),
-            env("MSG_JOB", "MONGO_URL", mongo_url()),
+            env("MSG_JOB", "REDIS_URL", &servers.redis),
+            env("MSG_JOB", "MONGO_URL", &servers.mongo),
             env("MSG_JOB", "DATABASE", &database),
             env("MSG_JOB", "ETCD_ENDPOINTS", &etcd),
         ]);
-        let msg_job = ServiceProcess::start("fishchat-msg-job", vars, &log_dir);
+        let msg_job = ServiceProcess::start_in(netns, "fishchat-msg-job", vars, &log_dir);
 
         let mut cluster = Cluster {
             name,
@@ -264,6 +344,7 @@ impl Cluster {
             metrics,
             log_dir,
             common,
+            layout,
         };
         wait_healthy(&register_addr.to_string(), START_DEADLINE).await;
         wait_healthy(&manager_addr.to_string(), START_DEADLINE).await;
@@ -279,38 +360,38 @@ impl Cluster {
 
     /// Starts one more logic node and waits until it is healthy.
     pub async fn add_logic(&mut self) -> SocketAddr {
-        let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let host = &self.layout.services;
+        let servers = &self.layout.servers;
+        let addr = host.addr();
         let mut vars = self.common.clone();
         vars.extend([
             env("LOGIC", "GRPC_LISTEN", addr),
-            metrics_listen("logic", &mut self.metrics),
+            metrics_listen("logic", host, &mut self.metrics),
             env("LOGIC", "NODE_ID", format!("logic-{}", addr.port())),
-            env(
-                "LOGIC",
-                "ETCD_ENDPOINTS",
-                format!("[\"{}\"]", etcd_endpoint()),
-            ),
-            env("LOGIC", "REDIS_URL", redis_url()),
+            env("LOGIC", "ETCD_ENDPOINTS", format!("[\"{}\"]", servers.etcd)),
+            env("LOGIC", "REDIS_URL", &servers.redis),
             env("LOGIC", "KEY_PREFIX", format!("{}:", self.name)),
-            env("LOGIC", "KAFKA_BROKERS", kafka_brokers()),
+            env("LOGIC", "KAFKA_BROKERS", &servers.kafka),
             env("LOGIC", "P2P_TOPIC", format!("{}-p2p", self.name)),
             env("LOGIC", "GROUP_TOPIC", format!("{}-group", self.name)),
             env("LOGIC", "PARTITIONS", 4),
         ]);
         let dir = self.log_dir.join(format!("logic-{}", self.logic.len()));
-        let process = ServiceProcess::start("fishchat-logic", vars, &dir);
+        let process = ServiceProcess::start_in(host.netns.as_deref(), "fishchat-logic", vars, &dir);
         wait_healthy(&addr.to_string(), START_DEADLINE).await;
         self.logic.push((process, addr));
         addr
     }
 
     /// Starts one more access node (with extra `FISHCHAT_ACCESS_*` settings, keys
-    /// without the prefix) and waits until it is healthy; returns its index.
+    /// without the prefix) on its host of the [`Layout`] and waits until it is
+    /// healthy; returns its index.
     pub async fn add_access(&mut self, extra: &[(&str, &str)]) -> usize {
-        let client: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let push: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let metrics: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let index = self.access.len();
+        let host = self.layout.access_host(index);
+        let client = host.addr();
+        let push = host.addr();
+        let metrics = host.addr();
         let mut vars = self.common.clone();
         vars.extend([
             env("ACCESS", "NODE_ID", format!("{}-access-{index}", self.name)),
@@ -320,14 +401,15 @@ impl Cluster {
             env(
                 "ACCESS",
                 "ETCD_ENDPOINTS",
-                format!("[\"{}\"]", etcd_endpoint()),
+                format!("[\"{}\"]", self.layout.servers.etcd),
             ),
             env("ACCESS", "LOAD_REPORT_MS", 200),
         ]);
         vars.extend(extra.iter().map(|(k, v)| env("ACCESS", k, v)));
         self.metrics.push(("access", metrics));
         let dir = self.log_dir.join(format!("access-{index}"));
-        let process = ServiceProcess::start("fishchat-access", vars, &dir);
+        let process =
+            ServiceProcess::start_in(host.netns.as_deref(), "fishchat-access", vars, &dir);
         wait_healthy(&push.to_string(), START_DEADLINE).await;
         self.access.push(AccessNode {
             process,
@@ -340,22 +422,28 @@ impl Cluster {
 
     /// Starts the gateway and waits until it is healthy; returns its TCP address.
     pub async fn add_gateway(&mut self) -> SocketAddr {
-        let tcp: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let http: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let grpc: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let host = &self.layout.services;
+        let tcp = host.addr();
+        let http = host.addr();
+        let grpc = host.addr();
         let mut vars = self.common.clone();
         vars.extend([
             env("GATEWAY", "LISTEN", tcp),
             env("GATEWAY", "HTTP_LISTEN", http),
             env("GATEWAY", "GRPC_LISTEN", grpc),
-            metrics_listen("gateway", &mut self.metrics),
+            metrics_listen("gateway", host, &mut self.metrics),
             env(
                 "GATEWAY",
                 "ETCD_ENDPOINTS",
-                format!("[\"{}\"]", etcd_endpoint()),
+                format!("[\"{}\"]", self.layout.servers.etcd),
             ),
         ]);
-        let process = ServiceProcess::start("fishchat-gateway", vars, &self.log_dir);
+        let process = ServiceProcess::start_in(
+            host.netns.as_deref(),
+            "fishchat-gateway",
+            vars,
+            &self.log_dir,
+        );
         wait_healthy(&grpc.to_string(), START_DEADLINE).await;
         self.gateway = Some(Gateway { process, tcp, http });
         tcp
@@ -423,11 +511,11 @@ pub struct Gateway {
 /// node would: register deletes the sessions of access nodes missing from
 /// etcd. Its lease (an hour, never renewed) outlives any test and then
 /// clears the key from the shared etcd.
-async fn register_stand_in(namespace: &str, push_addr: SocketAddr) {
+async fn register_stand_in(etcd: &str, namespace: &str, push_addr: SocketAddr) {
     let info = fishchat_discovery::NodeInfo::new("access", STAND_IN)
         .with_addr("push", push_addr.to_string());
     let value = serde_json::to_string(&info).expect("a node description");
-    let mut etcd = crate::etcd().await;
+    let mut etcd = crate::etcd_at(etcd).await;
     let lease = etcd
         .lease_grant(3600, None)
         .await
@@ -443,9 +531,9 @@ async fn register_stand_in(namespace: &str, push_addr: SocketAddr) {
     .expect("register the stand-in access node");
 }
 
-/// Serves the stand-in access node on an ephemeral port.
-async fn serve_access(pushed: Pushed) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+/// Serves the stand-in access node on an ephemeral port of `ip`.
+async fn serve_access(pushed: Pushed, ip: IpAddr) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind(SocketAddr::new(ip, 0))
         .await
         .expect("bind the stand-in access node");
     let addr = listener.local_addr().expect("its address");

@@ -12,6 +12,7 @@
 
 pub mod cluster;
 pub mod kafka_tool;
+pub mod netns;
 pub mod relay;
 pub mod services;
 
@@ -95,10 +96,14 @@ where
 /// The etcd client connects lazily through a balanced channel, so a successful `connect` says
 /// nothing about the server; the `status` call is what fails when etcd is down.
 pub async fn etcd() -> etcd_client::Client {
-    let at = etcd_endpoint();
-    must_answer("etcd", &at, async {
+    etcd_at(&etcd_endpoint()).await
+}
+
+/// Like [`etcd`], for the etcd at `at` (`host:port`).
+pub async fn etcd_at(at: &str) -> etcd_client::Client {
+    must_answer("etcd", at, async {
         let options = etcd_client::ConnectOptions::new().with_connect_timeout(CONNECT_TIMEOUT);
-        let mut client = etcd_client::Client::connect([at.as_str()], Some(options)).await?;
+        let mut client = etcd_client::Client::connect([at], Some(options)).await?;
         client.status().await?;
         Ok::<_, etcd_client::Error>(client)
     })
@@ -107,9 +112,13 @@ pub async fn etcd() -> etcd_client::Client {
 
 /// Connects to Redis and proves it answers a `PING`.
 pub async fn redis() -> redis::aio::MultiplexedConnection {
-    let at = redis_url();
-    must_answer("redis", &at, async {
-        let client = redis::Client::open(at.as_str())?;
+    redis_at(&redis_url()).await
+}
+
+/// Like [`redis`], for the Redis at URL `at`.
+pub async fn redis_at(at: &str) -> redis::aio::MultiplexedConnection {
+    must_answer("redis", at, async {
+        let client = redis::Client::open(at)?;
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(CONNECT_TIMEOUT));
@@ -124,9 +133,14 @@ pub async fn redis() -> redis::aio::MultiplexedConnection {
 
 /// A client configuration pointing at the Kafka broker, for producers and consumers to extend.
 pub fn kafka_config() -> ClientConfig {
+    kafka_config_at(&kafka_brokers())
+}
+
+/// Like [`kafka_config`], for the brokers `at`.
+pub fn kafka_config_at(at: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
-        .set("bootstrap.servers", kafka_brokers())
+        .set("bootstrap.servers", at)
         // A connection attempt that hangs (say, to a port that accepts but never answers) fails
         // within the connect budget instead of librdkafka's default 30 s.
         .set("socket.connection.setup.timeout.ms", "3000");
@@ -138,14 +152,18 @@ pub fn kafka_config() -> ClientConfig {
 /// librdkafka clients connect lazily and retry forever in the background, so only a request with a
 /// timeout can tell that the broker is down.
 pub async fn kafka_admin() -> AdminClient<DefaultClientContext> {
-    let at = kafka_brokers();
-    let admin: AdminClient<DefaultClientContext> = kafka_config()
+    kafka_admin_at(&kafka_brokers()).await
+}
+
+/// Like [`kafka_admin`], for the brokers `at`.
+pub async fn kafka_admin_at(at: &str) -> AdminClient<DefaultClientContext> {
+    let admin: AdminClient<DefaultClientContext> = kafka_config_at(at)
         .create()
         .unwrap_or_else(|err| panic!("cannot configure a Kafka admin client for {at}: {err}"));
     // The metadata call blocks its thread, so it runs off the async workers; its own timeout is
     // shorter than CONNECT_TIMEOUT so librdkafka's error, which names the cause, is reported.
     let probe_timeout = CONNECT_TIMEOUT - Duration::from_millis(500);
-    must_answer("kafka", &at, async {
+    must_answer("kafka", at, async {
         let (admin, answered) = tokio::task::spawn_blocking(move || {
             let answered = admin.inner().fetch_metadata(None, probe_timeout).map(drop);
             (admin, answered)
@@ -178,9 +196,13 @@ pub async fn kafka_group_members(group: &str) -> usize {
 /// The driver selects a server lazily and by default waits 30 s for one, so both the connect and
 /// the server-selection timeouts are shortened and a `ping` forces the selection.
 pub async fn mongo() -> mongodb::Client {
-    let at = mongo_url();
-    must_answer("mongodb", &at, async {
-        let mut options = mongodb::options::ClientOptions::parse(at.as_str()).await?;
+    mongo_at(&mongo_url()).await
+}
+
+/// Like [`mongo`], for the MongoDB server at connection string `at`.
+pub async fn mongo_at(at: &str) -> mongodb::Client {
+    must_answer("mongodb", at, async {
+        let mut options = mongodb::options::ClientOptions::parse(at).await?;
         options.connect_timeout = Some(CONNECT_TIMEOUT);
         options.server_selection_timeout = Some(CONNECT_TIMEOUT - Duration::from_millis(500));
         options.app_name = Some("fishchat-e2e".to_owned());

@@ -6,6 +6,7 @@
 //! (own ports, etcd namespace, topics, database) beside any other. Output goes
 //! to `target/e2e-logs/<cluster>/<service>.log`, which a failing test names.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
@@ -74,9 +75,37 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// Where a process runs: the address its listeners bind, and the network
+/// namespace it runs in (`None`: the test's own).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host {
+    /// The address of this host that services on it listen on.
+    pub ip: IpAddr,
+    /// The network namespace (a name `ip netns` knows) of this host.
+    pub netns: Option<String>,
+}
+
+impl Host {
+    /// 127.0.0.1 in the test's own network namespace.
+    pub fn local() -> Host {
+        Host {
+            ip: Ipv4Addr::LOCALHOST.into(),
+            netns: None,
+        }
+    }
+
+    /// An address on this host with a port from [`free_port`]. Inside a
+    /// namespace of its own every port is free; the claim still keeps a
+    /// cluster's ports apart.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::new(self.ip, free_port())
+    }
+}
+
 /// One service process, stopped when dropped.
 pub struct ServiceProcess {
     binary: PathBuf,
+    netns: Option<String>,
     env: Vec<(String, String)>,
     log: PathBuf,
     child: Option<Child>,
@@ -85,6 +114,18 @@ pub struct ServiceProcess {
 impl ServiceProcess {
     /// Starts `binary` (a workspace binary name) with `env`, logging to `log_dir`.
     pub fn start(binary: &str, env: Vec<(String, String)>, log_dir: &Path) -> Self {
+        Self::start_in(None, binary, env, log_dir)
+    }
+
+    /// Like [`start`](Self::start), in network namespace `netns` (through
+    /// `ip netns exec`, which execs the binary in its own process, so the
+    /// child's pid is the service's and killing it kills the service).
+    pub fn start_in(
+        netns: Option<&str>,
+        binary: &str,
+        env: Vec<(String, String)>,
+        log_dir: &Path,
+    ) -> Self {
         let path = bin_dir().join(binary);
         assert!(
             path.exists(),
@@ -94,6 +135,7 @@ impl ServiceProcess {
         std::fs::create_dir_all(log_dir).expect("create the log folder");
         let mut process = Self {
             binary: path,
+            netns: netns.map(str::to_owned),
             env,
             log: log_dir.join(format!("{binary}.log")),
             child: None,
@@ -109,7 +151,15 @@ impl ServiceProcess {
             .open(&self.log)
             .expect("open the service log");
         let err = log.try_clone().expect("clone the log handle");
-        let child = Command::new(&self.binary)
+        let mut command = match &self.netns {
+            Some(netns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns]).arg(&self.binary);
+                command
+            }
+            None => Command::new(&self.binary),
+        };
+        let child = command
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env(
                 "RUST_LOG",
