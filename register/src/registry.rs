@@ -289,12 +289,7 @@ impl Registry {
     /// Records a session and returns the one it replaced (another connection
     /// of the same user and device), which the caller should kick.
     pub async fn record_session(&self, session: &Session) -> Result<Option<Session>, Error> {
-        if session.user_id == 0 {
-            return Err(Error::InvalidArgument("user_id is missing".into()));
-        }
-        check_field("device_id", &session.device_id)?;
-        check_field("access_node_id", &session.access_node_id)?;
-        check_field("push_addr", &session.push_addr)?;
+        check_session(session)?;
         let replaced = self.stores.sessions.record(session).await?;
         self.announce(channels::SESSIONS, session.user_id).await;
         // Recording the same connection twice (a retried call) replaces nothing.
@@ -323,14 +318,7 @@ impl Registry {
                 "at most {MAX_TOUCH_SESSIONS} sessions per call"
             )));
         }
-        for session in sessions {
-            if session.user_id == 0 {
-                return Err(Error::InvalidArgument("user_id is missing".into()));
-            }
-            check_field("device_id", &session.device_id)?;
-            check_field("access_node_id", &session.access_node_id)?;
-            check_field("push_addr", &session.push_addr)?;
-        }
+        sessions.iter().try_for_each(check_session)?;
         let touched = self.stores.sessions.touch(sessions).await?;
         for (session, _) in sessions
             .iter()
@@ -444,6 +432,16 @@ fn check_password(password: &str) -> Result<(), Error> {
         )));
     }
     Ok(())
+}
+
+/// What every recorded or touched session must carry.
+fn check_session(session: &Session) -> Result<(), Error> {
+    if session.user_id == 0 {
+        return Err(Error::InvalidArgument("user_id is missing".into()));
+    }
+    check_field("device_id", &session.device_id)?;
+    check_field("access_node_id", &session.access_node_id)?;
+    check_field("push_addr", &session.push_addr)
 }
 
 fn check_field(what: &str, value: &str) -> Result<(), Error> {
