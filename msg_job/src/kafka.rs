@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use fishchat_rebootstrap::{self as rebootstrap, Rebootstrap};
 use parking_lot::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -25,10 +26,6 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// which a restarted static member gets its partitions back without a rebalance.
 pub const SESSION_TIMEOUT_MS: u64 = 10_000;
 
-/// How often librdkafka reports its statistics, from which the consumer lag
-/// per partition is read.
-const STATISTICS_INTERVAL_MS: u64 = 5_000;
-
 /// The longest wait between two attempts to reach a broker that went away.
 const RECONNECT_BACKOFF_MAX_MS: u64 = 1_000;
 
@@ -45,18 +42,21 @@ struct PartitionLabels {
 }
 
 /// The consumer's context: reads the lag per partition from librdkafka's
-/// statistics and times asynchronous commits until the broker answers.
+/// statistics, times asynchronous commits until the broker answers, and gives
+/// the consumer its bootstrap servers back if it ever drops every broker.
 #[derive(Debug)]
 pub struct Observed {
     lag: Family<PartitionLabels, Gauge>,
     commits: Family<Vec<(&'static str, &'static str)>, Counter>,
     commit_seconds: Histogram,
     commit_started: Mutex<Option<Instant>>,
+    rebootstrap: Rebootstrap,
 }
 
-impl Default for Observed {
-    fn default() -> Self {
+impl Observed {
+    fn new(rebootstrap: Rebootstrap) -> Self {
         Self {
+            rebootstrap,
             lag: Family::default(),
             commits: Family::default(),
             // 100 µs to about 3.3 s.
@@ -64,9 +64,7 @@ impl Default for Observed {
             commit_started: Mutex::new(None),
         }
     }
-}
 
-impl Observed {
     /// Registers `consumer_lag`, `commits` and `commit_seconds`.
     pub fn register(&self, registry: &mut Registry) {
         for result in ["ok", "error"] {
@@ -74,7 +72,7 @@ impl Observed {
         }
         registry.register(
             "consumer_lag",
-            "Records of an assigned partition not yet consumed (from librdkafka's statistics, every 5 s)",
+            "Records of an assigned partition not yet consumed (from librdkafka's statistics, every second)",
             self.lag.clone(),
         );
         registry.register(
@@ -97,6 +95,7 @@ impl Observed {
 
 impl ClientContext for Observed {
     fn stats(&self, statistics: Statistics) {
+        self.rebootstrap.check(&statistics);
         for (topic, stats) in statistics.topics {
             for (partition, stats) in stats.partitions {
                 // Partition -1 is librdkafka's internal one; a lag of -1 means not known yet.
@@ -198,7 +197,10 @@ pub fn consumer(
         .set("session.timeout.ms", SESSION_TIMEOUT_MS.to_string())
         .set("fetch.min.bytes", "1")
         .set("fetch.wait.max.ms", fetch_wait_ms.to_string())
-        .set("statistics.interval.ms", STATISTICS_INTERVAL_MS.to_string())
+        .set(
+            "statistics.interval.ms",
+            rebootstrap::STATISTICS_INTERVAL_MS.to_string(),
+        )
         // librdkafka doubles its reconnect backoff up to 10 s by default: after a
         // broker restart the consumer could wait seconds more before fetching again.
         .set(
@@ -208,7 +210,10 @@ pub fn consumer(
     if let Some(instance) = instance_id {
         config.set("group.instance.id", instance);
     }
-    let consumer: PipelineConsumer = config.create_with_context(Observed::default())?;
+    let rebootstrap =
+        Rebootstrap::new(brokers).map_err(|err| KafkaError::ClientCreation(err.to_string()))?;
+    let consumer: PipelineConsumer = config.create_with_context(Observed::new(rebootstrap))?;
+    consumer.context().rebootstrap.attach(consumer.client());
     let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     Ok(consumer)

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use fishchat_rebootstrap::{self as rebootstrap, Rebootstrap};
 use fishchat_rpc::events::ChatEvent;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -20,6 +21,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::statistics::Statistics;
 use rdkafka::{ClientConfig, ClientContext};
 use tokio::sync::oneshot;
 
@@ -74,10 +76,17 @@ const FLUSH_ON_DROP: Duration = Duration::from_secs(2);
 /// A delivery report's way back to the send that waits for it.
 type Delivery = oneshot::Sender<Result<(), KafkaError>>;
 
-/// Hands each record's delivery report to the send waiting for it.
-struct Deliveries;
+/// Hands each record's delivery report to the send waiting for it, and gives
+/// the producer its bootstrap servers back if it ever drops every broker.
+struct Deliveries {
+    rebootstrap: Rebootstrap,
+}
 
-impl ClientContext for Deliveries {}
+impl ClientContext for Deliveries {
+    fn stats(&self, statistics: Statistics) {
+        self.rebootstrap.check(&statistics);
+    }
+}
 
 impl ProducerContext for Deliveries {
     type DeliveryOpaque = Box<Delivery>;
@@ -162,7 +171,15 @@ impl KafkaPublisher {
                 "reconnect.backoff.max.ms",
                 RECONNECT_BACKOFF_MAX_MS.to_string(),
             )
-            .create_with_context(Deliveries)?;
+            .set(
+                "statistics.interval.ms",
+                rebootstrap::STATISTICS_INTERVAL_MS.to_string(),
+            )
+            .create_with_context(Deliveries {
+                rebootstrap: Rebootstrap::new(&config.brokers)
+                    .map_err(|err| KafkaError::ClientCreation(err.to_string()))?,
+            })?;
+        producer.context().rebootstrap.attach(producer.client());
         let producer = Arc::new(producer);
         let stop = Arc::new(AtomicBool::new(false));
         let poller = std::thread::Builder::new()
