@@ -186,7 +186,7 @@ async fn every_service_serves_metrics_promtool_accepts_and_the_dashboard_queries
         },
     )
     .await;
-    // Lag comes from librdkafka's statistics, every 5 s, once partitions are assigned.
+    // Lag comes from librdkafka's statistics, every second, once partitions are assigned.
     wait_until(WITHIN, "msg_job to report its consumer lag", async || {
         let text = scrape(msg_job, None).await.body;
         text.contains("fishchat_msg_job_consumer_lag{")
