@@ -13,6 +13,7 @@
 //! the real ones.
 
 pub mod config;
+mod error_pace;
 pub mod event;
 pub mod grpc_push;
 pub mod kafka;

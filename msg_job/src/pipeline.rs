@@ -39,6 +39,7 @@ use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use crate::error_pace::ErrorPace;
 use crate::event::{self, Accepted};
 use crate::kafka::{self, PipelineConsumer};
 use crate::push::{self, Pusher};
@@ -48,8 +49,6 @@ use crate::store::{ConvKey, MessageStore, NewMessage, StoreError};
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest wait between store retries.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
-/// Pause after a consumer error, so a broken connection is not polled in a tight loop.
-const ERROR_PAUSE: Duration = Duration::from_millis(200);
 /// Stored batches waiting for their push: how far storing may run ahead.
 const STORED_AHEAD: usize = 2;
 /// How often pushed records are committed at most. Each commit is a request
@@ -270,6 +269,7 @@ impl<S: MessageStore, P: Pusher> Pipeline<S, P> {
         mut stop: watch::Receiver<bool>,
         stored: mpsc::Sender<Stored>,
     ) -> Result<(), PipelineError> {
+        let mut errors = ErrorPace::default();
         loop {
             let first = tokio::select! {
                 biased;
@@ -285,7 +285,9 @@ impl<S: MessageStore, P: Pusher> Pipeline<S, P> {
                         return Err(PipelineError::Fatal { code, reason });
                     }
                     tracing::warn!(%err, "kafka consumer error");
-                    tokio::time::sleep(ERROR_PAUSE).await;
+                    if let Some(pause) = errors.after_error(std::time::Instant::now()) {
+                        tokio::time::sleep(pause).await;
+                    }
                     continue;
                 }
             };
