@@ -26,12 +26,6 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// which a restarted static member gets its partitions back without a rebalance.
 pub const SESSION_TIMEOUT_MS: u64 = 10_000;
 
-/// The longest wait between two attempts to reach a broker that went away:
-/// a broker back from a restart (~3.5 s in the chaos campaign) is reached
-/// again within a quarter of a second, at the price of four connection
-/// attempts a second while it is away.
-const RECONNECT_BACKOFF_MAX_MS: u64 = 250;
-
 /// How long leaving may take: the final commit and librdkafka's close.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -189,7 +183,7 @@ pub fn consumer(
     fetch_wait_ms: u64,
 ) -> Result<PipelineConsumer, KafkaError> {
     let mut config = ClientConfig::new();
-    config
+    rebootstrap::configure(&mut config)
         .set("bootstrap.servers", brokers)
         .set("group.id", group_id)
         .set("enable.auto.commit", "false")
@@ -199,17 +193,7 @@ pub fn consumer(
         .set("enable.partition.eof", "false")
         .set("session.timeout.ms", SESSION_TIMEOUT_MS.to_string())
         .set("fetch.min.bytes", "1")
-        .set("fetch.wait.max.ms", fetch_wait_ms.to_string())
-        .set(
-            "statistics.interval.ms",
-            rebootstrap::STATISTICS_INTERVAL_MS.to_string(),
-        )
-        // librdkafka doubles its reconnect backoff up to 10 s by default: after a
-        // broker restart the consumer could wait seconds more before fetching again.
-        .set(
-            "reconnect.backoff.max.ms",
-            RECONNECT_BACKOFF_MAX_MS.to_string(),
-        );
+        .set("fetch.wait.max.ms", fetch_wait_ms.to_string());
     if let Some(instance) = instance_id {
         config.set("group.instance.id", instance);
     }

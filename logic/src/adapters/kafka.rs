@@ -67,12 +67,6 @@ pub struct SetupError(#[from] KafkaError);
 /// once, so this only bounds how soon it notices that the publisher is gone.
 const POLL_SLICE: Duration = Duration::from_secs(1);
 
-/// The longest wait between two attempts to reach a broker that went away:
-/// a broker back from a restart (~3.5 s in the chaos campaign) is reached
-/// again within a quarter of a second, at the price of four connection
-/// attempts a second while it is away.
-const RECONNECT_BACKOFF_MAX_MS: u64 = 250;
-
 /// How long a dropped publisher waits for records still in flight.
 const FLUSH_ON_DROP: Duration = Duration::from_secs(2);
 
@@ -157,7 +151,7 @@ impl KafkaPublisher {
             config.partitions,
         )
         .await?;
-        let producer: BaseProducer<Deliveries> = ClientConfig::new()
+        let producer: BaseProducer<Deliveries> = rebootstrap::configure(&mut ClientConfig::new())
             .set("bootstrap.servers", &config.brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
@@ -167,17 +161,6 @@ impl KafkaPublisher {
             .set("compression.type", "lz4")
             .set("linger.ms", config.linger_ms.to_string())
             .set("message.timeout.ms", config.send_timeout_ms.to_string())
-            // librdkafka doubles its reconnect backoff up to 10 s by default: after a
-            // broker restart of ~13 s the producer could wait seconds more before
-            // trying again, while every send waited with it.
-            .set(
-                "reconnect.backoff.max.ms",
-                RECONNECT_BACKOFF_MAX_MS.to_string(),
-            )
-            .set(
-                "statistics.interval.ms",
-                rebootstrap::STATISTICS_INTERVAL_MS.to_string(),
-            )
             .create_with_context(Deliveries {
                 rebootstrap: Rebootstrap::new(&config.brokers)
                     .map_err(|err| KafkaError::ClientCreation(err.to_string()))?,
