@@ -81,6 +81,10 @@ pub struct Config {
     pub drain_spread_ms: u64,
     /// How often the live connection count is published in etcd, in milliseconds.
     pub load_report_ms: u64,
+    /// How long no login, logout or other call to logic may start before
+    /// the freed heap of the burst before is handed back to the system
+    /// (glibc's `malloc_trim`), in milliseconds (0: never).
+    pub heap_trim_quiet_ms: u64,
 }
 
 impl Default for Config {
@@ -115,6 +119,7 @@ impl Default for Config {
             drain_timeout_ms: 5_000,
             drain_spread_ms: 2_000,
             load_report_ms: 2_000,
+            heap_trim_quiet_ms: 3_000,
         }
     }
 }
@@ -277,4 +282,8 @@ pub struct Overrides {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub load_report_ms: Option<u64>,
+    /// How long calls to logic must have stopped before a burst's freed heap goes back to the system, in milliseconds (0: never) [default: 3000].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heap_trim_quiet_ms: Option<u64>,
 }

@@ -11,6 +11,7 @@
 //!   the answer back through the loop's `mailbox`.
 //! - `table`: user → connections, sharded, so pushes find their targets.
 //! - `device_id`: the device ids of sessions, one shared copy of each.
+//! - `heap`: a burst's freed memory handed back to the system once it ends.
 //! - `tls`: optional TLS on the client port, rustls driven by the loops.
 //! - `push`: the Access gRPC service msg_job pushes to.
 //! - `node`: all of it started together; `config`.
@@ -26,6 +27,7 @@ mod event_loop;
 mod frames;
 #[cfg(fuzzing)]
 pub mod fuzzing;
+mod heap;
 mod login_guard;
 mod mailbox;
 pub mod metrics;

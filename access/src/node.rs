@@ -71,7 +71,7 @@ impl AccessNode {
         let table = Arc::new(ConnTable::default());
         let upstream = Upstream::start(
             logic,
-            runtime,
+            runtime.clone(),
             handles.clone(),
             table.clone(),
             metrics.clone(),
@@ -85,6 +85,13 @@ impl AccessNode {
                 max_calls: config.max_upstream_calls,
             },
         );
+        if config.heap_trim_quiet_ms > 0 {
+            crate::heap::spawn_trimmer(
+                &runtime,
+                upstream.calls(),
+                Duration::from_millis(config.heap_trim_quiet_ms),
+            );
+        }
         let shared = Arc::new(Shared {
             table: table.clone(),
             upstream: upstream.clone(),

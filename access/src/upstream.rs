@@ -8,7 +8,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -103,6 +103,9 @@ pub struct Upstream {
     max_frame_len: u32,
     /// Calls running on the runtime, so a drain can wait for its logouts.
     running: AtomicUsize,
+    /// Calls (other than sends and heartbeats) ever queued: logins, logouts
+    /// and syncs, the bursts whose memory the heap trimmer gives back.
+    calls: Arc<AtomicU64>,
     settled: Notify,
     /// Calls allowed on the wire at once (see [`Upstream::dispatch`]).
     permits: Arc<Semaphore>,
@@ -170,6 +173,7 @@ impl Upstream {
             heartbeat_interval_ms: settings.heartbeat_interval_ms,
             max_frame_len: settings.max_frame_len,
             running: AtomicUsize::new(0),
+            calls: Arc::default(),
             settled: Notify::new(),
             permits: Arc::new(Semaphore::new(settings.max_calls.max(1))),
             jobs,
@@ -210,11 +214,17 @@ impl Upstream {
         F: Future<Output = ()> + Send + 'static,
     {
         self.running.fetch_add(1, Ordering::AcqRel);
+        self.calls.fetch_add(1, Ordering::Relaxed);
         let job: Job = Box::new(move |this| Box::pin(task(this)));
         if self.jobs.send(job).is_err() {
             // The runtime is gone; nothing will run it.
             drop(Running(self));
         }
+    }
+
+    /// The count of calls ever queued, live.
+    pub fn calls(&self) -> Arc<AtomicU64> {
+        self.calls.clone()
     }
 
     /// Counts one call (or queued send) as ended.

@@ -399,6 +399,18 @@ const ROWS: &[(&str, &str, &str, &str)] = &[
         "µs",
     ),
     (
+        "push access: server kernel CPU per frame",
+        "push",
+        "access: server kernel CPU per frame",
+        "µs",
+    ),
+    (
+        "push tokio: server kernel CPU per frame",
+        "push",
+        "tokio: server kernel CPU per frame",
+        "µs",
+    ),
+    (
         "fan-out centrifugo: server CPU per delivery",
         "fanout-centrifugo",
         "server CPU per delivery",
@@ -451,6 +463,11 @@ const RATIOS: &[(&str, &str, &str)] = &[
     (
         "push CPU per frame: access / tokio",
         "push access: server CPU per frame",
+        "push tokio: server CPU per frame",
+    ),
+    (
+        "push kernel CPU per frame, access / all CPU per frame, tokio",
+        "push access: server kernel CPU per frame",
         "push tokio: server CPU per frame",
     ),
     (

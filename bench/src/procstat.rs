@@ -20,6 +20,13 @@ pub fn cpu_secs(pid: &str) -> Option<f64> {
     ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
+/// System CPU seconds of a process alone: the kernel's share, its system
+/// calls and what the kernel does in them on its behalf (on loopback, the
+/// receiving end's TCP work too).
+pub fn kernel_secs(pid: &str) -> Option<f64> {
+    times(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?).map(|(_, system)| system)
+}
+
 /// User + system CPU seconds of a process's threads, summed by thread name
 /// (tokio's workers all share one, `tokio-runtime-w`).
 pub fn threads(pid: &str) -> BTreeMap<String, f64> {
@@ -205,14 +212,19 @@ pub fn fishchat_service(name: &str) -> bool {
     FISHCHAT_SERVICES.contains(&base)
 }
 
-/// utime + stime (fields 14 and 15) in seconds; the name may hold spaces, so
-/// fields are counted after its closing parenthesis.
+/// utime + stime in seconds.
 fn ticks(stat: &str) -> Option<f64> {
+    times(stat).map(|(user, system)| user + system)
+}
+
+/// utime and stime (fields 14 and 15) in seconds; the name may hold spaces,
+/// so fields are counted after its closing parenthesis.
+fn times(stat: &str) -> Option<(f64, f64)> {
     let rest = &stat[stat.rfind(')')? + 1..];
     let mut fields = rest.split_whitespace().skip(11);
     let utime: f64 = fields.next()?.parse().ok()?;
     let stime: f64 = fields.next()?.parse().ok()?;
-    Some((utime + stime) / TICKS_PER_SEC)
+    Some((utime / TICKS_PER_SEC, stime / TICKS_PER_SEC))
 }
 
 /// The thread name (field 2, between the parentheses).
@@ -229,6 +241,7 @@ mod tests {
     fn stat_fields_are_read_after_the_name() {
         let stat = "12 (a b) c) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20";
         assert_eq!(ticks(stat), Some(3.0));
+        assert_eq!(times(stat), Some((2.5, 0.5)));
         assert_eq!(comm(stat).as_deref(), Some("a b) c"));
     }
 

@@ -198,16 +198,7 @@ impl ServiceProcess {
 
     /// Its resident memory in bytes (VmRSS), while it runs.
     pub fn rss_bytes(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
-        let kib: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))?
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .ok()?;
-        Some(kib * 1024)
+        rss_bytes(self.pid()?)
     }
 
     /// Sends SIGTERM and waits up to `deadline` for it to exit; its exit
@@ -270,4 +261,18 @@ pub async fn wait_status(addr: &str, service: &str, want: ServingStatus, deadlin
         (reply.status == want as i32).then_some(())
     })
     .await;
+}
+
+/// The resident memory of process `pid` in bytes (VmRSS), while it runs.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
 }

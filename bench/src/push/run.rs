@@ -55,6 +55,8 @@ struct Measured {
     lost_connections: u64,
     unexpected_frames: BTreeMap<String, u64>,
     server_cpu_secs: Option<f64>,
+    /// The kernel's part of `server_cpu_secs`.
+    server_kernel_cpu_secs: Option<f64>,
     server_threads_cpu_secs: BTreeMap<String, f64>,
     bench_cpu_secs: Option<f64>,
     /// The latency CDF, for the report's chart (its data is in `charts`).
@@ -329,6 +331,7 @@ async fn drive(
             lost_connections: 0,
             unexpected_frames: BTreeMap::new(),
             server_cpu_secs: after.cpu.zip(before.cpu).map(|(a, b)| a - b),
+            server_kernel_cpu_secs: after.kernel.zip(before.kernel).map(|(a, b)| a - b),
             server_threads_cpu_secs: procstat::delta(&before.threads, &after.threads),
             bench_cpu_secs: after.bench_cpu.zip(before.bench_cpu).map(|(a, b)| a - b),
             latency_cdf: Series::default(),
@@ -344,6 +347,7 @@ struct Snapshot {
     frames: u64,
     rpcs: u64,
     cpu: Option<f64>,
+    kernel: Option<f64>,
     threads: BTreeMap<String, f64>,
     bench_cpu: Option<f64>,
 }
@@ -355,6 +359,7 @@ impl Snapshot {
             frames: shared.frames.load(Ordering::Relaxed),
             rpcs: sent.rpcs.load(Ordering::Relaxed),
             cpu: pid.and_then(procstat::cpu_secs),
+            kernel: pid.and_then(procstat::kernel_secs),
             threads: pid.map(procstat::threads).unwrap_or_default(),
             bench_cpu: procstat::cpu_secs("self"),
         }
@@ -390,9 +395,8 @@ fn report(args: &Args, measured: &[(&str, Measured)]) -> Report {
         .unwrap_or_default(),
     };
     for (name, m) in measured {
-        let cpu_us_per_frame = m
-            .server_cpu_secs
-            .map(|cpu| cpu * 1e6 / (m.frames_per_sec * m.secs).max(1.0));
+        let us_per_frame = |cpu: f64| cpu * 1e6 / (m.frames_per_sec * m.secs).max(1.0);
+        let cpu_us_per_frame = m.server_cpu_secs.map(us_per_frame);
         report.add(
             &format!("{name}: connections logged in"),
             m.logged_in as f64,
@@ -419,6 +423,13 @@ fn report(args: &Args, measured: &[(&str, Measured)]) -> Report {
         }
         if let Some(per_frame) = cpu_us_per_frame {
             report.add(&format!("{name}: server CPU per frame"), per_frame, "µs");
+        }
+        if let Some(kernel) = m.server_kernel_cpu_secs {
+            report.add(
+                &format!("{name}: server kernel CPU per frame"),
+                us_per_frame(kernel),
+                "µs",
+            );
         }
         if let Some(cpu) = m.bench_cpu_secs {
             report.add(&format!("{name}: bench CPU"), cpu / m.secs, "cores");
