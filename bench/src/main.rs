@@ -18,6 +18,7 @@ mod report;
 mod scripted;
 mod subscribers;
 mod wait;
+mod wakeup;
 
 use std::path::{Path, PathBuf};
 
@@ -95,12 +96,15 @@ enum Scenario {
     /// The message store's layout on the MongoDB server: one document per
     /// message against packed segments, writes and reads, server CPU from /proc.
     Layout(layout::Args),
+    /// Two threads waking each other in turn: the CPU one wake-up costs here.
+    Wakeup(wakeup::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let report = match cli.scenario {
         Scenario::Codec(args) => codec::run(&args)?,
+        Scenario::Wakeup(args) => wakeup::run(&args)?,
         Scenario::Idle(args) => {
             tokio::runtime::Runtime::new()?.block_on(idle::run(&args, &cli.out_dir))?
         }
