@@ -81,7 +81,7 @@ pub struct Config {
     pub drain_spread_ms: u64,
     /// How often the live connection count is published in etcd, in milliseconds.
     pub load_report_ms: u64,
-    /// How long no login, logout or other call to logic may start before
+    /// How long no login, logout or other call to logic may start or end before
     /// the freed heap of the burst before is handed back to the system
     /// (glibc's `malloc_trim`), in milliseconds (0: never).
     pub heap_trim_quiet_ms: u64,

@@ -103,8 +103,10 @@ pub struct Upstream {
     max_frame_len: u32,
     /// Calls running on the runtime, so a drain can wait for its logouts.
     running: AtomicUsize,
-    /// Calls (other than sends and heartbeats) ever queued: logins, logouts
-    /// and syncs, the bursts whose memory the heap trimmer gives back.
+    /// Calls (other than sends and heartbeats) ever queued plus those ever
+    /// ended: logins, logouts and syncs, the bursts whose memory the heap
+    /// trimmer gives back. It stands still only once none is queued or
+    /// running.
     calls: Arc<AtomicU64>,
     settled: Notify,
     /// Calls allowed on the wire at once (see [`Upstream::dispatch`]).
@@ -204,6 +206,7 @@ impl Upstream {
                 let _permit = permit;
                 let _running = Running(&this);
                 job(this.clone()).await;
+                this.calls.fetch_add(1, Ordering::Relaxed);
             });
         }
     }
@@ -222,7 +225,7 @@ impl Upstream {
         }
     }
 
-    /// The count of calls ever queued, live.
+    /// The count of calls ever queued plus those ever ended, live.
     pub fn calls(&self) -> Arc<AtomicU64> {
         self.calls.clone()
     }
