@@ -20,11 +20,11 @@ pub fn cpu_secs(pid: &str) -> Option<f64> {
     ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
-/// System CPU seconds of a process alone: the kernel's share, its system
-/// calls and what the kernel does in them on its behalf (on loopback, the
-/// receiving end's TCP work too).
-pub fn kernel_secs(pid: &str) -> Option<f64> {
-    times(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?).map(|(_, system)| system)
+/// User and system CPU seconds of a process, from one reading. The system
+/// part is the kernel's share: its system calls and what the kernel does in
+/// them on its behalf (on loopback, the receiving end's TCP work too).
+pub fn user_and_system_secs(pid: &str) -> Option<(f64, f64)> {
+    times(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
 /// User + system CPU seconds of a process's threads, summed by thread name

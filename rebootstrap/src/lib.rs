@@ -97,7 +97,7 @@ impl Rebootstrap {
 
 /// Whether the client reporting `statistics` has neither a configured
 /// (bootstrap) nor a learned broker: only its internal and logical ones.
-pub fn has_no_broker(statistics: &Statistics) -> bool {
+fn has_no_broker(statistics: &Statistics) -> bool {
     !statistics
         .brokers
         .values()

@@ -354,12 +354,13 @@ struct Snapshot {
 
 impl Snapshot {
     fn take(pid: Option<&str>, shared: &Shared, sent: &Sent) -> Self {
+        let times = pid.and_then(procstat::user_and_system_secs);
         Self {
             at: Instant::now(),
             frames: shared.frames.load(Ordering::Relaxed),
             rpcs: sent.rpcs.load(Ordering::Relaxed),
-            cpu: pid.and_then(procstat::cpu_secs),
-            kernel: pid.and_then(procstat::kernel_secs),
+            cpu: times.map(|(user, system)| user + system),
+            kernel: times.map(|(_, system)| system),
             threads: pid.map(procstat::threads).unwrap_or_default(),
             bench_cpu: procstat::cpu_secs("self"),
         }
